@@ -1,0 +1,513 @@
+//! The engine's configuration: one YAML file plus environment variables for secrets.
+//!
+//! This crate is deliberately tiny (serde + url) so the operator can render the very same type
+//! into a ConfigMap without compiling the engine. There is no field for catalog or storage
+//! credentials: the engine acts only with the user's own token and what the catalog vends.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Environment variable holding the OIDC client secret (never in the file).
+pub const CLIENT_SECRET_ENV: &str = "SQE_OIDC_CLIENT_SECRET";
+/// Environment variable naming the config file when no flag is given.
+pub const CONFIG_PATH_ENV: &str = "SQE_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error("invalid config: `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    pub listen: ListenConfig,
+    pub oidc: OidcConfig,
+    pub catalog: CatalogConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub query: QueryConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Arrow Flight SQL address.
+    pub flight: SocketAddr,
+    /// Health (`/healthz`, `/readyz`) and `/metrics` address; kept apart from Flight so probes
+    /// and scrapes never compete with queries.
+    pub http: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Handshake user/password → OIDC password grant (ROPC); refreshed with the refresh token.
+    Password,
+    /// The engine's client identity; the username is a label only. Re-fetched before expiry.
+    ClientCredentials,
+    /// The client presents its own IdP JWT; validated and passed through unchanged.
+    Bearer,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeycloakRef {
+    pub url: Url,
+    pub realm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keycloak: Option<KeycloakRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<Url>,
+    pub client_id: String,
+    #[serde(default = "default_modes")]
+    pub modes: Vec<AuthMode>,
+    /// Expected `aud` of bearer tokens (bearer mode); also requested where the IdP supports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Claim holding the user name.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// Dotted path of the claim holding the user's roles.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// JWS algorithms accepted in bearer mode; anything else (notably `none`, HS*) is refused.
+    #[serde(default = "default_algorithms")]
+    pub allowed_algorithms: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Iceberg REST catalog base URI (for Polaris: `http://host:8181/api/catalog`).
+    pub uri: Url,
+    /// Warehouse (Polaris catalog name); also the SQL catalog name.
+    pub warehouse: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub refresh_buffer_seconds: u64,
+    pub idle_timeout_seconds: u64,
+    pub max_lifetime_seconds: u64,
+    pub max_sessions: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            refresh_buffer_seconds: 60,
+            idle_timeout_seconds: 15 * 60,
+            max_lifetime_seconds: 8 * 3600,
+            max_sessions: 1000,
+        }
+    }
+}
+
+impl SessionConfig {
+    pub fn refresh_buffer(&self) -> Duration {
+        Duration::from_secs(self.refresh_buffer_seconds)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_seconds)
+    }
+    pub fn max_lifetime(&self) -> Duration {
+        Duration::from_secs(self.max_lifetime_seconds)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    pub timeout_seconds: u64,
+    /// Memory pool limit per query, in bytes.
+    pub memory_limit_bytes: u64,
+    pub max_concurrent: usize,
+    /// Grace period on SIGTERM for running queries.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: 300,
+            memory_limit_bytes: 1 << 30,
+            max_concurrent: 16,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `sqe_engine=debug,info`.
+    pub level: String,
+    /// `json` (default) or `text`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+fn default_modes() -> Vec<AuthMode> {
+    vec![AuthMode::Password]
+}
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+fn default_roles_claim() -> String {
+    "realm_access.roles".into()
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+
+/// Secrets come only from the environment, never from the file.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl Secrets {
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            client_secret: lookup(CLIENT_SECRET_ENV).filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: EngineConfig = serde_yaml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("config types always serialize")
+    }
+
+    /// The OIDC issuer: given directly, or `{url}/realms/{realm}` for Keycloak.
+    pub fn issuer(&self) -> Url {
+        match (&self.oidc.keycloak, &self.oidc.issuer) {
+            (_, Some(issuer)) => issuer.clone(),
+            (Some(kc), None) => {
+                let base = kc.url.as_str().trim_end_matches('/');
+                Url::parse(&format!("{base}/realms/{}", kc.realm))
+                    .expect("validated keycloak url and realm form a url")
+            }
+            (None, None) => unreachable!("validate() requires keycloak or issuer"),
+        }
+    }
+
+    /// Cross-field rules the type system cannot express. Each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let o = &self.oidc;
+        match (&o.keycloak, &o.issuer) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(invalid(
+                    "oidc",
+                    "exactly one of `oidc.keycloak` or `oidc.issuer` must be set",
+                ));
+            }
+            (Some(kc), None) => {
+                if kc.realm.trim().is_empty() || kc.realm.contains('/') {
+                    return Err(invalid(
+                        "oidc.keycloak.realm",
+                        "must be a non-empty realm name",
+                    ));
+                }
+                check_http_url("oidc.keycloak.url", &kc.url)?;
+            }
+            (None, Some(issuer)) => check_http_url("oidc.issuer", issuer)?,
+        }
+        if o.client_id.trim().is_empty() {
+            return Err(invalid("oidc.client_id", "must not be empty"));
+        }
+        if o.modes.is_empty() {
+            return Err(invalid("oidc.modes", "at least one mode is required"));
+        }
+        if o.modes.iter().collect::<BTreeSet<_>>().len() != o.modes.len() {
+            return Err(invalid("oidc.modes", "lists a mode twice"));
+        }
+        if o.username_claim.is_empty() {
+            return Err(invalid("oidc.username_claim", "must not be empty"));
+        }
+        if o.allowed_algorithms.is_empty() {
+            return Err(invalid("oidc.allowed_algorithms", "must not be empty"));
+        }
+        for alg in &o.allowed_algorithms {
+            if !SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
+                return Err(invalid(
+                    "oidc.allowed_algorithms",
+                    format!(
+                        "`{alg}` is not an asymmetric JWS algorithm; use one of {SUPPORTED_ALGORITHMS:?}"
+                    ),
+                ));
+            }
+        }
+        check_http_url("catalog.uri", &self.catalog.uri)?;
+        if self.catalog.warehouse.trim().is_empty() {
+            return Err(invalid("catalog.warehouse", "must not be empty"));
+        }
+        let s = &self.session;
+        if s.max_sessions == 0 {
+            return Err(invalid("session.max_sessions", "must be at least 1"));
+        }
+        if s.idle_timeout_seconds == 0 {
+            return Err(invalid("session.idle_timeout_seconds", "must be at least 1"));
+        }
+        if s.max_lifetime_seconds < s.idle_timeout_seconds {
+            return Err(invalid(
+                "session.max_lifetime_seconds",
+                "must not be shorter than session.idle_timeout_seconds",
+            ));
+        }
+        let q = &self.query;
+        if q.timeout_seconds == 0 {
+            return Err(invalid("query.timeout_seconds", "must be at least 1"));
+        }
+        if q.max_concurrent == 0 {
+            return Err(invalid("query.max_concurrent", "must be at least 1"));
+        }
+        if q.memory_limit_bytes < (16 << 20) {
+            return Err(invalid("query.memory_limit_bytes", "must be at least 16 MiB"));
+        }
+        if self.listen.flight == self.listen.http {
+            return Err(invalid(
+                "listen.http",
+                "must differ from listen.flight",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Start-up checks that need the environment: a confidential client needs its secret for
+    /// the password and client-credentials grants.
+    pub fn validate_secrets(&self, secrets: &Secrets) -> Result<(), ConfigError> {
+        let needs_secret = self
+            .oidc
+            .modes
+            .iter()
+            .any(|m| matches!(m, AuthMode::ClientCredentials));
+        if needs_secret && secrets.client_secret.is_none() {
+            return Err(invalid(
+                "oidc.modes",
+                format!("client_credentials mode needs the client secret in ${CLIENT_SECRET_ENV}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Asymmetric algorithms only: a symmetric key would have to be shared with the engine.
+pub const SUPPORTED_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+fn check_http_url(key: &'static str, url: &Url) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(()),
+        _ => Err(invalid(key, format!("`{url}` is not an http(s) URL"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+listen: { flight: "127.0.0.1:50051", http: "127.0.0.1:8080" }
+oidc:
+  keycloak: { url: "http://127.0.0.1:8081", realm: sqe }
+  client_id: sqe
+catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
+"#;
+
+    fn err_of(yaml: &str) -> String {
+        EngineConfig::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = EngineConfig::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.oidc.modes, vec![AuthMode::Password]);
+        assert_eq!(c.session.refresh_buffer_seconds, 60);
+        assert_eq!(c.session.idle_timeout_seconds, 900);
+        assert_eq!(c.session.max_lifetime_seconds, 8 * 3600);
+        assert_eq!(c.oidc.username_claim, "preferred_username");
+        assert_eq!(c.issuer().as_str(), "http://127.0.0.1:8081/realms/sqe");
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let c = EngineConfig::from_yaml(MINIMAL).unwrap();
+        assert_eq!(EngineConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = err_of(&format!("{MINIMAL}\nsesion: {{}}\n"));
+        assert!(e.contains("unknown field `sesion`"), "{e}");
+        let e = err_of(&MINIMAL.replace("client_id: sqe", "client_id: sqe\n  clientid: x"));
+        assert!(e.contains("clientid"), "{e}");
+    }
+
+    #[test]
+    fn there_is_no_place_for_storage_or_catalog_credentials() {
+        for key in ["credential: root:s3cr3t", "token: abc", "s3.access-key-id: AK"] {
+            let yaml = MINIMAL.replace("warehouse: lake }", &format!("warehouse: lake, {key} }}"));
+            assert!(EngineConfig::from_yaml(&yaml).is_err(), "{key} was accepted");
+        }
+    }
+
+    #[test]
+    fn missing_required_values_are_named() {
+        let e = err_of(&MINIMAL.replace("  client_id: sqe\n", ""));
+        assert!(e.contains("client_id"), "{e}");
+        let e = err_of(&MINIMAL.replace(", warehouse: lake", ""));
+        assert!(e.contains("warehouse"), "{e}");
+    }
+
+    #[test]
+    fn exactly_one_identity_provider_form() {
+        let both = MINIMAL.replace(
+            "client_id: sqe",
+            "client_id: sqe\n  issuer: \"http://idp.example/\"",
+        );
+        assert!(err_of(&both).contains("exactly one of"));
+        let none = MINIMAL.replace("  keycloak: { url: \"http://127.0.0.1:8081\", realm: sqe }\n", "");
+        assert!(err_of(&none).contains("exactly one of"));
+    }
+
+    #[test]
+    fn issuer_form_is_used_verbatim() {
+        let yaml = MINIMAL.replace(
+            "keycloak: { url: \"http://127.0.0.1:8081\", realm: sqe }",
+            "issuer: \"https://idp.example/tenant\"",
+        );
+        let c = EngineConfig::from_yaml(&yaml).unwrap();
+        assert_eq!(c.issuer().as_str(), "https://idp.example/tenant");
+    }
+
+    #[test]
+    fn value_rules_name_their_key() {
+        let cases = [
+            ("modes: []", "oidc.modes"),
+            ("modes: [password, password]", "oidc.modes"),
+            ("allowed_algorithms: [HS256]", "oidc.allowed_algorithms"),
+            ("allowed_algorithms: [none]", "oidc.allowed_algorithms"),
+        ];
+        for (line, key) in cases {
+            let yaml = MINIMAL.replace("client_id: sqe", &format!("client_id: sqe\n  {line}"));
+            let e = err_of(&yaml);
+            assert!(e.contains(key), "{line}: {e}");
+        }
+        let e = err_of(&format!("{MINIMAL}session: {{ max_sessions: 0 }}\n"));
+        assert!(e.contains("session.max_sessions"), "{e}");
+        let e = err_of(&format!(
+            "{MINIMAL}session: {{ idle_timeout_seconds: 100, max_lifetime_seconds: 10 }}\n"
+        ));
+        assert!(e.contains("session.max_lifetime_seconds"), "{e}");
+        let e = err_of(&MINIMAL.replace("http: \"127.0.0.1:8080\"", "http: \"127.0.0.1:50051\""));
+        assert!(e.contains("listen.http"), "{e}");
+        let e = err_of(&MINIMAL.replace("http://127.0.0.1:8181/api/catalog", "file:///tmp/x"));
+        assert!(e.contains("catalog.uri"), "{e}");
+        let e = err_of(&MINIMAL.replace("\"127.0.0.1:50051\"", "\"not-an-address\""));
+        assert!(e.contains("listen.flight"), "{e}");
+    }
+
+    #[test]
+    fn client_credentials_needs_the_secret_from_env() {
+        let yaml = MINIMAL.replace("client_id: sqe", "client_id: sqe\n  modes: [client_credentials]");
+        let c = EngineConfig::from_yaml(&yaml).unwrap();
+        let e = c.validate_secrets(&Secrets::default()).unwrap_err().to_string();
+        assert!(e.contains(CLIENT_SECRET_ENV), "{e}");
+        let s = Secrets::from_lookup(|k| (k == CLIENT_SECRET_ENV).then(|| "x".to_string()));
+        c.validate_secrets(&s).unwrap();
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secrets {
+            client_secret: Some("hunter2-secret".into()),
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
