@@ -1,0 +1,33 @@
+# Install steps: each downloads/builds once into $SQE_CACHE, keyed by version. Sourced by `up`.
+
+KC_HOME="$SQE_CACHE/keycloak/$KEYCLOAK_VERSION/keycloak-$KEYCLOAK_VERSION"
+MINIO_BIN="$SQE_CACHE/minio/$MINIO_VERSION/bin/minio"
+
+install_keycloak() {
+  [[ -f $KC_HOME/.sqe-built ]] && return 0
+  need mvn "install Maven (apt-get install maven)"
+  [[ -x $JAVA25_HOME/bin/java ]] || die "Java 21+ is missing at $JAVA25_HOME (Keycloak $KEYCLOAK_VERSION needs it; set SQE_JAVA_HOME)"
+  say "installing Keycloak $KEYCLOAK_VERSION from Maven Central (checksum-verified) ..."
+  local dl="$SQE_CACHE/downloads"
+  mkdir -p "$dl"
+  # --strict-checksums: fail (not warn) if the archive does not match the registry's checksum.
+  mvn -B -q --strict-checksums -Dmaven.repo.local="$MAVEN_REPO" dependency:copy \
+    -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" -DoutputDirectory="$dl" \
+    > "$SQE_CACHE/logs/keycloak-download.log" 2>&1 \
+    || { tail -n 20 "$SQE_CACHE/logs/keycloak-download.log" >&2; die "downloading org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION failed"; }
+  rm -rf "$(dirname "$KC_HOME")"; mkdir -p "$(dirname "$KC_HOME")"
+  tar xzf "$dl/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C "$(dirname "$KC_HOME")"
+  # Build once for the production profile so every start can be --optimized (one JVM, ~15 s).
+  JAVA_HOME="$JAVA25_HOME" "$KC_HOME/bin/kc.sh" build --db=dev-file --health-enabled=true --cache=local \
+    > "$SQE_CACHE/logs/keycloak-build.log" 2>&1 || { tail -n 20 "$SQE_CACHE/logs/keycloak-build.log" >&2; die "kc.sh build failed"; }
+  touch "$KC_HOME/.sqe-built"
+}
+
+install_minio() {
+  [[ -x $MINIO_BIN ]] && return 0
+  need go "install Go 1.24+ (MinIO is built from the Go module proxy)"
+  say "building MinIO $MINIO_VERSION with go install (several minutes on 2 cores) ..."
+  # The go command verifies module checksums against go.sum / the checksum database.
+  (cd /tmp && CGO_ENABLED=0 GOBIN="$(dirname "$MINIO_BIN")" go install "github.com/minio/minio@$MINIO_VERSION") \
+    > "$SQE_CACHE/logs/minio-build.log" 2>&1 || { tail -n 20 "$SQE_CACHE/logs/minio-build.log" >&2; die "go install github.com/minio/minio@$MINIO_VERSION failed"; }
+}
