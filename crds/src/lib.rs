@@ -1,1 +1,419 @@
+//! The `SqeCluster` custom resource (`sqe.io/v1alpha1`).
+//!
+//! One object describes one SQE engine deployment: which OIDC provider the users come from,
+//! which Polaris catalog they query, and how the engine pods run. The schema carries the
+//! validation (types, enums, ranges, defaults and CEL rules for cross-field constraints) so the
+//! API server rejects a bad spec before the operator sees it.
+//!
+//! Field names follow Kubernetes conventions (camelCase); the operator maps them onto the
+//! engine's own config file type (`sqe-engine-config`), which it renders into a ConfigMap.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "sqe.io";
+pub const VERSION: &str = "v1alpha1";
+
+/// Condition types reported in `status.conditions`.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// An SQE engine deployment: OIDC provider, Polaris catalog, and how the engine pods run.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sqe.io",
+    version = "v1alpha1",
+    kind = "SqeCluster",
+    namespaced,
+    status = "SqeClusterStatus",
+    shortname = "sqe",
+    category = "sqe",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SqeClusterSpec {
+    pub oidc: OidcSpec,
+    pub polaris: PolarisSpec,
+    pub engine: EngineSpec,
+    #[serde(default)]
+    pub service: ServiceSpec,
+    /// Serve Flight over TLS with the certificate in this Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    #[serde(default)]
+    pub disruption: DisruptionSpec,
+}
+
+/// The identity provider users authenticate against. Exactly one of `keycloak` or `issuer`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.keycloak) != has(self.issuer)")
+        .message("exactly one of oidc.keycloak or oidc.issuer must be set")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!('clientCredentials' in self.modes) || has(self.clientSecretRef)")
+        .message("oidc.clientSecretRef is required when oidc.modes contains clientCredentials")
+        .reason(Reason::FieldValueRequired)
+)]
+pub struct OidcSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keycloak: Option<KeycloakSpec>,
+    /// A generic OIDC issuer URL (discovery at `{issuer}/.well-known/openid-configuration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("oidc.issuer must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub issuer: Option<String>,
+    #[schemars(length(min = 1, max = 253))]
+    pub client_id: String,
+    /// The client secret; passed to the engine as an environment variable, never in a ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+    /// Authentication modes the engine accepts.
+    #[serde(default = "default_modes")]
+    #[schemars(length(min = 1, max = 3), extend("x-kubernetes-list-type" = "set"))]
+    pub modes: Vec<AuthMode>,
+    /// Expected `aud` of bearer tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub audience: Option<String>,
+    /// Claim holding the user name (engine default `preferred_username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username_claim: Option<String>,
+    /// Dotted path of the claim holding the user's roles (engine default `realm_access.roles`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub roles_claim: Option<String>,
+}
+
+fn default_modes() -> Vec<AuthMode> {
+    vec![AuthMode::Password]
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeycloakSpec {
+    /// Keycloak base URL, e.g. `https://keycloak.example.com`.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("oidc.keycloak.url must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^/\s]+$"))]
+    pub realm: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum AuthMode {
+    /// User name and password in the Flight handshake (OIDC password grant).
+    Password,
+    /// The engine's own client identity (OIDC client-credentials grant).
+    ClientCredentials,
+    /// The client presents its own IdP-issued JWT.
+    Bearer,
+}
+
+/// A key in a Secret in the SqeCluster's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolarisSpec {
+    /// Iceberg REST catalog base URI, e.g. `http://polaris:8181/api/catalog`.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("polaris.uri must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub uri: String,
+    /// Polaris catalog name; also the SQL catalog name.
+    #[schemars(length(min = 1, max = 253))]
+    pub warehouse: String,
+    /// CA bundle (PEM) to trust for the catalog, when it uses a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// How the engine pods run. Either a fixed `replicas` count or `autoscaling`, not both.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))")
+    .message("set either engine.replicas or engine.autoscaling, not both")
+    .reason(Reason::FieldValueForbidden))]
+pub struct EngineSpec {
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+    /// Fixed number of engine pods (default 2 when autoscaling is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// Container resources; defaults to requests cpu 500m / memory 1Gi and a 2Gi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default)]
+    pub session: SessionSpec,
+    #[serde(default)]
+    pub query: QuerySpec,
+    #[serde(default)]
+    pub log_level: LogLevel,
+    #[serde(default)]
+    pub pod_overrides: PodOverrides,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("engine.autoscaling.minReplicas must not exceed maxReplicas")
+    .field_path(".minReplicas")
+    .reason(Reason::FieldValueInvalid))]
+pub struct AutoscalingSpec {
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    #[serde(default = "default_cpu_target")]
+    #[serde(rename = "targetCPUUtilizationPercentage")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn one() -> i32 {
+    1
+}
+fn default_cpu_target() -> i32 {
+    75
+}
+
+/// Session limits; unset fields take the engine's defaults.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+        "!has(self.idleTimeoutSeconds) || !has(self.maxLifetimeSeconds) || self.idleTimeoutSeconds <= self.maxLifetimeSeconds")
+    .message("engine.session.maxLifetimeSeconds must not be shorter than idleTimeoutSeconds")
+    .field_path(".maxLifetimeSeconds")
+    .reason(Reason::FieldValueInvalid))]
+pub struct SessionSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub refresh_buffer_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub idle_timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub max_lifetime_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_sessions: Option<u32>,
+}
+
+/// Query limits; unset fields take the engine's defaults.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QuerySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: Option<u32>,
+    /// Memory pool limit per query as a Kubernetes quantity, e.g. `1Gi` (at least 16Mi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).compareTo(quantity('16Mi')) >= 0")
+        .message("engine.query.memoryLimit must be a quantity of at least 16Mi, e.g. 1Gi"))]
+    #[schemars(length(max = 64))]
+    pub memory_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_concurrent: Option<u32>,
+    /// How long running queries may finish on shutdown before the pod is killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub shutdown_grace_seconds: Option<u32>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Scheduling and metadata passed through to the engine pods.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Extra pod labels; the operator's own `app.kubernetes.io/*` labels win on conflict.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Flight SQL port of the Service.
+    #[serde(default = "default_flight_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::default(),
+            port: default_flight_port(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_flight_port() -> i32 {
+    50051
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// A `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) for the Flight endpoint.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionSpec {
+    /// Pods that may be down at once during voluntary disruptions (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SqeClusterStatus {
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Flight SQL endpoint inside the cluster, e.g. `grpc://name.ns.svc:50051`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Hash of the rendered config and referenced secrets the pods currently roll out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+}
+
+impl SqeCluster {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+}
+
+/// The CRD as YAML, exactly as committed in `crds/sqecluster.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let header = "# Generated by `sqe-operator crd` from crds/src/lib.rs; do not edit by hand.\n";
+    Ok(format!(
+        "{header}{}",
+        serde_yaml::to_string(&SqeCluster::crd())?
+    ))
+}
+
+#[cfg(test)]
+mod tests;

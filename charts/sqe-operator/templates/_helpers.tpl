@@ -1,0 +1,11 @@
+{{- define "sqe-operator.name" -}}{{ .Release.Name }}-sqe-operator{{- end -}}
+{{- define "sqe-operator.labels" -}}
+app.kubernetes.io/name: sqe-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+{{- define "sqe-operator.selector" -}}
+app.kubernetes.io/name: sqe-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}

@@ -1,0 +1,90 @@
+# Shared settings for the Kubernetes control-plane scripts. Sourced, not run.
+# Built binaries live in $SQE_CACHE/k8s (keyed by version, outside the clone); everything a
+# running plane writes lives in $SQE_K8S_STATE, which `down` removes.
+
+set -euo pipefail
+
+K8S_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SQE_ROOT="$(cd "$K8S_DIR/../.." && pwd)"
+export SQE_CACHE="${SQE_CACHE:-$HOME/.cache/sqe}"
+export SQE_K8S_STATE="${SQE_K8S_STATE:-${TMPDIR:-/tmp}/sqe-k8s}"
+
+# Pins. The Go proxy serves k8s.io/kubernetes v1.36.3 with every v0.36.3 staging module; the
+# local Go (1.26.x) satisfies its `go 1.26.0` line, so no toolchain download is needed.
+# etcd 3.6.x is the line Kubernetes 1.36 ships with; kwok 0.8.0 needs explicit stage files.
+K8S_VERSION=v1.36.3
+ETCD_VERSION=v3.6.13
+KWOK_VERSION=v0.8.0
+
+K8S_BIN="$SQE_CACHE/k8s/kubernetes-$K8S_VERSION/bin"
+ETCD_BIN="$SQE_CACHE/k8s/etcd-$ETCD_VERSION/bin"
+KWOK_HOME="$SQE_CACHE/k8s/kwok-$KWOK_VERSION"
+KWOK_BIN="$KWOK_HOME/bin"
+
+export GOMODCACHE="$SQE_CACHE/go/mod" GOCACHE="$SQE_CACHE/go/build"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}" GOTOOLCHAIN=local CGO_ENABLED=0
+
+# Loopback ports of the plane (fixed so a kubeconfig stays valid across restarts of a test).
+ETCD_PORT=${SQE_K8S_ETCD_PORT:-12379}
+ETCD_PEER_PORT=${SQE_K8S_ETCD_PEER_PORT:-12380}
+APISERVER_PORT=${SQE_K8S_APISERVER_PORT:-16443}
+KCM_PORT=${SQE_K8S_KCM_PORT:-10257}
+SCHED_PORT=${SQE_K8S_SCHED_PORT:-10259}
+KWOK_PORT=${SQE_K8S_KWOK_PORT:-10247}
+
+KUBECONFIG_PATH="$SQE_K8S_STATE/admin.kubeconfig"
+
+say() { printf '[sqe-k8s] %s\n' "$*" >&2; }
+die() { printf '[sqe-k8s] ERROR: %s\n' "$*" >&2; exit 1; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { # pid_alive NAME
+  local f="$SQE_K8S_STATE/$1.pid"
+  [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+start_bg() { # start_bg NAME CMD... ; own session, logs to $SQE_K8S_STATE/NAME.log
+  local name=$1; shift
+  mkdir -p "$SQE_K8S_STATE"
+  setsid "$@" >"$SQE_K8S_STATE/$name.log" 2>&1 < /dev/null &
+  echo $! > "$SQE_K8S_STATE/$name.pid"
+}
+
+wait_for() { # wait_for NAME SECONDS CHECK-CMD...
+  local name=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ! pid_alive "$name"; then
+      say "$name exited while starting; last lines of $SQE_K8S_STATE/$name.log:"
+      tail -n 30 "$SQE_K8S_STATE/$name.log" >&2 || true
+      die "$name did not come up"
+    fi
+    if (( SECONDS > deadline )); then
+      say "$name not healthy after ${secs}s; last lines of $SQE_K8S_STATE/$name.log:"
+      tail -n 30 "$SQE_K8S_STATE/$name.log" >&2 || true
+      die "$name did not come up"
+    fi
+    sleep 1
+  done
+}
+
+stop_pid() { # stop_pid NAME: TERM its session, then KILL after a grace period
+  local f="$SQE_K8S_STATE/$1.pid" pid
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+binaries_present() {
+  local b
+  for b in "$K8S_BIN"/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl} \
+           "$ETCD_BIN/etcd" "$KWOK_BIN/kwok" "$KWOK_HOME/stages.yaml"; do
+    [[ -e $b ]] || return 1
+  done
+}

@@ -1,0 +1,10 @@
+//! The SQE operator: reconciles `SqeCluster` resources into engine Deployments.
+
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod render;
+pub mod resources;
+pub mod run;
+pub mod status;

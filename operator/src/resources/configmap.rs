@@ -1,0 +1,171 @@
+//! The engine's configuration: the spec mapped onto `sqe_engine_config::EngineConfig` (the
+//! engine's own type, so there is no second hand-written format) and rendered into a ConfigMap.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use sqe_crds::{AuthMode as CrdMode, SqeCluster, SqeClusterSpec};
+use sqe_engine_config::{
+    AuthMode, CatalogConfig, EngineConfig, KeycloakRef, ListenConfig, LogConfig, LogFormat,
+    OidcConfig, QueryConfig, SessionConfig, TlsConfig,
+};
+use url::Url;
+
+use super::{config_map_name, meta};
+use crate::error::{Error, Result};
+
+/// Key of the config file in the ConfigMap; mounted at `CONFIG_DIR/CONFIG_KEY`.
+pub const CONFIG_KEY: &str = "engine.yaml";
+pub const CONFIG_DIR: &str = "/etc/sqe/config";
+pub const TLS_DIR: &str = "/etc/sqe/tls";
+pub const CATALOG_CA_DIR: &str = "/etc/sqe/catalog-ca";
+pub const FLIGHT_PORT: u16 = 50051;
+pub const HTTP_PORT: u16 = 8080;
+
+pub fn config_path() -> String {
+    format!("{CONFIG_DIR}/{CONFIG_KEY}")
+}
+
+fn url(field: &str, value: &str) -> Result<Url> {
+    Url::parse(value).map_err(|e| Error::InvalidSpec(format!("{field}: `{value}`: {e}")))
+}
+
+/// Map the spec onto the engine's config and run the engine's own validation, so a spec the
+/// engine would refuse to start with is reported as `Degraded` instead of crash-looping pods.
+pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
+    let o = &spec.oidc;
+    let defaults_oidc = (
+        "preferred_username".to_string(),
+        "realm_access.roles".to_string(),
+    );
+    let keycloak = match &o.keycloak {
+        Some(k) => Some(KeycloakRef {
+            url: url("spec.oidc.keycloak.url", &k.url)?,
+            realm: k.realm.clone(),
+        }),
+        None => None,
+    };
+    let issuer = match &o.issuer {
+        Some(i) => Some(url("spec.oidc.issuer", i)?),
+        None => None,
+    };
+    let modes = o
+        .modes
+        .iter()
+        .map(|m| match m {
+            CrdMode::Password => AuthMode::Password,
+            CrdMode::ClientCredentials => AuthMode::ClientCredentials,
+            CrdMode::Bearer => AuthMode::Bearer,
+        })
+        .collect();
+    let s = &spec.engine.session;
+    let sd = SessionConfig::default();
+    let q = &spec.engine.query;
+    let qd = QueryConfig::default();
+    let memory_limit_bytes = match &q.memory_limit {
+        Some(m) => parse_quantity(m).ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "spec.engine.query.memoryLimit: `{m}` is not a quantity"
+            ))
+        })?,
+        None => qd.memory_limit_bytes,
+    };
+    let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    let cfg = EngineConfig {
+        listen: ListenConfig {
+            flight: SocketAddr::new(any.ip(), FLIGHT_PORT),
+            http: SocketAddr::new(any.ip(), HTTP_PORT),
+            tls: spec.tls.as_ref().map(|_| TlsConfig {
+                cert: PathBuf::from(format!("{TLS_DIR}/tls.crt")),
+                key: PathBuf::from(format!("{TLS_DIR}/tls.key")),
+            }),
+        },
+        oidc: OidcConfig {
+            keycloak,
+            issuer,
+            client_id: o.client_id.clone(),
+            modes,
+            audience: o.audience.clone(),
+            username_claim: o.username_claim.clone().unwrap_or(defaults_oidc.0),
+            roles_claim: o.roles_claim.clone().unwrap_or(defaults_oidc.1),
+            allowed_algorithms: vec!["RS256".into()],
+        },
+        catalog: CatalogConfig {
+            uri: url("spec.polaris.uri", &spec.polaris.uri)?,
+            warehouse: spec.polaris.warehouse.clone(),
+            ca_file: spec
+                .polaris
+                .ca_secret_ref
+                .as_ref()
+                .map(|r| PathBuf::from(format!("{CATALOG_CA_DIR}/{}", r.key))),
+        },
+        session: SessionConfig {
+            refresh_buffer_seconds: s
+                .refresh_buffer_seconds
+                .map_or(sd.refresh_buffer_seconds, u64::from),
+            idle_timeout_seconds: s
+                .idle_timeout_seconds
+                .map_or(sd.idle_timeout_seconds, u64::from),
+            max_lifetime_seconds: s
+                .max_lifetime_seconds
+                .map_or(sd.max_lifetime_seconds, u64::from),
+            max_sessions: s.max_sessions.map_or(sd.max_sessions, |v| v as usize),
+        },
+        query: QueryConfig {
+            timeout_seconds: q.timeout_seconds.map_or(qd.timeout_seconds, u64::from),
+            memory_limit_bytes,
+            max_concurrent: q.max_concurrent.map_or(qd.max_concurrent, |v| v as usize),
+            shutdown_grace_seconds: q
+                .shutdown_grace_seconds
+                .map_or(qd.shutdown_grace_seconds, u64::from),
+        },
+        log: LogConfig {
+            level: spec.engine.log_level.as_filter().into(),
+            format: LogFormat::Json,
+        },
+    };
+    cfg.validate()
+        .map_err(|e| Error::InvalidSpec(format!("engine configuration: {e}")))?;
+    Ok(cfg)
+}
+
+/// Kubernetes quantity → bytes (`1Gi`, `512Mi`, `1G`, `1500000`). Fractions are truncated.
+pub fn parse_quantity(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    let bytes = n * mult;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+pub fn build(cluster: &SqeCluster, config_yaml: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(cluster, config_map_name(cluster)),
+        data: Some(BTreeMap::from([(
+            CONFIG_KEY.to_string(),
+            config_yaml.to_string(),
+        )])),
+        ..Default::default()
+    }
+}

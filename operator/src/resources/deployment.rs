@@ -1,0 +1,266 @@
+//! The engine Deployment: hardened pods, probes on the engine's health port, the client secret
+//! from the Secret as env, and a config-hash annotation so config or secret changes roll pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use sqe_crds::{PullPolicy, SqeCluster};
+use sqe_engine_config::{CLIENT_SECRET_ENV, CONFIG_PATH_ENV};
+
+use super::configmap::{CATALOG_CA_DIR, CONFIG_DIR, FLIGHT_PORT, HTTP_PORT, TLS_DIR, config_path};
+use super::{CONFIG_HASH_ANNOTATION, config_map_name, labels, meta, selector_labels};
+
+/// Replicas when neither `replicas` nor `autoscaling` is given: two, so one pod can drain or
+/// be evicted while the other serves.
+pub const DEFAULT_REPLICAS: i32 = 2;
+/// Non-root UID/GID of the engine image (distroless "nonroot").
+const RUN_AS: i64 = 65532;
+/// Time on top of the engine's own query drain grace for the process to exit.
+const EXIT_MARGIN_SECONDS: i64 = 15;
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("500m".into())),
+            ("memory".to_string(), Quantity("1Gi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("2Gi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failure_threshold),
+        ..Default::default()
+    }
+}
+
+pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
+    let spec = &cluster.spec;
+    let engine = &spec.engine;
+    let name = cluster.name_any();
+
+    let mut pod_labels = engine.pod_overrides.labels.clone();
+    pod_labels.extend(labels(cluster)); // the operator's labels win: selectors depend on them
+    let mut pod_annotations = engine.pod_overrides.annotations.clone();
+    pod_annotations.insert(CONFIG_HASH_ANNOTATION.into(), config_hash.into());
+    pod_annotations.insert("prometheus.io/scrape".into(), "true".into());
+    pod_annotations.insert("prometheus.io/port".into(), HTTP_PORT.to_string());
+
+    let mut env = vec![EnvVar {
+        name: CONFIG_PATH_ENV.into(),
+        value: Some(config_path()),
+        ..Default::default()
+    }];
+    if let Some(r) = &spec.oidc.client_secret_ref {
+        env.push(EnvVar {
+            name: CLIENT_SECRET_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(cluster),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        // The root filesystem is read-only; queries may spill to /tmp.
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    if let Some(tls) = &spec.tls {
+        volumes.push(secret_volume("tls", &tls.secret_name));
+        mounts.push(read_only_mount("tls", TLS_DIR));
+    }
+    if let Some(ca) = &spec.polaris.ca_secret_ref {
+        volumes.push(secret_volume("catalog-ca", &ca.name));
+        mounts.push(read_only_mount("catalog-ca", CATALOG_CA_DIR));
+    }
+
+    let grace = i64::from(engine.query.shutdown_grace_seconds.unwrap_or(30)) + EXIT_MARGIN_SECONDS;
+    let container = Container {
+        name: "engine".into(),
+        image: Some(engine.image.clone()),
+        image_pull_policy: Some(
+            match engine.image_pull_policy {
+                PullPolicy::Always => "Always",
+                PullPolicy::IfNotPresent => "IfNotPresent",
+                PullPolicy::Never => "Never",
+            }
+            .into(),
+        ),
+        args: Some(vec!["serve".into(), "--config".into(), config_path()]),
+        env: Some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("flight".into()),
+                container_port: i32::from(FLIGHT_PORT),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: i32::from(HTTP_PORT),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        // Startup allows ~2 min for JWKS/catalog reachability; readiness gates traffic;
+        // liveness only restarts a wedged process.
+        startup_probe: Some(http_probe("/healthz", 2, 60)),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        resources: Some(engine.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+
+    let o = &engine.pod_overrides;
+    let pod = PodSpec {
+        service_account_name: Some(name.clone()),
+        automount_service_account_token: Some(false),
+        termination_grace_period_seconds: Some(grace),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: Some(volumes),
+        node_selector: (!o.node_selector.is_empty()).then(|| o.node_selector.clone()),
+        tolerations: (!o.tolerations.is_empty()).then(|| o.tolerations.clone()),
+        affinity: o.affinity.clone(),
+        priority_class_name: o.priority_class_name.clone(),
+        ..Default::default()
+    };
+
+    Deployment {
+        metadata: meta(cluster, name),
+        spec: Some(DeploymentSpec {
+            // With autoscaling the HPA owns the replica count; leaving it out of the applied
+            // object hands the field to the HPA instead of fighting it on every reconcile.
+            replicas: match &engine.autoscaling {
+                Some(_) => None,
+                None => Some(engine.replicas.unwrap_or(DEFAULT_REPLICAS)),
+            },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                // Surge first: a new pod is ready before an old one starts draining.
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            revision_history_limit: Some(5),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}

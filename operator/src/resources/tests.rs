@@ -1,0 +1,380 @@
+//! Builder tests: golden YAML for every example, plus properties every object must have.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Container;
+use kube::ResourceExt;
+use serde::Deserialize;
+use sqe_crds::SqeCluster;
+use sqe_engine_config::{CLIENT_SECRET_ENV, EngineConfig};
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::configmap::{CONFIG_KEY, FLIGHT_PORT, HTTP_PORT, parse_quantity};
+use super::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn examples() -> Vec<(String, SqeCluster)> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(repo().join("crds/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = serde_yaml::Value::deserialize(doc).unwrap();
+            if v.get("kind").and_then(|k| k.as_str()) == Some("SqeCluster") {
+                let mut c: SqeCluster = serde_yaml::from_value(v).unwrap();
+                c.metadata.namespace = Some("team-a".into());
+                c.metadata.uid = Some("0000-uid".into());
+                let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+                out.push((stem, c));
+            }
+        }
+    }
+    assert!(out.len() >= 3);
+    out
+}
+
+fn engine(d: &Desired) -> &Container {
+    &d.deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+fn all_metas(d: &Desired) -> Vec<(&'static str, &ObjectMeta)> {
+    let mut v = vec![
+        ("ServiceAccount", &d.service_account.metadata),
+        ("ConfigMap", &d.config_map.metadata),
+        ("Service", &d.service.metadata),
+        ("PodDisruptionBudget", &d.pdb.metadata),
+        ("Deployment", &d.deployment.metadata),
+    ];
+    if let Some(h) = &d.hpa {
+        v.push(("HorizontalPodAutoscaler", &h.metadata));
+    }
+    v
+}
+
+#[test]
+fn render_matches_golden_yaml_for_every_example() {
+    let mut files: Vec<_> = std::fs::read_dir(repo().join("crds/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let got = crate::render::render(&std::fs::read_to_string(&f).unwrap(), "default").unwrap();
+        let golden = repo()
+            .join("operator/tests/golden")
+            .join(f.file_name().unwrap());
+        if std::env::var_os("SQE_BLESS").is_some() {
+            std::fs::write(&golden, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        assert!(
+            got == want,
+            "{} differs from {}; review and re-bless with SQE_BLESS=1 cargo test -p sqe-operator",
+            f.display(),
+            golden.display()
+        );
+    }
+}
+
+#[test]
+fn every_object_is_owned_labelled_and_namespaced() {
+    for (name, c) in examples() {
+        let d = build(&c, &SecretDigests::default()).unwrap();
+        for (kind, m) in all_metas(&d) {
+            let owners = m.owner_references.as_ref().unwrap();
+            assert_eq!(owners.len(), 1, "{name} {kind}");
+            let o = &owners[0];
+            assert_eq!(
+                (o.kind.as_str(), o.uid.as_str()),
+                ("SqeCluster", "0000-uid")
+            );
+            assert_eq!(o.controller, Some(true), "{name} {kind}");
+            assert_eq!(m.namespace.as_deref(), Some("team-a"));
+            assert_eq!(m.labels.as_ref().unwrap(), &labels(&c), "{name} {kind}");
+        }
+        let sel = selector_labels(&c);
+        let dep = d.deployment.spec.as_ref().unwrap();
+        assert_eq!(dep.selector.match_labels.as_ref().unwrap(), &sel);
+        let pod_labels = dep
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert!(
+            sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "{name}"
+        );
+        assert_eq!(
+            d.service.spec.as_ref().unwrap().selector.as_ref().unwrap(),
+            &sel
+        );
+        let pdb_sel = d.pdb.spec.as_ref().unwrap().selector.as_ref().unwrap();
+        assert_eq!(pdb_sel.match_labels.as_ref().unwrap(), &sel);
+    }
+}
+
+#[test]
+fn probes_and_ports_match_the_rendered_engine_config() {
+    for (name, c) in examples() {
+        let d = build(&c, &SecretDigests::default()).unwrap();
+        let yaml = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+        // The engine's own parser and validation accept what the operator wrote.
+        let cfg = EngineConfig::from_yaml(yaml).unwrap();
+        assert_eq!(cfg.listen.http.port(), HTTP_PORT);
+        assert_eq!(cfg.listen.flight.port(), FLIGHT_PORT);
+        let e = engine(&d);
+        let port_of = |n: &str| {
+            e.ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|p| p.name.as_deref() == Some(n))
+                .unwrap()
+                .container_port
+        };
+        assert_eq!(port_of("http"), i32::from(cfg.listen.http.port()), "{name}");
+        assert_eq!(
+            port_of("flight"),
+            i32::from(cfg.listen.flight.port()),
+            "{name}"
+        );
+        for (which, p) in [
+            ("readiness", e.readiness_probe.as_ref()),
+            ("liveness", e.liveness_probe.as_ref()),
+            ("startup", e.startup_probe.as_ref()),
+        ] {
+            let g = p.unwrap().http_get.as_ref().unwrap();
+            assert_eq!(g.port, IntOrString::String("http".into()), "{name} {which}");
+        }
+        assert_eq!(
+            e.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+        let svc_port = &d.service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+        assert_eq!(
+            svc_port.target_port,
+            Some(IntOrString::String("flight".into()))
+        );
+        assert_eq!(svc_port.port, c.spec.service.port);
+        assert_eq!(
+            d.service.spec.as_ref().unwrap().session_affinity.as_deref(),
+            Some("ClientIP")
+        );
+    }
+}
+
+#[test]
+fn no_secret_value_reaches_a_config_map_and_the_secret_comes_from_env() {
+    let secret = "hunter2-client-secret";
+    for (name, c) in examples() {
+        let mut digests = SecretDigests::default();
+        digests.add("s/client-secret", secret.as_bytes());
+        let d = build(&c, &digests).unwrap();
+        let all = serde_json::to_string(&(&d.config_map, &d.deployment, &d.service)).unwrap();
+        assert!(!all.contains(secret), "{name}: secret value rendered");
+        let e = engine(&d);
+        for var in e.env.as_ref().unwrap() {
+            if var.name == CLIENT_SECRET_ENV {
+                assert!(var.value.is_none(), "{name}: secret as a literal env value");
+                let r = var
+                    .value_from
+                    .as_ref()
+                    .unwrap()
+                    .secret_key_ref
+                    .as_ref()
+                    .unwrap();
+                let want = c.spec.oidc.client_secret_ref.as_ref().unwrap();
+                assert_eq!((&r.name, &r.key), (&want.name, &want.key));
+            }
+        }
+        let cm = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+        for word in ["secret:", "client_secret", "token:"] {
+            assert!(
+                !cm.contains(word),
+                "{name}: `{word}` in the ConfigMap:\n{cm}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pods_are_hardened() {
+    for (name, c) in examples() {
+        let d = build(&c, &SecretDigests::default()).unwrap();
+        let pod = d
+            .deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some(c.name_any().as_str())
+        );
+        let sc = engine(&d).security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+            &vec!["ALL".to_string()]
+        );
+        let res = engine(&d).resources.as_ref().unwrap();
+        assert!(
+            res.requests
+                .as_ref()
+                .is_some_and(|r| r.contains_key("memory")),
+            "{name}"
+        );
+        assert!(
+            res.limits
+                .as_ref()
+                .is_some_and(|r| r.contains_key("memory")),
+            "{name}"
+        );
+        // Long enough to drain queries: the engine's grace plus a margin.
+        let grace = c.spec.engine.query.shutdown_grace_seconds.unwrap_or(30) as i64;
+        assert!(pod.termination_grace_period_seconds.unwrap() > grace);
+    }
+}
+
+#[test]
+fn autoscaling_owns_replicas_and_creates_an_hpa() {
+    for (name, c) in examples() {
+        let d = build(&c, &SecretDigests::default()).unwrap();
+        let replicas = d.deployment.spec.as_ref().unwrap().replicas;
+        match &c.spec.engine.autoscaling {
+            Some(a) => {
+                assert_eq!(replicas, None, "{name}: HPA must own replicas");
+                let h = &d.hpa.as_ref().unwrap().spec;
+                assert_eq!(
+                    (h.min_replicas, h.max_replicas),
+                    (Some(a.min_replicas), a.max_replicas)
+                );
+                assert_eq!(h.scale_target_ref.name, c.name_any());
+            }
+            None => {
+                assert!(d.hpa.is_none(), "{name}");
+                assert_eq!(replicas, Some(c.spec.engine.replicas.unwrap_or(2)));
+            }
+        }
+    }
+}
+
+#[test]
+fn config_hash_follows_config_and_secrets_only() {
+    let (_, c) = examples()
+        .into_iter()
+        .find(|(n, _)| n == "minimal")
+        .unwrap();
+    let hash = |c: &SqeCluster, d: &SecretDigests| build(c, d).unwrap().config_hash;
+    let none = SecretDigests::default();
+    let base = hash(&c, &none);
+    let mut rotated = SecretDigests::default();
+    rotated.add("sqe-oidc/client-secret", b"v2");
+    assert_ne!(
+        hash(&c, &rotated),
+        base,
+        "rotated secret must roll the pods"
+    );
+    let mut c2 = c.clone();
+    c2.spec.engine.query.timeout_seconds = Some(42);
+    assert_ne!(hash(&c2, &none), base, "config change must roll the pods");
+    let mut c3 = c.clone();
+    c3.spec.engine.replicas = Some(7);
+    assert_eq!(hash(&c3, &none), base, "scaling must not roll the pods");
+    let d = build(&c, &rotated).unwrap();
+    let ann = d
+        .deployment
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
+    assert_eq!(ann[CONFIG_HASH_ANNOTATION], d.config_hash);
+}
+
+#[test]
+fn engine_rules_make_an_invalid_spec() {
+    let (_, mut c) = examples()
+        .into_iter()
+        .find(|(n, _)| n == "minimal")
+        .unwrap();
+    c.spec.engine.query.memory_limit = Some("1Mi".into());
+    let e = build(&c, &SecretDigests::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("query.memory_limit_bytes"), "{e}");
+}
+
+#[test]
+fn quantities() {
+    assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
+    assert_eq!(parse_quantity("512Mi"), Some(512 << 20));
+    assert_eq!(parse_quantity("1G"), Some(1_000_000_000));
+    assert_eq!(parse_quantity("1.5Gi"), Some(3 << 29));
+    assert_eq!(parse_quantity("123"), Some(123));
+    assert_eq!(parse_quantity("lots"), None);
+    assert_eq!(parse_quantity("1Xi"), None);
+}
+
+#[test]
+fn render_never_prints_the_secret_in_the_input() {
+    // local-stack.yaml carries a Secret (the local stack's dev client secret) next to the
+    // SqeCluster; render must reference it, never copy it.
+    let text = std::fs::read_to_string(repo().join("crds/examples/local-stack.yaml")).unwrap();
+    assert!(text.contains("sqe-dev-secret"));
+    let out = crate::render::render(&text, "default").unwrap();
+    assert!(!out.contains("sqe-dev-secret"));
+    assert!(out.contains("name: sqe-local-oidc"));
+}
+
+#[test]
+fn render_without_uid_has_no_owner_references() {
+    let text = std::fs::read_to_string(repo().join("crds/examples/minimal.yaml")).unwrap();
+    let out = crate::render::render(&text, "default").unwrap();
+    assert!(!out.contains("ownerReferences"));
+    assert_eq!(
+        out.matches("\nkind: ").count() + usize::from(out.starts_with("kind")),
+        5
+    );
+}

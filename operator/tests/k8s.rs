@@ -1,0 +1,789 @@
+//! Against a real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok),
+//! started by `e2e/k8s/up`. Ignored by default; `e2e/k8s/test` runs them with `--ignored`.
+//! The operator under test runs as a subprocess with a ServiceAccount token bound to exactly
+//! the chart's RBAC rules, so a missing permission fails these tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::{Api, Client, Resource, ResourceExt};
+use sqe_crds::SqeCluster;
+
+const SYSTEM_NS: &str = "sqe-system";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn state_dir() -> PathBuf {
+    PathBuf::from(std::env::var("SQE_K8S_STATE").expect("run through e2e/k8s/test (SQE_K8S_STATE)"))
+}
+
+fn kubectl_bin() -> String {
+    std::env::var("SQE_KUBECTL").expect("run through e2e/k8s/test (SQE_KUBECTL)")
+}
+
+fn kubectl_in(stdin: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("kubectl");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// kubectl that must succeed; returns stdout.
+fn kubectl(args: &[&str]) -> String {
+    let out = kubectl_in(None, args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kubectl_apply(ns: &str, yaml: &str) {
+    let out = kubectl_in(Some(yaml), &["apply", "-n", ns, "-f", "-"]);
+    assert!(
+        out.status.success(),
+        "apply: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ensure_namespace(ns: &str) {
+    let out = kubectl_in(None, &["get", "namespace", ns]);
+    if !out.status.success() {
+        kubectl(&["create", "namespace", ns]);
+    }
+    // Pods are admitted only once the namespace's default ServiceAccount exists.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubectl_in(None, &["get", "-n", ns, "serviceaccount", "default"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no default ServiceAccount in {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+/// Once per test binary: install the CRD and the operator's RBAC (from the chart's rule
+/// files), and write a kubeconfig holding a token of the operator's ServiceAccount.
+fn setup() -> &'static Path {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG.get_or_init(|| {
+        kubectl(&["apply", "--server-side", "--force-conflicts", "-f",
+                  repo().join("crds/sqecluster.yaml").to_str().unwrap()]);
+        kubectl(&["wait", "--for=condition=Established", "crd/sqeclusters.sqe.io", "--timeout=60s"]);
+        ensure_namespace(SYSTEM_NS);
+        let chart = repo().join("charts/sqe-operator/files");
+        let rules = std::fs::read_to_string(chart.join("clusterrole-rules.yaml")).unwrap();
+        let lease_rules = std::fs::read_to_string(chart.join("lease-rules.yaml")).unwrap();
+        let rbac = format!(
+            r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: sqe-operator, namespace: {SYSTEM_NS}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: sqe-operator-test}}
+rules:
+{rules}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: sqe-operator-test}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sqe-operator-test}}
+subjects: [{{kind: ServiceAccount, name: sqe-operator, namespace: {SYSTEM_NS}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: sqe-operator-leader, namespace: {SYSTEM_NS}}}
+rules:
+{lease_rules}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: sqe-operator-leader, namespace: {SYSTEM_NS}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: sqe-operator-leader}}
+subjects: [{{kind: ServiceAccount, name: sqe-operator, namespace: {SYSTEM_NS}}}]
+"#,
+            rules = indent(&rules, 0),
+            lease_rules = indent(&lease_rules, 0),
+        );
+        kubectl_apply(SYSTEM_NS, &rbac);
+        let token = kubectl(&["create", "token", "sqe-operator", "-n", SYSTEM_NS, "--duration=2h"]);
+        // Same server and CA as the admin kubeconfig; only the credential differs.
+        let admin = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
+        let cluster_block: String = admin
+            .split("\nusers:")
+            .next()
+            .unwrap()
+            .to_string();
+        let kc = format!(
+            "{cluster_block}\nusers:\n- name: sqe-operator\n  user:\n    token: {}\ncontexts:\n- name: op\n  context: {{cluster: sqe, user: sqe-operator}}\ncurrent-context: op\n",
+            token.trim()
+        );
+        let path = state_dir().join("operator.kubeconfig");
+        std::fs::write(&path, kc).unwrap();
+        // Prove the credential is the limited one: it may not read Secrets' neighbours' RBAC.
+        let out = kubectl_in(None, &["--kubeconfig", path.to_str().unwrap(), "auth", "can-i", "delete", "deployments"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "operator token is over-privileged");
+        path
+    })
+}
+
+struct Operator {
+    child: Child,
+    pub identity: String,
+    metrics: u16,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(ns: &str, lease: &str, identity: &str) -> Self {
+        let kubeconfig = setup();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = state_dir().join(format!("operator-{identity}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sqe-operator"))
+            .args([
+                "run",
+                "--namespace",
+                ns,
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+                "--lease-namespace",
+                SYSTEM_NS,
+                "--lease-name",
+                lease,
+                "--identity",
+                identity,
+                "--lease-duration-seconds",
+                "6",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,sqe_operator=debug,kube=warn")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start sqe-operator");
+        Self {
+            child,
+            identity: identity.into(),
+            metrics: port,
+            log,
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let out = Command::new("curl")
+            .args([
+                "-fsS",
+                &format!("http://127.0.0.1:{}/metrics", self.metrics),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn writes(&self) -> f64 {
+        self.metric("sqe_operator_writes_total")
+    }
+
+    fn is_leader(&self) -> bool {
+        self.metric("sqe_operator_leader ") == 1.0
+    }
+
+    /// SIGTERM (the operator releases its Lease), then wait.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            if std::thread::panicking() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<_> = log.lines().rev().take(40).collect();
+                eprintln!("--- operator {} log (last lines) ---", self.identity);
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+async fn client() -> Client {
+    Client::try_default().await.expect("admin kubeconfig")
+}
+
+async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn secret_yaml(value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: oidc}}\nstringData: {{client-secret: {value}}}\n"
+    )
+}
+
+fn cluster_yaml(name: &str, engine_extra: &str) -> String {
+    format!(
+        r#"apiVersion: sqe.io/v1alpha1
+kind: SqeCluster
+metadata: {{name: {name}}}
+spec:
+  oidc:
+    keycloak: {{url: "http://keycloak:8080", realm: sqe}}
+    clientId: sqe
+    clientSecretRef: {{name: oidc, key: client-secret}}
+  polaris: {{uri: "http://polaris:8181/api/catalog", warehouse: lake}}
+  engine:
+    image: sqe-engine:test
+{engine_extra}"#
+    )
+}
+
+async fn cluster_of(api: &Api<SqeCluster>, name: &str) -> SqeCluster {
+    api.get(name).await.unwrap()
+}
+
+fn cond(c: &SqeCluster, t: &str) -> Option<(String, String)> {
+    c.condition(t)
+        .map(|c| (c.status.clone(), c.message.clone()))
+}
+
+fn pod_hash(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()["sqe.io/config-hash"]
+        .clone()
+}
+
+/// Ready for the current generation and with the Deployment's current hash.
+async fn wait_ready(ns: &str, name: &str) -> (SqeCluster, Deployment) {
+    let c = client().await;
+    let clusters: Api<SqeCluster> = Api::namespaced(c.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(c, ns);
+    eventually(
+        &format!("{ns}/{name} Ready for its generation"),
+        120,
+        || async {
+            let cl = clusters.get(name).await.ok()?;
+            let d = deployments.get_opt(name).await.ok()??;
+            let st = cl.status.as_ref()?;
+            let ready = cond(&cl, "Ready")?.0 == "True";
+            let current = st.observed_generation == cl.metadata.generation
+                && st.config_hash.as_deref() == Some(pod_hash(&d).as_str());
+            (ready && current).then_some((cl, d))
+        },
+    )
+    .await
+}
+
+async fn resource_versions(ns: &str, name: &str) -> Vec<(String, String)> {
+    let c = client().await;
+    let cm = format!("{name}-config");
+    let mut v = vec![
+        (
+            "cm".into(),
+            Api::<ConfigMap>::namespaced(c.clone(), ns)
+                .get(&cm)
+                .await
+                .unwrap()
+                .resource_version()
+                .unwrap(),
+        ),
+        (
+            "deploy-spec".into(),
+            Api::<Deployment>::namespaced(c.clone(), ns)
+                .get(name)
+                .await
+                .unwrap()
+                .metadata
+                .generation
+                .unwrap()
+                .to_string(),
+        ),
+        (
+            "svc".into(),
+            Api::<Service>::namespaced(c.clone(), ns)
+                .get(name)
+                .await
+                .unwrap()
+                .resource_version()
+                .unwrap(),
+        ),
+        (
+            "pdb-gen".into(),
+            Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
+                .get(name)
+                .await
+                .unwrap()
+                .metadata
+                .generation
+                .unwrap()
+                .to_string(),
+        ),
+        (
+            "sa".into(),
+            Api::<ServiceAccount>::namespaced(c.clone(), ns)
+                .get(name)
+                .await
+                .unwrap()
+                .resource_version()
+                .unwrap(),
+        ),
+    ];
+    let cl = Api::<SqeCluster>::namespaced(c, ns)
+        .get(name)
+        .await
+        .unwrap();
+    v.push(("status".into(), serde_json::to_string(&cl.status).unwrap()));
+    v
+}
+
+fn owned_by<K: Resource>(obj: &K, cluster: &SqeCluster) -> bool {
+    obj.meta().owner_references.iter().flatten().any(|o| {
+        o.controller == Some(true)
+            && Some(&o.uid) == cluster.metadata.uid.as_ref()
+            && o.kind == "SqeCluster"
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane: e2e/k8s/test"]
+async fn crd_installs_and_the_api_server_validates_the_examples() {
+    setup();
+    let ns = "t-crd";
+    ensure_namespace(ns);
+    let dir = repo().join("crds/examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut valid = 0;
+    for f in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
+        let out = kubectl_in(
+            None,
+            &[
+                "apply",
+                "--dry-run=server",
+                "-n",
+                ns,
+                "-f",
+                f.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{} rejected: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        valid += 1;
+    }
+    assert!(valid >= 3);
+    let mut invalid: Vec<_> = std::fs::read_dir(dir.join("invalid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    invalid.sort();
+    assert!(invalid.len() >= 8);
+    for f in invalid {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let expect = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .unwrap();
+        let out = kubectl_in(
+            None,
+            &[
+                "apply",
+                "--dry-run=server",
+                "-n",
+                ns,
+                "-f",
+                f.to_str().unwrap(),
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} was accepted", f.display());
+        assert!(
+            err.contains("is invalid")
+                || err.contains("Invalid value")
+                || err.contains("Unsupported value"),
+            "{}: not a validation error: {err}",
+            f.display()
+        );
+        assert!(
+            err.contains(expect),
+            "{}: expected `{expect}` in: {err}",
+            f.display()
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane: e2e/k8s/test"]
+async fn operator_lifecycle_on_a_real_control_plane() {
+    let ns = "t-lifecycle";
+    setup();
+    ensure_namespace(ns);
+    let c = client().await;
+    let clusters: Api<SqeCluster> = Api::namespaced(c.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), ns);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(c.clone(), ns);
+
+    kubectl_apply(ns, &secret_yaml("s1"));
+    kubectl_apply(ns, &cluster_yaml("demo", "    replicas: 2\n"));
+    let op = Operator::start(ns, "lease-lifecycle", "op-lifecycle-1");
+
+    // Created with owner references; KWOK brings the pods up; kubectl wait works.
+    let out = kubectl_in(
+        None,
+        &[
+            "wait",
+            "-n",
+            ns,
+            "--for=condition=Ready",
+            "sqecluster/demo",
+            "--timeout=120s",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (cl, d0) = wait_ready(ns, "demo").await;
+    assert_eq!(cl.status.as_ref().unwrap().ready_replicas, 2);
+    assert_eq!(
+        cl.status.as_ref().unwrap().endpoint.as_deref(),
+        Some("grpc://demo.t-lifecycle.svc:50051")
+    );
+    assert!(owned_by(&d0, &cl));
+    assert!(owned_by(
+        &Api::<ConfigMap>::namespaced(c.clone(), ns)
+            .get("demo-config")
+            .await
+            .unwrap(),
+        &cl
+    ));
+    assert!(owned_by(
+        &Api::<Service>::namespaced(c.clone(), ns)
+            .get("demo")
+            .await
+            .unwrap(),
+        &cl
+    ));
+    assert!(owned_by(
+        &Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
+            .get("demo")
+            .await
+            .unwrap(),
+        &cl
+    ));
+    assert!(owned_by(
+        &Api::<ServiceAccount>::namespaced(c.clone(), ns)
+            .get("demo")
+            .await
+            .unwrap(),
+        &cl
+    ));
+    let printed = kubectl(&["get", "-n", ns, "sqe", "demo"]);
+    assert!(
+        printed.contains("READY") && printed.contains("True"),
+        "{printed}"
+    );
+
+    // A reconcile of an unchanged object changes nothing.
+    let before = resource_versions(ns, "demo").await;
+    let writes = op.writes();
+    kubectl(&[
+        "annotate",
+        "-n",
+        ns,
+        "sqecluster/demo",
+        "test/touch=1",
+        "--overwrite",
+    ]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        resource_versions(ns, "demo").await,
+        before,
+        "an idle reconcile wrote something"
+    );
+    assert_eq!(op.writes(), writes, "an idle reconcile sent writes");
+
+    // Spec change → new hash → rolling update.
+    let h0 = pod_hash(&d0);
+    kubectl(&[
+        "patch",
+        "-n",
+        ns,
+        "sqecluster/demo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"engine":{"logLevel":"debug"}}}"#,
+    ]);
+    let (_, d1) = wait_ready(ns, "demo").await;
+    assert_ne!(pod_hash(&d1), h0, "spec change must roll the pods");
+    assert!(d1.metadata.generation > d0.metadata.generation);
+
+    // Secret rotated → rolling update.
+    kubectl_apply(ns, &secret_yaml("s2"));
+    let d2 = eventually("hash change after secret rotation", 60, || async {
+        let d = deployments.get("demo").await.ok()?;
+        (pod_hash(&d) != pod_hash(&d1)).then_some(d)
+    })
+    .await;
+    let (_, d2r) = wait_ready(ns, "demo").await;
+    assert_eq!(pod_hash(&d2), pod_hash(&d2r));
+
+    // Autoscaling on → HPA; off → HPA deleted.
+    kubectl(&[
+        "patch",
+        "-n",
+        ns,
+        "sqecluster/demo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"engine":{"replicas":null,"autoscaling":{"minReplicas":2,"maxReplicas":4}}}}"#,
+    ]);
+    let hpa = eventually("HPA created", 60, || async {
+        hpas.get_opt("demo").await.ok()?
+    })
+    .await;
+    assert!(owned_by(&hpa, &cluster_of(&clusters, "demo").await));
+    kubectl(&[
+        "patch",
+        "-n",
+        ns,
+        "sqecluster/demo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"engine":{"autoscaling":null,"replicas":2}}}"#,
+    ]);
+    eventually("HPA deleted", 60, || async {
+        hpas.get_opt("demo").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    wait_ready(ns, "demo").await;
+
+    // Secret missing → Degraded with a message; recovered when it appears.
+    kubectl(&["delete", "-n", ns, "secret", "oidc"]);
+    let msg = eventually("Degraded=True", 60, || async {
+        let cl = clusters.get("demo").await.ok()?;
+        let (s, m) = cond(&cl, "Degraded")?;
+        (s == "True").then_some(m)
+    })
+    .await;
+    assert!(
+        msg.contains("t-lifecycle/oidc") && msg.contains("clientSecretRef"),
+        "{msg}"
+    );
+    kubectl_apply(ns, &secret_yaml("s2"));
+    eventually("Degraded=False", 60, || async {
+        let cl = clusters.get("demo").await.ok()?;
+        (cond(&cl, "Degraded")?.0 == "False").then_some(())
+    })
+    .await;
+    wait_ready(ns, "demo").await;
+
+    // Operator restart changes nothing.
+    let before = resource_versions(ns, "demo").await;
+    op.stop();
+    let op2 = Operator::start(ns, "lease-lifecycle", "op-lifecycle-2");
+    eventually("restarted operator leads", 30, || async {
+        op2.is_leader().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        resource_versions(ns, "demo").await,
+        before,
+        "a restart rewrote objects"
+    );
+    assert_eq!(op2.writes(), 0.0, "a restart sent writes");
+
+    // Delete the SqeCluster → everything it owned is garbage-collected.
+    kubectl(&["delete", "-n", ns, "sqecluster/demo", "--wait=true"]);
+    eventually("owned objects garbage-collected", 90, || async {
+        let gone = deployments.get_opt("demo").await.ok()?.is_none()
+            && Api::<ConfigMap>::namespaced(c.clone(), ns)
+                .get_opt("demo-config")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<Service>::namespaced(c.clone(), ns)
+                .get_opt("demo")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
+                .get_opt("demo")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<ServiceAccount>::namespaced(c.clone(), ns)
+                .get_opt("demo")
+                .await
+                .ok()?
+                .is_none();
+        gone.then_some(())
+    })
+    .await;
+    op2.stop();
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane: e2e/k8s/test"]
+async fn two_replicas_only_the_leader_writes() {
+    let ns = "t-leader";
+    setup();
+    ensure_namespace(ns);
+    let c = client().await;
+    let leases: Api<Lease> = Api::namespaced(c.clone(), SYSTEM_NS);
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), ns);
+    kubectl_apply(ns, &secret_yaml("s1"));
+
+    let a = Operator::start(ns, "lease-leader", "op-a");
+    eventually("op-a leads", 30, || async { a.is_leader().then_some(()) }).await;
+    let b = Operator::start(ns, "lease-leader", "op-b");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!b.is_leader(), "two leaders");
+    let lease = leases.get("lease-leader").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("op-a"));
+
+    kubectl_apply(ns, &cluster_yaml("one", "    replicas: 1\n"));
+    wait_ready(ns, "one").await;
+    assert!(a.writes() > 0.0);
+    assert_eq!(b.writes(), 0.0, "the standby wrote");
+
+    // The leader goes away → the standby takes over and reconciles.
+    a.stop();
+    eventually("op-b takes over", 30, || async {
+        b.is_leader().then_some(())
+    })
+    .await;
+    kubectl_apply(ns, &cluster_yaml("two", "    replicas: 1\n"));
+    wait_ready(ns, "two").await;
+    assert!(deployments.get_opt("two").await.unwrap().is_some());
+    assert!(b.writes() > 0.0);
+    let lease = leases.get("lease-leader").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("op-b"));
+    kubectl(&["delete", "-n", ns, "sqecluster/one", "sqecluster/two"]);
+    b.stop();
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane: e2e/k8s/test"]
+async fn render_output_applies_as_is() {
+    // `sqe-operator render` prints manifests a reviewer can apply without edits.
+    let ns = "t-render";
+    setup();
+    ensure_namespace(ns);
+    for f in ["minimal.yaml", "production.yaml", "local-stack.yaml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sqe-operator"))
+            .args([
+                "render",
+                "-n",
+                ns,
+                "-f",
+                repo().join("crds/examples").join(f).to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let yaml = String::from_utf8(out.stdout).unwrap();
+        let res = kubectl_in(
+            Some(&yaml),
+            &["apply", "--dry-run=server", "-n", ns, "-f", "-"],
+        );
+        assert!(
+            res.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+}
