@@ -331,7 +331,10 @@ impl EngineConfig {
             return Err(invalid("session.max_sessions", "must be at least 1"));
         }
         if s.idle_timeout_seconds == 0 {
-            return Err(invalid("session.idle_timeout_seconds", "must be at least 1"));
+            return Err(invalid(
+                "session.idle_timeout_seconds",
+                "must be at least 1",
+            ));
         }
         if s.max_lifetime_seconds < s.idle_timeout_seconds {
             return Err(invalid(
@@ -347,13 +350,13 @@ impl EngineConfig {
             return Err(invalid("query.max_concurrent", "must be at least 1"));
         }
         if q.memory_limit_bytes < (16 << 20) {
-            return Err(invalid("query.memory_limit_bytes", "must be at least 16 MiB"));
+            return Err(invalid(
+                "query.memory_limit_bytes",
+                "must be at least 16 MiB",
+            ));
         }
         if self.listen.flight == self.listen.http {
-            return Err(invalid(
-                "listen.http",
-                "must differ from listen.flight",
-            ));
+            return Err(invalid("listen.http", "must differ from listen.flight"));
         }
         Ok(())
     }
@@ -431,9 +434,16 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
 
     #[test]
     fn there_is_no_place_for_storage_or_catalog_credentials() {
-        for key in ["credential: root:s3cr3t", "token: abc", "s3.access-key-id: AK"] {
+        for key in [
+            "credential: root:s3cr3t",
+            "token: abc",
+            "s3.access-key-id: AK",
+        ] {
             let yaml = MINIMAL.replace("warehouse: lake }", &format!("warehouse: lake, {key} }}"));
-            assert!(EngineConfig::from_yaml(&yaml).is_err(), "{key} was accepted");
+            assert!(
+                EngineConfig::from_yaml(&yaml).is_err(),
+                "{key} was accepted"
+            );
         }
     }
 
@@ -452,7 +462,10 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
             "client_id: sqe\n  issuer: \"http://idp.example/\"",
         );
         assert!(err_of(&both).contains("exactly one of"));
-        let none = MINIMAL.replace("  keycloak: { url: \"http://127.0.0.1:8081\", realm: sqe }\n", "");
+        let none = MINIMAL.replace(
+            "  keycloak: { url: \"http://127.0.0.1:8081\", realm: sqe }\n",
+            "",
+        );
         assert!(err_of(&none).contains("exactly one of"));
     }
 
@@ -495,9 +508,15 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
 
     #[test]
     fn client_credentials_needs_the_secret_from_env() {
-        let yaml = MINIMAL.replace("client_id: sqe", "client_id: sqe\n  modes: [client_credentials]");
+        let yaml = MINIMAL.replace(
+            "client_id: sqe",
+            "client_id: sqe\n  modes: [client_credentials]",
+        );
         let c = EngineConfig::from_yaml(&yaml).unwrap();
-        let e = c.validate_secrets(&Secrets::default()).unwrap_err().to_string();
+        let e = c
+            .validate_secrets(&Secrets::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(CLIENT_SECRET_ENV), "{e}");
         let s = Secrets::from_lookup(|k| (k == CLIENT_SECRET_ENV).then(|| "x".to_string()));
         c.validate_secrets(&s).unwrap();

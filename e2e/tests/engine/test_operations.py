@@ -1,0 +1,134 @@
+"""Running the engine: CLI, health and metrics endpoints, IdP outages, graceful shutdown, and
+that no credential ever shows up in its logs."""
+
+import json
+import signal
+import subprocess
+import threading
+import time
+
+import pyarrow.flight as flight
+import pytest
+import requests
+
+from conftest import Engine, free_port
+from flightsql import SqlClient
+
+
+def test_version_and_check_config(engine_bin, engine, tmp_path):
+    out = subprocess.run([engine_bin, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("sqe-engine ")
+    ok = subprocess.run([engine_bin, "check-config", engine.config_path], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "bad.yaml"
+    config = json.loads(engine.config_path.read_text())
+    config["session"]["idle_timeout_secs"] = 5  # typo of idle_timeout_seconds
+    bad.write_text(json.dumps(config))
+    res = subprocess.run([engine_bin, "check-config", bad], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "idle_timeout_secs" in res.stderr
+    del config["catalog"]["warehouse"]
+    bad.write_text(json.dumps(config))
+    res = subprocess.run([engine_bin, "check-config", bad], capture_output=True, text=True)
+    assert res.returncode == 2 and "warehouse" in res.stderr
+
+
+def test_serve_without_a_config_says_how_to_give_one(engine_bin):
+    res = subprocess.run([engine_bin, "serve"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2
+    assert "SQE_CONFIG" in res.stderr
+
+
+def test_health_readiness_and_metrics(engine):
+    assert requests.get(f"{engine.http}/healthz", timeout=5).status_code == 200
+    r = requests.get(f"{engine.http}/readyz", timeout=5)
+    body = r.json()
+    assert body["idp_discovered"] is True and body["catalog_reachable"] is True
+    assert r.status_code == 200 and body["ready"] is True
+    SqlClient(engine.uri).login("alice", "alice-pw")
+    text = engine.metrics()
+    for name in ["sqe_sessions_active", "sqe_logins_total", "sqe_queries_total", "sqe_token_refreshes_total",
+                 "sqe_token_refresh_lag_seconds", "sqe_query_duration_seconds"]:
+        assert name in text, name
+    assert engine.metric("sqe_logins_total", mode="password", outcome="ok") >= 1
+
+
+def test_an_unreachable_idp_gives_unavailable_and_not_ready(engine_bin, stack, catalog_uri, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    e = Engine(engine_bin, tmp_path, stack, catalog_uri, wait_ready=False, oidc={"keycloak": {"url": dead, "realm": "sqe"}})
+    try:
+        r = requests.get(f"{e.http}/readyz", timeout=5)
+        assert r.status_code == 503 and r.json()["idp_discovered"] is False
+        with pytest.raises(flight.FlightUnavailableError):
+            SqlClient(e.uri).login("alice", "alice-pw")
+        with pytest.raises(flight.FlightUnavailableError):
+            SqlClient(e.uri).login("alice", "wrong")
+    finally:
+        assert e.stop() == 0
+    assert not e.leaked_secrets()
+
+
+def test_sigterm_lets_a_running_query_finish_then_exits(start_engine):
+    e = start_engine()
+    c = SqlClient(e.uri)
+    c.login("alice", "alice-pw")
+    sql = "SELECT count(*) AS n FROM generate_series(1, 30000000) a JOIN generate_series(1, 1) b ON true"
+    result = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            result["rows"] = c.query(sql).to_pylist()
+        except Exception as exc:  # noqa: BLE001
+            result["error"] = repr(exc)
+        result["secs"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.5)
+    e.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    # New calls are refused while draining.
+    with pytest.raises(flight.FlightError):
+        SqlClient(e.uri).login("bob", "bob-pw")
+    t.join(timeout=60)
+    assert e.proc.wait(timeout=30) == 0
+    assert result.get("rows") == [{"n": 30000000}], result
+    phases = [x.get("phase") for x in e.events("shutdown")]
+    assert phases[0] == "draining" and phases[-1] == "done"
+
+
+def test_no_credential_appears_in_logs_or_errors(start_engine, keycloak):
+    e = start_engine()
+    secrets = ["alice-pw", "bob-pw", "wrong-pw-7f3a", "sqe-dev-secret"]
+    errors = []
+    c = SqlClient(e.uri)
+    handle = c.login("alice", "alice-pw")
+    secrets.append(handle)
+    c.query("SELECT 1")
+    try:
+        SqlClient(e.uri).login("alice", "wrong-pw-7f3a")
+    except flight.FlightError as exc:
+        errors.append(str(exc))
+    tokens = keycloak.password_grant("bob", "bob-pw")
+    secrets += [tokens["access_token"], tokens["refresh_token"]]
+    SqlClient(e.uri).use(f"Bearer {tokens['access_token']}").query("SELECT 2")
+    for bad in [tokens["access_token"][:-3] + "xyz", "sqe_" + handle[4:-2] + "zz"]:
+        secrets.append(bad)
+        try:
+            SqlClient(e.uri).use(f"Bearer {bad}").query("SELECT 3")
+        except flight.FlightError as exc:
+            errors.append(str(exc))
+    c.close_session()
+    try:
+        c.query("SELECT 4")
+    except flight.FlightError as exc:
+        errors.append(str(exc))
+    assert len(errors) == 4
+    assert e.stop() == 0
+    text = e.logs_text() + "\n".join(errors)
+    for s in secrets:
+        assert s not in text, f"secret {s[:6]}… leaked"
+        # No recognisable slice of a token either.
+        assert s[-16:] not in text
+    assert '"event":"login"' in text

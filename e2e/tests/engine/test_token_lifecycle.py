@@ -1,0 +1,105 @@
+"""Sessions outlive their access tokens: the engine refreshes the user's tokens in the
+background, and a revoked or expired credential ends the session. Runs with 20 s tokens."""
+
+import threading
+import time
+
+import adbc_driver_flightsql.dbapi as adbc
+import pyarrow.flight as flight
+import pytest
+
+from flightsql import SqlClient
+
+
+def test_a_session_stays_usable_across_three_refreshes_with_queries_running(engine, keycloak, short_tokens):
+    since = int(time.time() * 1000) - 1000
+    refreshes_before = engine.metric("sqe_token_refreshes_total", outcome="ok")
+    failures, done = [], 0
+    with adbc.connect(engine.uri, db_kwargs={"username": "alice", "password": "alice-pw"}) as conn:
+        start = time.monotonic()
+        alice_refreshes = 0
+        with conn.cursor() as cur:
+            # Continuously, from one ADBC connection, until Keycloak saw ≥3 refreshes.
+            while time.monotonic() - start < 80:
+                try:
+                    cur.execute("SELECT count(*) AS n FROM generate_series(1, 1000)")
+                    assert cur.fetch_arrow_table().to_pylist() == [{"n": 1000}]
+                    done += 1
+                except Exception as e:  # noqa: BLE001 - every failure counts
+                    failures.append(repr(e))
+                time.sleep(0.2)
+                if done % 25 == 0:
+                    alice_refreshes = len(keycloak.events(types=["REFRESH_TOKEN"], user="alice", since_ms=since))
+                    if alice_refreshes >= 3 and time.monotonic() - start > 35:
+                        break
+    assert failures == []
+    assert alice_refreshes >= 3, f"only {alice_refreshes} refreshes in {time.monotonic() - start:.0f}s"
+    assert done > 100
+    # The engine saw them too, and so does /metrics.
+    refreshed = engine.events("refresh", user="alice", outcome="ok")
+    assert len(refreshed) >= 3
+    assert len({e["fp"] for e in refreshed}) == len(refreshed), "every refresh changes the fingerprint"
+    assert engine.metric("sqe_token_refreshes_total", outcome="ok") - refreshes_before >= 3
+    assert engine.metric("sqe_token_refresh_lag_seconds_count") >= 3
+
+
+def test_a_revoked_refresh_token_expires_the_session(engine, keycloak, short_tokens):
+    c = SqlClient(engine.uri)
+    engine.remember_secret(c.login("bob", "bob-pw"))
+    assert c.query("SELECT 1 AS x").num_rows == 1
+    rejected_before = engine.metric("sqe_token_refreshes_total", outcome="rejected")
+    # The administrator ends bob's sessions at the IdP: his refresh token is dead.
+    r = keycloak.admin("POST", f"/users/{keycloak.user_id('bob')}/logout")
+    assert r.status_code == 204
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            c.query("SELECT 1 AS x")
+        except flight.FlightUnauthenticatedError as e:
+            assert "session expired" in str(e)
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("session still usable 30 s after the refresh token was revoked")
+    assert engine.metric("sqe_token_refreshes_total", outcome="rejected") - rejected_before >= 1
+    assert engine.events("session_end", user="bob", reason="refresh_rejected")
+    # Logging in again works: only that session was affected.
+    assert SqlClient(engine.uri).login("bob", "bob-pw")
+
+
+def test_an_expired_bearer_token_is_refused_and_its_session_ends_with_it(engine, keycloak, short_tokens):
+    token = keycloak.password_grant("carol", "carol-pw")["access_token"]
+    engine.remember_secret(token)
+    c = SqlClient(engine.uri).use(f"Bearer {token}")
+    assert c.query("SELECT 1 AS x").num_rows == 1  # valid now
+    time.sleep(20 + 6)  # lifetime + the engine's 5 s leeway
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        c.query("SELECT 1")
+    # A fresh client presenting the same expired token is refused at validation.
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        SqlClient(engine.uri).use(f"Bearer {token}").query("SELECT 1")
+    assert engine.events("session_end", user="carol", reason="token_expired")
+
+
+def test_concurrent_queries_during_refreshes_all_succeed(engine, short_tokens):
+    c = SqlClient(engine.uri)
+    engine.remember_secret(c.login("carol", "carol-pw"))
+    errors, counts = [], [0] * 4
+
+    def worker(i):
+        end = time.monotonic() + 25
+        while time.monotonic() < end:
+            try:
+                assert c.query(f"SELECT {i} AS w").to_pylist() == [{"w": i}]
+                counts[i] += 1
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert min(counts) > 10
+    assert engine.events("refresh", user="carol", outcome="ok")

@@ -1,0 +1,452 @@
+//! Bearer mode: a client presents its own IdP access token (a JWT). The engine checks it
+//! against the IdP's published keys and the configured issuer and audience, and then uses it
+//! unchanged. Keys are fetched once and re-fetched when a token names an unknown `kid`
+//! (key rotation), at most once per `MIN_REFETCH` so garbage `kid`s cannot hammer the IdP.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::IdpError;
+use super::oidc::OidcProvider;
+
+const MIN_REFETCH: Duration = Duration::from_secs(5);
+/// Clock skew tolerated on `exp`/`nbf`. Small: a bearer session ends when its token does.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// Why a bearer token was refused; logged, never sent to the client (which gets the generic
+/// UNAUTHENTICATED message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    #[error("invalid bearer token: {0}")]
+    Invalid(&'static str),
+    #[error("cannot fetch the IdP's keys: {0}")]
+    Unavailable(String),
+}
+
+pub trait JwksSource: Send + Sync {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, IdpError>>;
+}
+
+/// JWKS from the `jwks_uri` found by discovery.
+pub struct DiscoveredJwks {
+    pub oidc: Arc<OidcProvider>,
+    pub http: reqwest::Client,
+}
+
+impl JwksSource for DiscoveredJwks {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, IdpError>> {
+        Box::pin(async move {
+            let uri = self.oidc.discovered().await?.jwks_uri.clone();
+            let body: Value = self
+                .http
+                .get(uri)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| IdpError::Unavailable(format!("JWKS: {e}")))?
+                .json()
+                .await
+                .map_err(|e| IdpError::Unavailable(format!("JWKS: {e}")))?;
+            Ok(parse_jwks(&body))
+        })
+    }
+}
+
+/// Keys one by one: an IdP also publishes keys we cannot use (Keycloak's RSA-OAEP encryption
+/// key), and one odd key must not make the whole set unusable.
+pub fn parse_jwks(body: &Value) -> Vec<Jwk> {
+    body.get("keys")
+        .and_then(Value::as_array)
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub struct BearerPolicy {
+    pub issuer: String,
+    pub audience: String,
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// A token that passed every check.
+#[derive(Debug, Clone)]
+pub struct ValidBearer {
+    pub claims: Value,
+    /// `exp` as a wall-clock time: the session ends there.
+    pub expires_at: SystemTime,
+}
+
+pub struct BearerValidator {
+    policy: BearerPolicy,
+    source: Box<dyn JwksSource>,
+    keys: RwLock<Vec<Jwk>>,
+    last_fetch: Mutex<Option<Instant>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl BearerValidator {
+    pub fn new(policy: BearerPolicy, source: Box<dyn JwksSource>) -> Self {
+        Self {
+            policy,
+            source,
+            keys: RwLock::new(Vec::new()),
+            last_fetch: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub async fn validate(&self, token: &str) -> Result<ValidBearer, BearerError> {
+        let header = decode_header(token).map_err(|_| BearerError::Invalid("malformed"))?;
+        if !self.policy.algorithms.contains(&header.alg) {
+            return Err(BearerError::Invalid("algorithm not allowed"));
+        }
+        let jwk = match self.find_key(header.kid.as_deref(), header.alg) {
+            Some(k) => k,
+            None => {
+                self.refetch().await?;
+                self.find_key(header.kid.as_deref(), header.alg)
+                    .ok_or(BearerError::Invalid("unknown signing key"))?
+            }
+        };
+        let key = DecodingKey::from_jwk(&jwk)
+            .map_err(|_| BearerError::Invalid("unusable signing key"))?;
+        let claims = decode::<Value>(token, &key, &self.validation(header.alg))
+            .map_err(|e| BearerError::Invalid(reason(e.kind())))?
+            .claims;
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(BearerError::Invalid("no exp"))?;
+        Ok(ValidBearer {
+            claims,
+            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+        })
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.algorithms = vec![alg];
+        v.leeway = LEEWAY_SECS;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.set_issuer(&[&self.policy.issuer]);
+        v.set_audience(&[&self.policy.audience]);
+        v.required_spec_claims =
+            HashSet::from(["exp".to_string(), "iss".to_string(), "aud".to_string()]);
+        v
+    }
+
+    /// A key matching the token's `kid` (or, for a token without `kid`, the only key that
+    /// fits the algorithm), never one meant for encryption.
+    fn find_key(&self, kid: Option<&str>, alg: Algorithm) -> Option<Jwk> {
+        let keys = self.keys.read().ok()?;
+        let usable = |k: &&Jwk| {
+            !matches!(
+                k.common.public_key_use,
+                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+            ) && k
+                .common
+                .key_algorithm
+                .map(|ka| key_algorithm_is(ka, alg))
+                .unwrap_or(true)
+        };
+        match kid {
+            Some(kid) => keys
+                .iter()
+                .filter(usable)
+                .find(|k| k.common.key_id.as_deref() == Some(kid))
+                .cloned(),
+            None => {
+                let mut fitting = keys.iter().filter(usable);
+                match (fitting.next(), fitting.next()) {
+                    (Some(k), None) => Some(k.clone()),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    async fn refetch(&self) -> Result<(), BearerError> {
+        let _single = self.fetching.lock().await;
+        let recent = self
+            .last_fetch
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .is_some_and(|t| t.elapsed() < MIN_REFETCH);
+        if recent {
+            return Ok(());
+        }
+        let keys = self
+            .source
+            .fetch()
+            .await
+            .map_err(|e| BearerError::Unavailable(e.to_string()))?;
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = keys;
+        }
+        if let Ok(mut t) = self.last_fetch.lock() {
+            *t = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
+
+/// `KeyAlgorithm` → `Algorithm` by name (the crate keeps its own conversion private).
+fn key_algorithm_is(ka: jsonwebtoken::jwk::KeyAlgorithm, alg: Algorithm) -> bool {
+    serde_json::to_value(ka)
+        .ok()
+        .and_then(|v| v.as_str().and_then(|s| Algorithm::from_str(s).ok()))
+        == Some(alg)
+}
+
+fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match kind {
+        ExpiredSignature => "expired",
+        ImmatureSignature => "not yet valid",
+        InvalidIssuer => "wrong issuer",
+        InvalidAudience => "wrong audience",
+        InvalidSignature => "bad signature",
+        InvalidAlgorithm => "algorithm not allowed",
+        MissingRequiredClaim(_) => "missing required claim",
+        _ => "malformed",
+    }
+}
+
+/// Seconds from now until `t` (0 if past).
+pub fn remaining(t: SystemTime) -> Duration {
+    t.duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const KEY1: &str = include_str!("testdata/test-rsa-1.pem");
+    const KEY2: &str = include_str!("testdata/test-rsa-2.pem");
+    const ISS: &str = "https://idp.test/realms/sqe";
+
+    fn jwk(pem: &str, kid: &str) -> Jwk {
+        let ek = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+        let mut j = Jwk::from_encoding_key(&ek, Algorithm::RS256).unwrap();
+        j.common.key_id = Some(kid.into());
+        j
+    }
+
+    /// A JWKS endpoint whose keys the test can rotate, counting fetches.
+    struct Keys {
+        keys: Mutex<Vec<Jwk>>,
+        fetches: Arc<AtomicUsize>,
+    }
+    impl JwksSource for Keys {
+        fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, IdpError>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            let keys = self.keys.lock().unwrap().clone();
+            Box::pin(async move { Ok(keys) })
+        }
+    }
+
+    fn validator(keys: Vec<Jwk>) -> (BearerValidator, Arc<AtomicUsize>) {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let source = Keys {
+            keys: Mutex::new(keys),
+            fetches: fetches.clone(),
+        };
+        let policy = BearerPolicy {
+            issuer: ISS.into(),
+            audience: "sqe".into(),
+            algorithms: vec![Algorithm::RS256],
+        };
+        (BearerValidator::new(policy, Box::new(source)), fetches)
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn token(pem: &str, kid: &str, claims: Value) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(kid.into());
+        encode(
+            &h,
+            &claims,
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn good_claims() -> Value {
+        json!({"iss": ISS, "aud": ["sqe", "account"], "exp": now() + 300, "nbf": now() - 1,
+               "preferred_username": "alice"})
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_is_accepted_with_its_claims_and_expiry() {
+        let (v, _) = validator(vec![jwk(KEY1, "k1")]);
+        let ok = v.validate(&token(KEY1, "k1", good_claims())).await.unwrap();
+        assert_eq!(ok.claims["preferred_username"], "alice");
+        assert!(remaining(ok.expires_at) > Duration::from_secs(290));
+    }
+
+    #[tokio::test]
+    async fn expired_wrong_audience_wrong_issuer_and_future_tokens_are_refused() {
+        let (v, _) = validator(vec![jwk(KEY1, "k1")]);
+        let cases = [
+            (json!({"exp": now() - 60}), "expired"),
+            (json!({"aud": "other-client"}), "wrong audience"),
+            (
+                json!({"iss": "https://evil.test/realms/sqe"}),
+                "wrong issuer",
+            ),
+            (json!({"nbf": now() + 600}), "not yet valid"),
+        ];
+        for (patch, why) in cases {
+            let mut claims = good_claims();
+            for (k, val) in patch.as_object().unwrap() {
+                claims[k] = val.clone();
+            }
+            let err = v.validate(&token(KEY1, "k1", claims)).await.unwrap_err();
+            assert_eq!(err, BearerError::Invalid(why));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tampered_token_fails_the_signature_check() {
+        let (v, _) = validator(vec![jwk(KEY1, "k1")]);
+        let t = token(KEY1, "k1", good_claims());
+        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+        let forged =
+            json!({"iss": ISS, "aud": "sqe", "exp": now() + 300, "preferred_username": "admin"});
+        parts[1] = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            forged.to_string(),
+        );
+        let err = v.validate(&parts.join(".")).await.unwrap_err();
+        assert_eq!(err, BearerError::Invalid("bad signature"));
+    }
+
+    #[tokio::test]
+    async fn a_token_signed_by_an_unpublished_key_is_refused() {
+        let (v, _) = validator(vec![jwk(KEY1, "k1")]);
+        let err = v
+            .validate(&token(KEY2, "k1", good_claims()))
+            .await
+            .unwrap_err();
+        assert_eq!(err, BearerError::Invalid("bad signature"));
+        let err = v
+            .validate(&token(KEY2, "k-unknown", good_claims()))
+            .await
+            .unwrap_err();
+        assert_eq!(err, BearerError::Invalid("unknown signing key"));
+    }
+
+    #[tokio::test]
+    async fn symmetric_and_none_algorithms_are_refused_before_any_key_lookup() {
+        let (v, fetches) = validator(vec![jwk(KEY1, "k1")]);
+        let hs = encode(
+            &Header::new(Algorithm::HS256),
+            &good_claims(),
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        assert_eq!(
+            v.validate(&hs).await.unwrap_err(),
+            BearerError::Invalid("algorithm not allowed")
+        );
+        let b64 =
+            |s: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s);
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none"}"#),
+            b64(&good_claims().to_string())
+        );
+        assert!(v.validate(&none).await.is_err());
+        assert_eq!(fetches.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn keys_are_refetched_on_an_unknown_kid_but_not_on_every_bad_token() {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let source = Arc::new(Keys {
+            keys: Mutex::new(vec![jwk(KEY1, "k1")]),
+            fetches: fetches.clone(),
+        });
+        struct Shared(Arc<Keys>);
+        impl JwksSource for Shared {
+            fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, IdpError>> {
+                self.0.fetch()
+            }
+        }
+        let policy = BearerPolicy {
+            issuer: ISS.into(),
+            audience: "sqe".into(),
+            algorithms: vec![Algorithm::RS256],
+        };
+        let v = BearerValidator::new(policy, Box::new(Shared(source.clone())));
+        v.validate(&token(KEY1, "k1", good_claims())).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // Same key again: served from the cache.
+        v.validate(&token(KEY1, "k1", good_claims())).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // Unknown kids within MIN_REFETCH do not trigger more fetches.
+        for _ in 0..5 {
+            assert!(
+                v.validate(&token(KEY2, "nope", good_claims()))
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // The IdP rotates to k2; once the refetch window passes, the new kid is picked up.
+        *source.keys.lock().unwrap() = vec![jwk(KEY1, "k1"), jwk(KEY2, "k2")];
+        if let Ok(mut t) = v.last_fetch.lock() {
+            *t = Some(Instant::now() - MIN_REFETCH);
+        }
+        v.validate(&token(KEY2, "k2", good_claims())).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn encryption_keys_are_never_used_to_verify_and_odd_keys_do_not_break_the_set() {
+        // Keycloak publishes an RSA-OAEP key with `use: enc` next to its signing key.
+        let mut enc = serde_json::to_value(jwk(KEY2, "enc")).unwrap();
+        enc["use"] = json!("enc");
+        enc["alg"] = json!("RSA-OAEP");
+        let mut sig = serde_json::to_value(jwk(KEY1, "sig")).unwrap();
+        sig["use"] = json!("sig");
+        let body = json!({"keys": [enc, sig, {"kid": "broken"}]});
+        let keys = parse_jwks(&body);
+        assert!(
+            keys.iter()
+                .any(|k| k.common.key_id.as_deref() == Some("sig"))
+        );
+        let (v, _) = validator(keys);
+        v.validate(&token(KEY1, "sig", good_claims()))
+            .await
+            .unwrap();
+        let err = v
+            .validate(&token(KEY2, "enc", good_claims()))
+            .await
+            .unwrap_err();
+        assert_eq!(err, BearerError::Invalid("unknown signing key"));
+    }
+}

@@ -1,0 +1,169 @@
+//! Every engine error and its gRPC status code, in one place.
+//!
+//! Messages are written for the client: they never contain a token, password or session handle,
+//! and authentication failures are deliberately generic so they cannot be used to enumerate
+//! users (wrong password, unknown user and disabled user all read the same).
+
+use datafusion::error::DataFusionError;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Bad credentials of any kind. One message for all causes: no user enumeration.
+    #[error("authentication failed")]
+    Unauthenticated,
+    /// No credentials were sent at all.
+    #[error("authentication required: send `authorization: Basic …` (handshake) or a bearer")]
+    MissingCredentials,
+    /// Unknown, closed, timed-out or revoked session.
+    #[error("session expired or unknown; log in again")]
+    SessionInvalid,
+    #[error("too many failed logins; retry in {retry_after_secs} s")]
+    LoginThrottled { retry_after_secs: u64 },
+    #[error("identity provider unavailable; retry later")]
+    IdpUnavailable,
+    /// The IdP refused the engine's own client (secret, grant type): an operator problem.
+    #[error("the engine's identity provider client is misconfigured; contact the operator")]
+    IdpMisconfigured,
+    #[error("authentication mode `{0}` is not enabled on this server")]
+    ModeNotEnabled(&'static str),
+    #[error("too many sessions on this server; retry later")]
+    TooManySessions,
+    #[error("server is shutting down; reconnect")]
+    ShuttingDown,
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// The status code table (design §3). Pure, so it reads like the specification.
+    pub fn code(&self) -> Code {
+        use EngineError::*;
+        match self {
+            Unauthenticated | MissingCredentials | SessionInvalid => Code::Unauthenticated,
+            LoginThrottled { .. } | TooManySessions | ResourceExhausted(_) => {
+                Code::ResourceExhausted
+            }
+            IdpUnavailable | ShuttingDown | Unavailable(_) => Code::Unavailable,
+            IdpMisconfigured | Internal(_) => Code::Internal,
+            ModeNotEnabled(_) => Code::Unauthenticated,
+            InvalidArgument(_) => Code::InvalidArgument,
+            NotFound(_) => Code::NotFound,
+            PermissionDenied(_) => Code::PermissionDenied,
+            Unimplemented(_) => Code::Unimplemented,
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        code_label(self.code())
+    }
+}
+
+pub fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Unauthenticated => "unauthenticated",
+        Code::PermissionDenied => "permission_denied",
+        Code::NotFound => "not_found",
+        Code::InvalidArgument => "invalid_argument",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::Unavailable => "unavailable",
+        Code::Unimplemented => "unimplemented",
+        Code::Cancelled => "cancelled",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        _ => "internal",
+    }
+}
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// Parse and plan errors are the user's; resource limits and missing features get their own
+/// codes; anything else is ours.
+impl From<DataFusionError> for EngineError {
+    fn from(e: DataFusionError) -> Self {
+        let message = e.to_string();
+        match e.find_root() {
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::Configuration(_)
+            | DataFusionError::Execution(_) => EngineError::InvalidArgument(message),
+            DataFusionError::NotImplemented(_) => EngineError::Unimplemented(message),
+            DataFusionError::ResourcesExhausted(_) => EngineError::ResourceExhausted(message),
+            _ => EngineError::Internal(message),
+        }
+    }
+}
+
+impl From<arrow::error::ArrowError> for EngineError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        EngineError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authentication_failures_are_unauthenticated_and_generic() {
+        for e in [
+            EngineError::Unauthenticated,
+            EngineError::SessionInvalid,
+            EngineError::MissingCredentials,
+        ] {
+            assert_eq!(e.code(), Code::Unauthenticated);
+        }
+        assert_eq!(
+            EngineError::Unauthenticated.to_string(),
+            "authentication failed"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_idp_is_unavailable_not_unauthenticated() {
+        assert_eq!(EngineError::IdpUnavailable.code(), Code::Unavailable);
+        assert_eq!(EngineError::ShuttingDown.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn limits_are_resource_exhausted() {
+        assert_eq!(EngineError::TooManySessions.code(), Code::ResourceExhausted);
+        let throttled = EngineError::LoginThrottled {
+            retry_after_secs: 4,
+        };
+        assert_eq!(throttled.code(), Code::ResourceExhausted);
+        assert!(throttled.to_string().contains("4 s"));
+    }
+
+    #[test]
+    fn sql_mistakes_are_invalid_argument() {
+        let e: EngineError = DataFusionError::Plan("table 'x' not found".into()).into();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e: EngineError = DataFusionError::Context(
+            "planning".into(),
+            Box::new(DataFusionError::NotImplemented("LATERAL".into())),
+        )
+        .into();
+        assert_eq!(e.code(), Code::Unimplemented);
+        let e: EngineError = DataFusionError::ResourcesExhausted("memory".into()).into();
+        assert_eq!(Status::from(e).code(), Code::ResourceExhausted);
+    }
+}

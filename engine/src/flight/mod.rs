@@ -1,0 +1,6 @@
+//! The Arrow Flight SQL surface.
+
+pub mod handshake;
+pub mod service;
+
+pub use service::SqeFlightSqlService;

@@ -1,0 +1,623 @@
+//! `FlightSqlService`: every call authenticates to a session, every query runs in that
+//! session's context with the session's current token.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetSqlInfo, CommandPreparedStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    SqlSupportedTransaction, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, ActionType, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+};
+use datafusion::logical_expr::LogicalPlan;
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use super::handshake::{AUTH_MODE_HEADER, Presented, parse_authorization, parse_mode};
+use crate::drain::{CallGuard, Drain};
+use crate::error::{EngineError, code_label};
+use crate::metrics::Metrics;
+use crate::session::{EndReason, Session, SessionHandle, SessionManager};
+
+/// Flight (not Flight SQL) session action; arrow-flight 58 has no hook or message for it.
+pub const CLOSE_SESSION: &str = "CloseSession";
+/// `CloseSessionResult { status: CLOSED }` encoded by hand (field 1, varint 1).
+const CLOSE_SESSION_CLOSED: [u8; 2] = [0x08, 0x01];
+
+type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+pub struct SqeFlightSqlService {
+    sessions: Arc<SessionManager>,
+    drain: Arc<Drain>,
+    metrics: Arc<Metrics>,
+    sql_info: Arc<SqlInfoData>,
+}
+
+/// A caller resolved to a session; `issued` is set when this call logged in (Basic), so the
+/// response can carry the new handle.
+struct Caller {
+    session: Arc<Session>,
+    issued: Option<SessionHandle>,
+    _guard: CallGuard,
+}
+
+impl Caller {
+    fn wrap<T>(&self, body: T) -> Response<T> {
+        let mut response = Response::new(body);
+        attach_handle(response.metadata_mut(), self.issued.as_ref());
+        response
+    }
+}
+
+fn attach_handle(metadata: &mut MetadataMap, handle: Option<&SessionHandle>) {
+    if let Some(h) = handle {
+        if let Ok(v) = MetadataValue::try_from(format!("Bearer {}", h.secret().expose())) {
+            metadata.insert("authorization", v);
+        }
+    }
+}
+
+/// What a statement or prepared-statement handle carries. Stateless on purpose: handles are
+/// the SQL itself, so nothing is kept per statement and a handle means nothing without a
+/// session to run it in.
+#[derive(Serialize, Deserialize)]
+struct StatementHandle {
+    sql: String,
+}
+
+impl StatementHandle {
+    fn encode(sql: &str) -> Vec<u8> {
+        serde_json::to_vec(&StatementHandle {
+            sql: sql.to_string(),
+        })
+        .unwrap_or_default()
+    }
+    fn decode(bytes: &[u8]) -> Result<String, EngineError> {
+        serde_json::from_slice::<StatementHandle>(bytes)
+            .map(|h| h.sql)
+            .map_err(|_| EngineError::InvalidArgument("unknown statement handle".into()))
+    }
+}
+
+fn sql_info_data() -> Result<SqlInfoData, EngineError> {
+    let mut b = SqlInfoDataBuilder::new();
+    b.append(SqlInfo::FlightSqlServerName, "SQE");
+    b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    b.append(SqlInfo::FlightSqlServerArrowVersion, "1.5");
+    b.append(SqlInfo::FlightSqlServerReadOnly, false);
+    b.append(SqlInfo::FlightSqlServerSql, true);
+    b.append(SqlInfo::FlightSqlServerSubstrait, false);
+    // Advertising transactions would make ADBC's Python dbapi call BeginTransaction on connect.
+    b.append(
+        SqlInfo::FlightSqlServerTransaction,
+        SqlSupportedTransaction::None as i32,
+    );
+    b.append(SqlInfo::FlightSqlServerCancel, false);
+    b.build().map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, EngineError> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| EngineError::Internal(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// The first keyword, for logs: statements can contain literals users consider sensitive.
+fn statement_kind(sql: &str) -> String {
+    sql.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(16)
+        .filter(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+impl SqeFlightSqlService {
+    pub fn new(
+        sessions: Arc<SessionManager>,
+        drain: Arc<Drain>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, EngineError> {
+        Ok(Self {
+            sessions,
+            drain,
+            metrics,
+            sql_info: Arc::new(sql_info_data()?),
+        })
+    }
+
+    /// Any call: Basic logs in, a handle resolves, a JWT (bearer mode) validates.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let guard = self.drain.enter()?;
+        let peer = request.remote_addr().map(|a| a.ip());
+        let (session, issued) = self.authenticate(request.metadata(), peer).await?;
+        Ok(Caller {
+            session,
+            issued,
+            _guard: guard,
+        })
+    }
+
+    async fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<IpAddr>,
+    ) -> Result<(Arc<Session>, Option<SessionHandle>), EngineError> {
+        let value = metadata
+            .get("authorization")
+            .ok_or(EngineError::MissingCredentials)?
+            .to_str()
+            .map_err(|_| EngineError::Unauthenticated)?;
+        match parse_authorization(value)? {
+            Presented::Basic { user, password } => {
+                let requested = match metadata.get(AUTH_MODE_HEADER) {
+                    Some(v) => Some(parse_mode(
+                        v.to_str().map_err(|_| EngineError::Unauthenticated)?,
+                    )?),
+                    None => None,
+                };
+                let mode = self.sessions.basic_mode(requested)?;
+                let (handle, session) = self
+                    .sessions
+                    .login_basic(&user, &password, peer, mode)
+                    .await?;
+                Ok((session, Some(handle)))
+            }
+            Presented::Handle(h) => Ok((self.sessions.resolve(h.expose()).await?, None)),
+            Presented::Jwt(jwt) => {
+                Ok((self.sessions.login_bearer(jwt.expose(), peer).await?, None))
+            }
+        }
+    }
+
+    /// Plans `sql` in the caller's session without executing it (DDL must run only once, in
+    /// DoGet) and returns the plan.
+    async fn plan(
+        &self,
+        caller: &Caller,
+        sql: &str,
+    ) -> Result<(LogicalPlan, datafusion::prelude::SessionContext), EngineError> {
+        let token = self.sessions.token_for(&caller.session).await?;
+        let ctx = caller.session.query.context(
+            self.sessions.factory(),
+            &caller.session.identity,
+            &token,
+        )?;
+        let plan = ctx.state().create_logical_plan(sql).await?;
+        Ok((plan, ctx))
+    }
+
+    async fn flight_info_for(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, EngineError> {
+        let started = Instant::now();
+        let (plan, _) = match self.plan(caller, sql).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.record_query(caller, sql, started, code_label(e.code()), 0);
+                return Err(e);
+            }
+        };
+        let schema: &Schema = plan.schema().as_arrow();
+        Ok(FlightInfo::new()
+            .try_with_schema(schema)?
+            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+            .with_descriptor(descriptor)
+            .with_ordered(true))
+    }
+
+    /// Plans and runs `sql`, streaming the result batch by batch as DataFusion produces it.
+    async fn execute(&self, caller: Caller, sql: String) -> Result<Response<DoGetStream>, Status> {
+        let started = Instant::now();
+        let stream = async {
+            let (plan, ctx) = self.plan(&caller, &sql).await?;
+            let df = ctx.execute_logical_plan(plan).await?;
+            Ok::<_, EngineError>(df.execute_stream().await?)
+        }
+        .await;
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                self.record_query(&caller, &sql, started, code_label(e.code()), 0);
+                return Err(e.into());
+            }
+        };
+        let schema: SchemaRef = stream.schema();
+        let rows = Arc::new(AtomicU64::new(0));
+        let counted = rows.clone();
+        let batches = stream
+            .map_ok(move |b| {
+                counted.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                b
+            })
+            .map_err(|e| FlightError::Tonic(Box::new(Status::from(EngineError::from(e)))));
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        let response_handle = caller
+            .issued
+            .as_ref()
+            .map(|h| SessionHandle::clone_for_response(h));
+        let tracked = QueryStream {
+            inner: Box::pin(flight),
+            finish: Some(QueryEnd {
+                metrics: self.metrics.clone(),
+                user: caller.session.identity.user.clone(),
+                session: caller.session.id.clone(),
+                fingerprint: caller
+                    .session
+                    .fingerprint_now()
+                    .map(|f| f.to_string())
+                    .unwrap_or_default(),
+                kind: statement_kind(&sql),
+                started,
+                rows,
+                _guard: caller._guard,
+            }),
+        };
+        let mut response = Response::new(Box::pin(tracked) as DoGetStream);
+        attach_handle(response.metadata_mut(), response_handle.as_ref());
+        Ok(response)
+    }
+
+    fn record_query(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        started: Instant,
+        status: &'static str,
+        rows: u64,
+    ) {
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics.query(status, secs);
+        let fp = caller
+            .session
+            .fingerprint_now()
+            .map(|f| f.to_string())
+            .unwrap_or_default();
+        warn!(
+            event = "query",
+            user = caller.session.identity.user.as_str(),
+            session = caller.session.id.as_str(),
+            fp,
+            kind = statement_kind(sql),
+            outcome = status,
+            rows,
+            duration_ms = (secs * 1000.0) as u64
+        );
+    }
+}
+
+impl SessionHandle {
+    /// Handles are not `Clone` (one owner); this copy only ever goes into a response header.
+    fn clone_for_response(h: &SessionHandle) -> SessionHandle {
+        SessionHandle::from_secret(h.secret().clone())
+    }
+}
+
+/// Records the query's outcome when its stream ends — completed, failed or dropped by the
+/// client — and keeps the drain guard alive until then.
+struct QueryEnd {
+    metrics: Arc<Metrics>,
+    user: String,
+    session: String,
+    fingerprint: String,
+    kind: String,
+    started: Instant,
+    rows: Arc<AtomicU64>,
+    _guard: CallGuard,
+}
+
+impl QueryEnd {
+    fn finish(self, status: &'static str) {
+        let secs = self.started.elapsed().as_secs_f64();
+        self.metrics.query(status, secs);
+        info!(
+            event = "query",
+            user = self.user.as_str(),
+            session = self.session.as_str(),
+            fp = self.fingerprint.as_str(),
+            kind = self.kind.as_str(),
+            outcome = status,
+            rows = self.rows.load(Ordering::Relaxed),
+            duration_ms = (secs * 1000.0) as u64
+        );
+    }
+}
+
+struct QueryStream {
+    inner: DoGetStream,
+    finish: Option<QueryEnd>,
+}
+
+impl Stream for QueryStream {
+    type Item = Result<FlightData, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(f) = self.finish.take() {
+                    f.finish("ok");
+                }
+            }
+            Poll::Ready(Some(Err(status))) => {
+                if let Some(f) = self.finish.take() {
+                    f.finish(code_label(status.code()));
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.finish.take() {
+            f.finish("cancelled");
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for SqeFlightSqlService {
+    type FlightService = SqeFlightSqlService;
+
+    /// Logs in and answers with `authorization: Bearer <session handle>` in the response
+    /// headers (where ADBC and JDBC read it) and in the payload. Does not wait for a request
+    /// message: ADBC sends none.
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let _guard = self.drain.enter()?;
+        let peer = request.remote_addr().map(|a| a.ip());
+        let value = request
+            .metadata()
+            .get("authorization")
+            .ok_or(EngineError::MissingCredentials)?
+            .to_str()
+            .map_err(|_| EngineError::Unauthenticated)?
+            .to_string();
+        let (session, issued) = self.authenticate(request.metadata(), peer).await?;
+        // A handle or JWT presented to the handshake is echoed back: it is already the bearer.
+        let bearer = match &issued {
+            Some(h) => h.secret().expose().to_string(),
+            None => value
+                .split_once(' ')
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default(),
+        };
+        tracing::debug!(
+            event = "handshake",
+            user = session.identity.user.as_str(),
+            session = session.id.as_str()
+        );
+        let payload = HandshakeResponse {
+            protocol_version: 0,
+            payload: bearer.clone().into_bytes().into(),
+        };
+        let stream = futures::stream::iter(vec![Ok(payload)]);
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(stream));
+        if let Ok(v) = MetadataValue::try_from(format!("Bearer {bearer}")) {
+            response.metadata_mut().insert("authorization", v);
+        }
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: StatementHandle::encode(&query.query).into(),
+        }
+        .as_any()
+        .encode_to_vec();
+        let info = self
+            .flight_info_for(&caller, &query.query, ticket, request.into_inner())
+            .await?;
+        Ok(caller.wrap(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let sql = StatementHandle::decode(&ticket.statement_handle)?;
+        self.execute(caller, sql).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let caller = self.caller(&request).await?;
+        let started = Instant::now();
+        let (plan, _) = match self.plan(&caller, &query.query).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.record_query(&caller, &query.query, started, code_label(e.code()), 0);
+                return Err(e.into());
+            }
+        };
+        let dataset_schema = schema_bytes(plan.schema().as_arrow())?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: StatementHandle::encode(&query.query).into(),
+            dataset_schema,
+            parameter_schema: Default::default(),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        let sql = StatementHandle::decode(&cmd.prepared_statement_handle)?;
+        let ticket = cmd.as_any().encode_to_vec();
+        let info = self
+            .flight_info_for(&caller, &sql, ticket, request.into_inner())
+            .await?;
+        Ok(caller.wrap(info))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let sql = StatementHandle::decode(&cmd.prepared_statement_handle)?;
+        self.execute(caller, sql).await
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        _query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let _caller = self.caller(&request).await?;
+        Err(EngineError::Unimplemented(
+            "binding parameters to prepared statements is not supported yet".into(),
+        )
+        .into())
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        // Handles are stateless: nothing to free, but the caller must still be a session.
+        let _caller = self.caller(&request).await?;
+        Ok(())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        let info = FlightInfo::new()
+            .try_with_schema(schema.as_ref())
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(query.as_any().encode_to_vec())),
+            )
+            .with_descriptor(request.into_inner());
+        Ok(caller.wrap(info))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let builder = query.into_builder(&self.sql_info);
+        let schema = builder.schema();
+        let batch = builder.build();
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::once(async {
+                batch.map_err(FlightError::from)
+            }))
+            .map_err(Status::from);
+        Ok(caller.wrap(Box::pin(stream) as DoGetStream))
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        if request.get_ref().r#type == CLOSE_SESSION {
+            let caller = self.caller(&request).await?;
+            self.sessions.end(&caller.session, EndReason::Closed).await;
+            let result = arrow_flight::Result {
+                body: CLOSE_SESSION_CLOSED.to_vec().into(),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+                result,
+            )]))));
+        }
+        Err(Status::unimplemented(format!(
+            "action `{}` is not supported",
+            request.get_ref().r#type
+        )))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![Ok(ActionType {
+            r#type: CLOSE_SESSION.into(),
+            description: "Ends the caller's session and forgets its tokens.".into(),
+        })])
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_handles_round_trip_and_reject_garbage() {
+        let h = StatementHandle::encode("SELECT 'a:b' AS x");
+        assert_eq!(StatementHandle::decode(&h).unwrap(), "SELECT 'a:b' AS x");
+        assert!(StatementHandle::decode(b"\x00garbage").is_err());
+    }
+
+    #[test]
+    fn logs_get_the_statement_kind_not_its_literals() {
+        assert_eq!(statement_kind("  select * from t where pw = 'x'"), "SELECT");
+        assert_eq!(statement_kind(""), "");
+    }
+
+    #[test]
+    fn sql_info_advertises_no_transactions() {
+        assert!(sql_info_data().is_ok());
+    }
+}

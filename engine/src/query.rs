@@ -1,0 +1,140 @@
+//! Per-session query state: the DataFusion context a session's queries run in.
+//!
+//! The context is built for one (identity, token fingerprint) pair and rebuilt when the token
+//! changes, so anything attached to it — today only settings, with issue "per-user catalog" the
+//! user's Iceberg REST catalog client carrying the token — can never outlive the token it was
+//! made with.
+
+use std::sync::{Arc, Mutex};
+
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::SessionConfig;
+
+use crate::auth::Identity;
+use crate::error::EngineError;
+use crate::secret::{Fingerprint, Secret};
+
+/// The current token of a session, as a query sees it.
+#[derive(Debug, Clone)]
+pub struct TokenView {
+    pub access_token: Secret,
+    pub fingerprint: Fingerprint,
+}
+
+/// Builds the context for one user and token. The catalog-aware factory replaces
+/// `LocalContextFactory` once the per-user catalog exists.
+pub trait QueryContextFactory: Send + Sync {
+    fn create(&self, identity: &Identity, token: &TokenView)
+    -> Result<SessionContext, EngineError>;
+}
+
+/// Plain DataFusion with a per-session memory limit and no tables: enough to run
+/// `SELECT`/`VALUES`/table functions continuously across token refreshes.
+pub struct LocalContextFactory {
+    pub memory_limit_bytes: usize,
+    pub target_partitions: usize,
+}
+
+impl QueryContextFactory for LocalContextFactory {
+    fn create(
+        &self,
+        _identity: &Identity,
+        _token: &TokenView,
+    ) -> Result<SessionContext, EngineError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.memory_limit_bytes, 1.0)
+            .build_arc()?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(self.target_partitions.max(1));
+        Ok(SessionContext::new_with_config_rt(config, runtime))
+    }
+}
+
+#[derive(Default)]
+pub struct QueryState {
+    current: Mutex<Option<(Fingerprint, SessionContext)>>,
+}
+
+impl QueryState {
+    /// The context for this token, building a new one if the token changed since.
+    pub fn context(
+        &self,
+        factory: &dyn QueryContextFactory,
+        identity: &Identity,
+        token: &TokenView,
+    ) -> Result<SessionContext, EngineError> {
+        let mut slot = self
+            .current
+            .lock()
+            .map_err(|_| EngineError::Internal("query state lock poisoned".into()))?;
+        if let Some((fp, ctx)) = slot.as_ref() {
+            if *fp == token.fingerprint {
+                return Ok(ctx.clone());
+            }
+        }
+        let ctx = factory.create(identity, token)?;
+        *slot = Some((token.fingerprint, ctx.clone()));
+        Ok(ctx)
+    }
+
+    /// Drops everything built for the session (on close or expiry).
+    pub fn clear(&self) {
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = None;
+        }
+    }
+
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.current.lock().ok()?.as_ref().map(|(fp, _)| *fp)
+    }
+}
+
+pub type SharedFactory = Arc<dyn QueryContextFactory>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting(AtomicUsize, LocalContextFactory);
+    impl QueryContextFactory for Counting {
+        fn create(&self, i: &Identity, t: &TokenView) -> Result<SessionContext, EngineError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.create(i, t)
+        }
+    }
+
+    fn view(token: &str) -> TokenView {
+        TokenView {
+            access_token: Secret::new(token),
+            fingerprint: Fingerprint::of(token),
+        }
+    }
+
+    #[test]
+    fn the_context_is_reused_for_one_token_and_rebuilt_after_a_refresh() {
+        let f = Counting(
+            AtomicUsize::new(0),
+            LocalContextFactory {
+                memory_limit_bytes: 64 << 20,
+                target_partitions: 2,
+            },
+        );
+        let id = Identity {
+            user: "alice".into(),
+            roles: vec![],
+        };
+        let state = QueryState::default();
+        let a = state.context(&f, &id, &view("t1")).unwrap();
+        let b = state.context(&f, &id, &view("t1")).unwrap();
+        assert_eq!(a.session_id(), b.session_id());
+        assert_eq!(f.0.load(Ordering::SeqCst), 1);
+        let c = state.context(&f, &id, &view("t2")).unwrap();
+        assert_ne!(a.session_id(), c.session_id());
+        assert_eq!(state.fingerprint(), Some(Fingerprint::of("t2")));
+        state.clear();
+        assert_eq!(state.fingerprint(), None);
+    }
+}

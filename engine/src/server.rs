@@ -1,0 +1,214 @@
+//! Wiring: build the parts from the configuration, serve Flight SQL and HTTP, drain on SIGTERM.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use jsonwebtoken::Algorithm;
+use sqe_engine_config::{AuthMode, EngineConfig, Secrets};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
+use tracing::{error, info, warn};
+
+use crate::auth::bearer::{BearerPolicy, BearerValidator, DiscoveredJwks};
+use crate::auth::oidc::OidcProvider;
+use crate::drain::Drain;
+use crate::flight::SqeFlightSqlService;
+use crate::http::{CatalogProbe, HttpState, router};
+use crate::metrics::Metrics;
+use crate::query::LocalContextFactory;
+use crate::session::{EndReason, InMemorySessionStore, SessionManager, SessionPolicy};
+
+/// Requests to the IdP and the catalog probe give up after this long.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// DoPut ingest of large batches; tonic's default is 4 MiB.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Runs until SIGTERM/SIGINT, then drains.
+pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let idp_http = OidcProvider::http_client(HTTP_TIMEOUT)?;
+    let issuer = config.issuer();
+    let oidc = Arc::new(OidcProvider::new(
+        &issuer,
+        &config.oidc.client_id,
+        secrets.client_secret.as_deref(),
+        idp_http,
+    )?);
+    let plain_http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(HTTP_TIMEOUT)
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .context("HTTP client")?;
+
+    let bearer = if config.oidc.modes.contains(&AuthMode::Bearer) {
+        let algorithms = config
+            .oidc
+            .allowed_algorithms
+            .iter()
+            .map(|a| {
+                Algorithm::from_str(a).with_context(|| format!("oidc.allowed_algorithms: `{a}`"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let policy = BearerPolicy {
+            issuer: oidc.issuer().to_string(),
+            audience: config
+                .oidc
+                .audience
+                .clone()
+                .unwrap_or_else(|| config.oidc.client_id.clone()),
+            algorithms,
+        };
+        let source = DiscoveredJwks {
+            oidc: oidc.clone(),
+            http: plain_http.clone(),
+        };
+        Some(Arc::new(BearerValidator::new(policy, Box::new(source))))
+    } else {
+        None
+    };
+
+    let factory = Arc::new(LocalContextFactory {
+        memory_limit_bytes: usize::try_from(config.query.memory_limit_bytes).unwrap_or(usize::MAX),
+        target_partitions: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    });
+    let sessions = Arc::new(SessionManager::new(
+        SessionPolicy::from_config(&config),
+        Arc::new(InMemorySessionStore::new()),
+        oidc.clone(),
+        bearer,
+        metrics.clone(),
+        factory,
+    ));
+    let scheduler = tokio::spawn(sessions.clone().run_scheduler());
+    let discovery = tokio::spawn(discover_until_ready(oidc.clone()));
+
+    let drain = Drain::new();
+    let service = SqeFlightSqlService::new(sessions.clone(), drain.clone(), metrics.clone())?;
+    let flight = FlightServiceServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let flight_listener = TcpListener::bind(config.listen.flight)
+        .await
+        .with_context(|| format!("listen.flight {}", config.listen.flight))?;
+    let http_listener = TcpListener::bind(config.listen.http)
+        .await
+        .with_context(|| format!("listen.http {}", config.listen.http))?;
+    info!(
+        event = "listening", flight = %flight_listener.local_addr()?, http = %http_listener.local_addr()?,
+        issuer = oidc.issuer(), modes = ?config.oidc.modes, tls = config.listen.tls.is_some()
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let http_state = Arc::new(HttpState {
+        metrics: metrics.clone(),
+        oidc: oidc.clone(),
+        catalog: CatalogProbe::new(&config.catalog.uri, &config.catalog.warehouse, plain_http),
+        drain: drain.clone(),
+    });
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, router(http_state))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.listen.tls {
+        let cert = std::fs::read(&tls.cert)
+            .with_context(|| format!("listen.tls.cert {}", tls.cert.display()))?;
+        let key = std::fs::read(&tls.key)
+            .with_context(|| format!("listen.tls.key {}", tls.key.display()))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key)))
+            .context("listen.tls")?;
+    }
+    let incoming = TcpIncoming::from(flight_listener).with_nodelay(Some(true));
+    let flight_task = tokio::spawn(
+        builder
+            .add_service(flight)
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+    );
+
+    shutdown_signal().await;
+    let grace = Duration::from_secs(config.query.shutdown_grace_seconds);
+    info!(
+        event = "shutdown",
+        phase = "draining",
+        active_calls = drain.active(),
+        grace_s = grace.as_secs()
+    );
+    drain.start();
+    let _ = stop_tx.send(true);
+    let clean = drain.wait_idle(grace).await;
+    if !clean {
+        warn!(
+            event = "shutdown",
+            phase = "grace_expired",
+            active_calls = drain.active()
+        );
+    }
+    // Servers finish their connections; past the grace period they are cut off.
+    let _ = tokio::time::timeout(Duration::from_secs(2), flight_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;
+    scheduler.abort();
+    discovery.abort();
+    sessions.end_all(EndReason::Shutdown).await;
+    info!(event = "shutdown", phase = "done", clean);
+    Ok(())
+}
+
+/// Retries discovery until it succeeds, so `/readyz` turns ready without waiting for a login.
+async fn discover_until_ready(oidc: Arc<OidcProvider>) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match oidc.discovered().await {
+            Ok(d) => {
+                info!(
+                    event = "oidc_discovery",
+                    outcome = "ok",
+                    issuer = d.issuer.as_str()
+                );
+                return;
+            }
+            Err(e) => {
+                warn!(event = "oidc_discovery", outcome = "failed", error = %e, retry_in_ms = delay.as_millis() as u64);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            error!(
+                event = "shutdown",
+                error = "cannot install signal handlers; waiting for ctrl-c"
+            );
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

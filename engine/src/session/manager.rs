@@ -1,0 +1,646 @@
+//! The session lifecycle: login, lookup, refresh, expiry, close. Thin async shell around the
+//! pure decisions in `refresh` and `auth::backoff`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sqe_engine_config::{AuthMode, EngineConfig};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::refresh::{self, DeadlineQueue, Step, Timeline};
+use super::store::{SessionStore, StoreError};
+use super::{EndReason, Session, SessionHandle, SessionKey, TokenState, mode_name};
+use crate::auth::backoff::LoginThrottle;
+use crate::auth::bearer::{BearerError, BearerValidator, remaining};
+use crate::auth::{IdpError, TokenGrant, TokenIssuer, identity_from_claims, unverified_claims};
+use crate::error::EngineError;
+use crate::metrics::Metrics;
+use crate::query::{QueryContextFactory, TokenView};
+use crate::secret::{Fingerprint, Secret};
+
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    pub refresh_buffer: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub max_sessions: usize,
+    pub modes: Vec<AuthMode>,
+    pub username_claim: String,
+    pub roles_claim: String,
+}
+
+impl SessionPolicy {
+    pub fn from_config(c: &EngineConfig) -> Self {
+        Self {
+            refresh_buffer: c.session.refresh_buffer(),
+            idle_timeout: c.session.idle_timeout(),
+            max_lifetime: c.session.max_lifetime(),
+            max_sessions: c.session.max_sessions,
+            modes: c.oidc.modes.clone(),
+            username_claim: c.oidc.username_claim.clone(),
+            roles_claim: c.oidc.roles_claim.clone(),
+        }
+    }
+}
+
+/// A wake-up for one session; stale if the session was rescheduled since.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    key: SessionKey,
+    seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    Refreshed,
+    /// Someone else refreshed first (single flight).
+    AlreadyFresh,
+    /// Transient failure; a retry is scheduled if one fits before expiry.
+    WillRetry,
+    Ended,
+}
+
+pub struct SessionManager {
+    policy: SessionPolicy,
+    store: Arc<dyn SessionStore>,
+    issuer: Arc<dyn TokenIssuer>,
+    bearer: Option<Arc<BearerValidator>>,
+    throttle: LoginThrottle,
+    queue: DeadlineQueue<Job>,
+    metrics: Arc<Metrics>,
+    factory: Arc<dyn QueryContextFactory>,
+}
+
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+impl SessionManager {
+    pub fn new(
+        policy: SessionPolicy,
+        store: Arc<dyn SessionStore>,
+        issuer: Arc<dyn TokenIssuer>,
+        bearer: Option<Arc<BearerValidator>>,
+        metrics: Arc<Metrics>,
+        factory: Arc<dyn QueryContextFactory>,
+    ) -> Self {
+        Self {
+            policy,
+            store,
+            issuer,
+            bearer,
+            throttle: LoginThrottle::default(),
+            queue: DeadlineQueue::default(),
+            metrics,
+            factory,
+        }
+    }
+
+    pub fn with_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
+    pub fn policy(&self) -> &SessionPolicy {
+        &self.policy
+    }
+
+    pub fn active_sessions(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn factory(&self) -> &dyn QueryContextFactory {
+        self.factory.as_ref()
+    }
+
+    /// The mode a Basic login uses: the one asked for, else password if enabled, else client
+    /// credentials.
+    pub fn basic_mode(&self, requested: Option<AuthMode>) -> Result<AuthMode, EngineError> {
+        let enabled = |m| self.policy.modes.contains(&m);
+        match requested {
+            Some(AuthMode::Bearer) => Err(EngineError::ModeNotEnabled(
+                "bearer (send the JWT as a bearer instead)",
+            )),
+            Some(m) if enabled(m) => Ok(m),
+            Some(m) => Err(EngineError::ModeNotEnabled(mode_name(m))),
+            None if enabled(AuthMode::Password) => Ok(AuthMode::Password),
+            None if enabled(AuthMode::ClientCredentials) => Ok(AuthMode::ClientCredentials),
+            None => Err(EngineError::ModeNotEnabled("password")),
+        }
+    }
+
+    /// Basic credentials → the user's own tokens → a new session.
+    pub async fn login_basic(
+        &self,
+        username: &str,
+        password: &Secret,
+        peer: Option<IpAddr>,
+        mode: AuthMode,
+    ) -> Result<(SessionHandle, Arc<Session>), EngineError> {
+        let started = Instant::now();
+        let mode_label = mode_name(mode);
+        if let Err(wait) = self.throttle.check(username, peer, started) {
+            self.metrics.login(mode_label, "throttled");
+            warn!(
+                event = "login",
+                mode = mode_label,
+                user = username,
+                outcome = "throttled",
+                retry_after_s = secs_ceil(wait)
+            );
+            return Err(EngineError::LoginThrottled {
+                retry_after_secs: secs_ceil(wait),
+            });
+        }
+        self.ensure_capacity(mode_label, username)?;
+        let grant = match mode {
+            AuthMode::Password if username.is_empty() || password.expose().is_empty() => {
+                Err(IdpError::Rejected {
+                    code: "empty credentials".into(),
+                })
+            }
+            AuthMode::Password => self.issuer.password(username, password).await,
+            AuthMode::ClientCredentials => self.issuer.client_credentials().await,
+            AuthMode::Bearer => return Err(EngineError::ModeNotEnabled("bearer")),
+        };
+        let grant = match grant {
+            Ok(g) => g,
+            Err(e) => return Err(self.login_failed(mode_label, username, peer, &e, started)),
+        };
+        self.throttle.record_success(username);
+        let claims = unverified_claims(grant.access_token.expose());
+        let label = if username.is_empty() {
+            "client_credentials"
+        } else {
+            username
+        };
+        let mut identity = identity_from_claims(
+            claims.as_ref(),
+            &self.policy.username_claim,
+            &self.policy.roles_claim,
+            label,
+        );
+        if mode == AuthMode::ClientCredentials {
+            // The username is only a label: the identity is the engine's client, and logs and
+            // metrics must say so rather than pretend to be the label.
+            identity.user = format!("{}[{}]", identity.user, label);
+        }
+        let handle = SessionHandle::generate();
+        let session = self.open(handle.key(), identity, mode, grant, started)?;
+        Ok((handle, session))
+    }
+
+    /// A client-supplied JWT → its session (created on first sight, keyed by the JWT's hash).
+    pub async fn login_bearer(
+        &self,
+        jwt: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<Session>, EngineError> {
+        let key = Fingerprint::of(jwt);
+        if let Some(s) = self.lookup(&key).await? {
+            return Ok(s);
+        }
+        let started = Instant::now();
+        let Some(validator) = self.bearer.clone() else {
+            self.metrics.login("bearer", "rejected");
+            warn!(
+                event = "login",
+                mode = "bearer",
+                outcome = "rejected",
+                reason = "bearer mode not enabled"
+            );
+            return Err(EngineError::Unauthenticated);
+        };
+        if let Some(p) = peer {
+            if let Err(wait) = self.throttle.check("", Some(p), started) {
+                self.metrics.login("bearer", "throttled");
+                return Err(EngineError::LoginThrottled {
+                    retry_after_secs: secs_ceil(wait),
+                });
+            }
+        }
+        self.ensure_capacity("bearer", "")?;
+        let valid = match validator.validate(jwt).await {
+            Ok(v) => v,
+            Err(BearerError::Invalid(reason)) => {
+                if let Some(p) = peer {
+                    self.throttle.record_failure("", Some(p), started);
+                }
+                self.metrics.login("bearer", "rejected");
+                warn!(
+                    event = "login",
+                    mode = "bearer",
+                    outcome = "rejected",
+                    reason,
+                    duration_ms = ms(started)
+                );
+                return Err(EngineError::Unauthenticated);
+            }
+            Err(BearerError::Unavailable(detail)) => {
+                self.metrics.login("bearer", "idp_unavailable");
+                warn!(
+                    event = "login",
+                    mode = "bearer",
+                    outcome = "idp_unavailable",
+                    detail,
+                    duration_ms = ms(started)
+                );
+                return Err(EngineError::IdpUnavailable);
+            }
+        };
+        let identity = identity_from_claims(
+            Some(&valid.claims),
+            &self.policy.username_claim,
+            &self.policy.roles_claim,
+            "unknown",
+        );
+        let grant = TokenGrant {
+            access_token: Secret::new(jwt),
+            refresh_token: None,
+            expires_in: remaining(valid.expires_at),
+        };
+        match self.open(key, identity, AuthMode::Bearer, grant, started) {
+            // Two first calls with the same JWT raced; the other one won.
+            Err(EngineError::Internal(_)) => {
+                self.lookup(&key).await?.ok_or(EngineError::SessionInvalid)
+            }
+            other => other,
+        }
+    }
+
+    /// The session for a handle the client sent back, if it is still alive.
+    pub async fn resolve(&self, handle: &str) -> Result<Arc<Session>, EngineError> {
+        self.lookup(&Fingerprint::of(handle))
+            .await?
+            .ok_or(EngineError::SessionInvalid)
+    }
+
+    async fn lookup(&self, key: &SessionKey) -> Result<Option<Arc<Session>>, EngineError> {
+        let Some(session) = self.store.get(key) else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let step = {
+            let st = session.tokens.read().await;
+            if st.ended.is_some() {
+                return Err(EngineError::SessionInvalid);
+            }
+            refresh::next_step(now, &self.timeline(&session, &st))
+        };
+        if let Step::Expire(reason) = step {
+            // Expired tokens of refreshable sessions are handled by `token_for` (a late
+            // scheduler must not cost the user the session).
+            if reason != EndReason::TokenExpired || session.mode == AuthMode::Bearer {
+                self.end(&session, reason).await;
+                return Err(EngineError::SessionInvalid);
+            }
+        }
+        session.touch(now);
+        Ok(Some(session))
+    }
+
+    fn ensure_capacity(&self, mode: &'static str, user: &str) -> Result<(), EngineError> {
+        if self.store.len() >= self.policy.max_sessions {
+            self.metrics.login(mode, "too_many_sessions");
+            warn!(
+                event = "login",
+                mode,
+                user,
+                outcome = "too_many_sessions",
+                max = self.policy.max_sessions
+            );
+            return Err(EngineError::TooManySessions);
+        }
+        Ok(())
+    }
+
+    fn login_failed(
+        &self,
+        mode: &'static str,
+        user: &str,
+        peer: Option<IpAddr>,
+        e: &IdpError,
+        started: Instant,
+    ) -> EngineError {
+        match e {
+            IdpError::Rejected { code } => {
+                self.throttle.record_failure(user, peer, started);
+                self.metrics.login(mode, "rejected");
+                warn!(
+                    event = "login",
+                    mode,
+                    user,
+                    outcome = "rejected",
+                    idp_error = code.as_str(),
+                    duration_ms = ms(started)
+                );
+                EngineError::Unauthenticated
+            }
+            IdpError::Unavailable(detail) => {
+                self.metrics.login(mode, "idp_unavailable");
+                warn!(
+                    event = "login",
+                    mode,
+                    user,
+                    outcome = "idp_unavailable",
+                    detail = detail.as_str(),
+                    duration_ms = ms(started)
+                );
+                EngineError::IdpUnavailable
+            }
+            IdpError::Misconfigured(detail) => {
+                self.metrics.login(mode, "idp_misconfigured");
+                tracing::error!(
+                    event = "login",
+                    mode,
+                    user,
+                    outcome = "idp_misconfigured",
+                    detail = detail.as_str(),
+                    duration_ms = ms(started)
+                );
+                EngineError::IdpMisconfigured
+            }
+        }
+    }
+
+    fn open(
+        &self,
+        key: SessionKey,
+        identity: crate::auth::Identity,
+        mode: AuthMode,
+        grant: TokenGrant,
+        started: Instant,
+    ) -> Result<Arc<Session>, EngineError> {
+        let now = Instant::now();
+        let mut tokens = TokenState::new(
+            grant.access_token,
+            grant.refresh_token,
+            now,
+            grant.expires_in,
+        );
+        tokens.refresh_at = self.first_refresh_at(mode, &tokens);
+        let fp = tokens.fingerprint;
+        let session = Arc::new(Session::new(
+            key,
+            identity,
+            mode,
+            tokens,
+            self.policy.max_lifetime,
+        ));
+        let mode_label = mode_name(mode);
+        match self.store.insert(session.clone(), self.policy.max_sessions) {
+            Ok(()) => {}
+            Err(StoreError::Full) => {
+                self.metrics.login(mode_label, "too_many_sessions");
+                return Err(EngineError::TooManySessions);
+            }
+            Err(StoreError::Duplicate) => {
+                return Err(EngineError::Internal("duplicate session".into()));
+            }
+        }
+        self.metrics.sessions_active.set(self.store.len() as i64);
+        self.metrics.login(mode_label, "ok");
+        info!(
+            event = "login", mode = mode_label, user = session.identity.user.as_str(), session = session.id.as_str(),
+            fp = %fp, outcome = "ok", token_lifetime_s = grant.expires_in.as_secs(), duration_ms = ms(started)
+        );
+        self.schedule_now(
+            &session,
+            now,
+            &session
+                .tokens
+                .try_read()
+                .map(|t| self.timeline(&session, &t))
+                .ok(),
+        );
+        Ok(session)
+    }
+
+    fn first_refresh_at(&self, mode: AuthMode, t: &TokenState) -> Option<Instant> {
+        let jitter = rand::random::<f64>() * 2.0 - 1.0;
+        match mode {
+            AuthMode::Bearer => None,
+            AuthMode::Password if t.refresh_token().is_none() => None,
+            _ => Some(refresh::refresh_at(
+                t.obtained_at,
+                t.expires_at,
+                self.policy.refresh_buffer,
+                jitter,
+            )),
+        }
+    }
+
+    fn timeline(&self, s: &Session, t: &TokenState) -> Timeline {
+        Timeline {
+            absolute_deadline: s.absolute_deadline,
+            idle_deadline: s.last_used() + self.policy.idle_timeout,
+            token_expires_at: t.expires_at,
+            refresh_at: t.refresh_at,
+        }
+    }
+
+    fn schedule_now(&self, s: &Session, now: Instant, timeline: &Option<Timeline>) {
+        let Some(t) = timeline else { return };
+        let at = match refresh::next_step(now, t) {
+            Step::Wait(at) => at,
+            Step::Refresh | Step::Expire(_) => now,
+        };
+        let seq = s.schedule_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.queue.push(at, Job { key: s.key, seq });
+    }
+
+    async fn schedule(&self, s: &Session) {
+        let timeline = {
+            let st = s.tokens.read().await;
+            if st.ended.is_some() {
+                return;
+            }
+            self.timeline(s, &st)
+        };
+        self.schedule_now(s, Instant::now(), &Some(timeline));
+    }
+
+    /// The session's current access token, waiting for an in-flight refresh and refreshing
+    /// inline if the scheduler is late. Every query calls this before touching anything that
+    /// needs the token.
+    pub async fn token_for(&self, session: &Arc<Session>) -> Result<TokenView, EngineError> {
+        for _ in 0..2 {
+            let generation = {
+                let st = session.tokens.read().await;
+                if st.ended.is_some() {
+                    return Err(EngineError::SessionInvalid);
+                }
+                if Instant::now() < st.expires_at {
+                    return Ok(st.view());
+                }
+                st.generation
+            };
+            if session.mode == AuthMode::Bearer
+                || self.refresh(session, generation).await == RefreshOutcome::Ended
+            {
+                self.end(session, EndReason::TokenExpired).await;
+                return Err(EngineError::SessionInvalid);
+            }
+        }
+        self.end(session, EndReason::TokenExpired).await;
+        Err(EngineError::SessionInvalid)
+    }
+
+    /// One refresh of one session, single-flight: holds the token write lock for the IdP
+    /// call, so concurrent requests wait for its result instead of racing it.
+    pub async fn refresh(
+        &self,
+        session: &Arc<Session>,
+        observed_generation: u64,
+    ) -> RefreshOutcome {
+        let mut st = session.tokens.write().await;
+        if st.ended.is_some() {
+            return RefreshOutcome::Ended;
+        }
+        if st.generation != observed_generation {
+            return RefreshOutcome::AlreadyFresh;
+        }
+        let started = Instant::now();
+        let old_fp = st.fingerprint;
+        let result = match session.mode {
+            AuthMode::Password => match st.refresh_token() {
+                Some(rt) => self.issuer.refresh(rt).await,
+                None => Err(IdpError::Rejected {
+                    code: "no refresh token".into(),
+                }),
+            },
+            AuthMode::ClientCredentials => self.issuer.client_credentials().await,
+            AuthMode::Bearer => Err(IdpError::Rejected {
+                code: "bearer tokens cannot be refreshed".into(),
+            }),
+        };
+        let user = session.identity.user.as_str();
+        let sid = session.id.as_str();
+        match result {
+            Ok(grant) => {
+                let now = Instant::now();
+                st.replace(
+                    grant.access_token,
+                    grant.refresh_token,
+                    now,
+                    grant.expires_in,
+                );
+                st.refresh_at = self.first_refresh_at(session.mode, &st);
+                self.metrics.refresh("ok");
+                info!(
+                    event = "refresh", user, session = sid, fp = %st.fingerprint, previous_fp = %old_fp, outcome = "ok",
+                    token_lifetime_s = grant.expires_in.as_secs(), duration_ms = ms(started)
+                );
+                drop(st);
+                self.schedule(session).await;
+                RefreshOutcome::Refreshed
+            }
+            Err(e) if e.is_final() => {
+                st.ended = Some(EndReason::RefreshRejected);
+                drop(st);
+                self.metrics.refresh("rejected");
+                warn!(event = "refresh", user, session = sid, fp = %old_fp, outcome = "rejected", error = %e, duration_ms = ms(started));
+                self.end(session, EndReason::RefreshRejected).await;
+                RefreshOutcome::Ended
+            }
+            Err(e) => {
+                let now = Instant::now();
+                st.failed_attempts += 1;
+                st.refresh_at = refresh::retry_at(now, st.failed_attempts, st.expires_at);
+                let retry_in_ms = st
+                    .refresh_at
+                    .map(|r| r.duration_since(now).as_millis() as u64);
+                drop(st);
+                self.metrics.refresh("transient_error");
+                warn!(event = "refresh", user, session = sid, fp = %old_fp, outcome = "transient_error", error = %e, retry_in_ms, duration_ms = ms(started));
+                self.schedule(session).await;
+                RefreshOutcome::WillRetry
+            }
+        }
+    }
+
+    /// Ends a session for good: out of the store, tokens unusable, query state dropped.
+    pub async fn end(&self, session: &Arc<Session>, reason: EndReason) {
+        {
+            let mut st = session.tokens.write().await;
+            if st.ended.is_none() {
+                st.ended = Some(reason);
+            }
+        }
+        session.query.clear();
+        if self.store.remove(&session.key).is_some() {
+            self.metrics.sessions_active.set(self.store.len() as i64);
+            self.metrics
+                .session_ends
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .inc();
+            info!(
+                event = "session_end",
+                user = session.identity.user.as_str(),
+                session = session.id.as_str(),
+                reason = reason.as_str(),
+                age_s = session.created.elapsed().as_secs()
+            );
+        }
+    }
+
+    /// Drives refreshes and expiries. Runs until the task is dropped.
+    pub async fn run_scheduler(self: Arc<Self>) {
+        loop {
+            for (due_at, job) in self.queue.pop_due().await {
+                let mgr = self.clone();
+                tokio::spawn(async move { mgr.on_due(due_at, job).await });
+            }
+        }
+    }
+
+    async fn on_due(&self, due_at: Instant, job: Job) {
+        let Some(session) = self.store.get(&job.key) else {
+            return;
+        };
+        if session.schedule_seq.load(Ordering::SeqCst) != job.seq {
+            return;
+        }
+        let now = Instant::now();
+        let (step, generation, refresh_at) = {
+            let st = session.tokens.read().await;
+            if st.ended.is_some() {
+                return;
+            }
+            (
+                refresh::next_step(now, &self.timeline(&session, &st)),
+                st.generation,
+                st.refresh_at,
+            )
+        };
+        match step {
+            Step::Expire(reason) => self.end(&session, reason).await,
+            Step::Refresh => {
+                let planned = refresh_at.unwrap_or(due_at);
+                self.metrics
+                    .refresh_lag
+                    .observe(now.saturating_duration_since(planned).as_secs_f64());
+                if self.refresh(&session, generation).await == RefreshOutcome::AlreadyFresh {
+                    self.schedule(&session).await;
+                }
+            }
+            Step::Wait(_) => self.schedule(&session).await,
+        }
+    }
+
+    /// Closes every session (shutdown).
+    pub async fn end_all(&self, reason: EndReason) {
+        for s in self.store.all() {
+            self.end(&s, reason).await;
+        }
+    }
+}
