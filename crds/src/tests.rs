@@ -30,9 +30,17 @@ fn committed_crd_matches_the_types() {
     // Regenerate with `cargo run -p sqe-operator -- crd > crds/sqecluster.yaml`.
     let path = root().join("sqecluster.yaml");
     let want = crd_yaml().unwrap();
+    let chart_copy = root().join("../charts/sqe-operator/crds/sqecluster.yaml");
     if std::env::var_os("SQE_BLESS").is_some() {
         std::fs::write(&path, &want).unwrap();
+        std::fs::write(&chart_copy, &want).unwrap();
     }
+    // Helm installs CRDs from the chart's own crds/ folder; it must be the same file.
+    let chart = std::fs::read_to_string(&chart_copy).unwrap_or_default();
+    assert!(
+        chart == want,
+        "charts/sqe-operator/crds/sqecluster.yaml is stale: copy crds/sqecluster.yaml"
+    );
     let have = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         have == want,

@@ -15,11 +15,14 @@ export SQE_K8S_STATE="${SQE_K8S_STATE:-${TMPDIR:-/tmp}/sqe-k8s}"
 K8S_VERSION=v1.36.3
 ETCD_VERSION=v3.6.13
 KWOK_VERSION=v0.8.0
+# Helm renders and lints the chart in the suite (its go.mod has no replaces: plain go install).
+HELM_VERSION=v3.22.0
 
 K8S_BIN="$SQE_CACHE/k8s/kubernetes-$K8S_VERSION/bin"
 ETCD_BIN="$SQE_CACHE/k8s/etcd-$ETCD_VERSION/bin"
 KWOK_HOME="$SQE_CACHE/k8s/kwok-$KWOK_VERSION"
 KWOK_BIN="$KWOK_HOME/bin"
+HELM_BIN="$SQE_CACHE/k8s/helm-$HELM_VERSION/bin"
 
 export GOMODCACHE="$SQE_CACHE/go/mod" GOCACHE="$SQE_CACHE/go/build"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}" GOTOOLCHAIN=local CGO_ENABLED=0
@@ -84,7 +87,7 @@ stop_pid() { # stop_pid NAME: TERM its session, then KILL after a grace period
 binaries_present() {
   local b
   for b in "$K8S_BIN"/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl} \
-           "$ETCD_BIN/etcd" "$KWOK_BIN/kwok" "$KWOK_HOME/stages.yaml"; do
+           "$ETCD_BIN/etcd" "$KWOK_BIN/kwok" "$KWOK_HOME/stages.yaml" "$HELM_BIN/helm"; do
     [[ -e $b ]] || return 1
   done
 }

@@ -88,13 +88,30 @@ fn ensure_namespace(ns: &str) {
     }
 }
 
-fn indent(text: &str, n: usize) -> String {
-    let pad = " ".repeat(n);
-    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+const RELEASE: &str = "sqe-operator";
+
+fn helm(args: &[&str]) -> String {
+    let bin = std::env::var("SQE_HELM").expect("run through e2e/k8s/test (SQE_HELM)");
+    let out = Command::new(bin).args(args).output().expect("helm");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Once per test binary: install the CRD and the operator's RBAC (from the chart's rule
-/// files), and write a kubeconfig holding a token of the operator's ServiceAccount.
+fn chart_dir() -> String {
+    repo()
+        .join("charts/sqe-operator")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Once per test binary: install the CRD and exactly the chart's ServiceAccount and RBAC
+/// (rendered by `helm template`), and write a kubeconfig holding a token of that
+/// ServiceAccount, which every operator under test uses.
 fn setup() -> &'static Path {
     static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
     KUBECONFIG.get_or_init(|| {
@@ -102,59 +119,29 @@ fn setup() -> &'static Path {
                   repo().join("crds/sqecluster.yaml").to_str().unwrap()]);
         kubectl(&["wait", "--for=condition=Established", "crd/sqeclusters.sqe.io", "--timeout=60s"]);
         ensure_namespace(SYSTEM_NS);
-        let chart = repo().join("charts/sqe-operator/files");
-        let rules = std::fs::read_to_string(chart.join("clusterrole-rules.yaml")).unwrap();
-        let lease_rules = std::fs::read_to_string(chart.join("lease-rules.yaml")).unwrap();
-        let rbac = format!(
-            r#"apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: sqe-operator, namespace: {SYSTEM_NS}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: sqe-operator-test}}
-rules:
-{rules}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: sqe-operator-test}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sqe-operator-test}}
-subjects: [{{kind: ServiceAccount, name: sqe-operator, namespace: {SYSTEM_NS}}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: sqe-operator-leader, namespace: {SYSTEM_NS}}}
-rules:
-{lease_rules}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: sqe-operator-leader, namespace: {SYSTEM_NS}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: sqe-operator-leader}}
-subjects: [{{kind: ServiceAccount, name: sqe-operator, namespace: {SYSTEM_NS}}}]
-"#,
-            rules = indent(&rules, 0),
-            lease_rules = indent(&lease_rules, 0),
-        );
+        let rbac = helm(&["template", RELEASE, &chart_dir(), "-n", SYSTEM_NS,
+            "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"]);
         kubectl_apply(SYSTEM_NS, &rbac);
-        let token = kubectl(&["create", "token", "sqe-operator", "-n", SYSTEM_NS, "--duration=2h"]);
+        let token = kubectl(&["create", "token", RELEASE, "-n", SYSTEM_NS, "--duration=2h"]);
         // Same server and CA as the admin kubeconfig; only the credential differs.
         let admin = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
-        let cluster_block: String = admin
-            .split("\nusers:")
-            .next()
-            .unwrap()
-            .to_string();
+        let cluster_block = admin.split("\nusers:").next().unwrap().to_string();
         let kc = format!(
             "{cluster_block}\nusers:\n- name: sqe-operator\n  user:\n    token: {}\ncontexts:\n- name: op\n  context: {{cluster: sqe, user: sqe-operator}}\ncurrent-context: op\n",
             token.trim()
         );
         let path = state_dir().join("operator.kubeconfig");
         std::fs::write(&path, kc).unwrap();
-        // Prove the credential is the limited one: it may not read Secrets' neighbours' RBAC.
-        let out = kubectl_in(None, &["--kubeconfig", path.to_str().unwrap(), "auth", "can-i", "delete", "deployments"]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "operator token is over-privileged");
+        // The credential really is the limited one.
+        let kc = path.to_str().unwrap().to_string();
+        let can = |args: &[&str]| {
+            let mut a = vec!["--kubeconfig", kc.as_str(), "auth", "can-i"];
+            a.extend_from_slice(args);
+            String::from_utf8_lossy(&kubectl_in(None, &a).stdout).trim().to_string()
+        };
+        assert_eq!(can(&["delete", "deployments"]), "no", "operator token is over-privileged");
+        assert_eq!(can(&["create", "secrets"]), "no", "operator token is over-privileged");
+        assert_eq!(can(&["patch", "deployments"]), "yes");
         path
     })
 }
@@ -786,4 +773,61 @@ async fn render_output_applies_as_is() {
             String::from_utf8_lossy(&res.stderr)
         );
     }
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane: e2e/k8s/test"]
+async fn helm_chart_lints_and_installs() {
+    setup();
+    helm(&["lint", &chart_dir()]);
+    // The whole chart (CRD included) is accepted by the API server as rendered.
+    let all = helm(&[
+        "template",
+        RELEASE,
+        &chart_dir(),
+        "-n",
+        SYSTEM_NS,
+        "--include-crds",
+    ]);
+    let out = kubectl_in(
+        Some(&all),
+        &["apply", "--dry-run=server", "-n", SYSTEM_NS, "-f", "-"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for kind in [
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "Role",
+        "Deployment",
+        "ServiceAccount",
+    ] {
+        assert!(
+            all.contains(&format!("kind: {kind}\n")),
+            "chart lacks a {kind}"
+        );
+    }
+    // The rendered ClusterRole has exactly the rules file's rules (one source of truth).
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("charts/sqe-operator/files/clusterrole-rules.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let role = helm(&[
+        "template",
+        RELEASE,
+        &chart_dir(),
+        "-n",
+        SYSTEM_NS,
+        "--show-only",
+        "templates/rbac.yaml",
+    ]);
+    let first: serde_yaml::Value = serde_yaml::Deserializer::from_str(&role)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|v: &serde_yaml::Value| v.get("kind").and_then(|k| k.as_str()) == Some("ClusterRole"))
+        .unwrap();
+    assert_eq!(first["rules"], rules);
 }

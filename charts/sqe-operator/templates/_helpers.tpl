@@ -1,4 +1,7 @@
-{{- define "sqe-operator.name" -}}{{ .Release.Name }}-sqe-operator{{- end -}}
+{{- define "sqe-operator.name" -}}
+{{- if contains "sqe-operator" .Release.Name -}}{{ .Release.Name | trunc 63 }}
+{{- else -}}{{ printf "%s-sqe-operator" .Release.Name | trunc 63 }}{{- end -}}
+{{- end -}}
 {{- define "sqe-operator.labels" -}}
 app.kubernetes.io/name: sqe-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
