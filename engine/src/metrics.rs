@@ -95,6 +95,19 @@ impl Metrics {
             "Query latency (planning to last batch) by final status",
             query_seconds.clone(),
         );
+        // Series that alerts and dashboards divide by exist from the start, at zero.
+        for outcome in ["ok", "rejected", "transient_error"] {
+            refreshes.get_or_create(&OutcomeLabels { outcome });
+        }
+        for reason in [
+            "closed",
+            "idle_timeout",
+            "max_lifetime",
+            "token_expired",
+            "refresh_rejected",
+        ] {
+            session_ends.get_or_create(&ReasonLabels { reason });
+        }
         Self {
             registry,
             sessions_active,

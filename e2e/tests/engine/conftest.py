@@ -133,7 +133,8 @@ class Engine:
         raise RuntimeError(f"engine not ready:\n{self.logs_text()}")
 
     def logs_text(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def logs(self) -> list[dict]:

@@ -84,9 +84,9 @@ def test_repeated_failures_for_one_user_are_throttled(engine):
     for _ in range(4):
         with pytest.raises(flight.FlightUnauthenticatedError):
             c.login(user, "guess")
-    with pytest.raises(flight.FlightError) as raised:
+    # RESOURCE_EXHAUSTED (pyarrow surfaces it as ArrowInvalid), without asking the IdP.
+    with pytest.raises(Exception, match="resource exhausted.*too many failed logins"):
         c.login(user, "guess")
-    assert "too many failed logins" in str(raised.value)
     # Another user from the same address is not affected.
     assert SqlClient(engine.uri).login("carol", "carol-pw")
 
@@ -113,9 +113,8 @@ def test_max_sessions_is_resource_exhausted(start_engine):
     a, b = SqlClient(e.uri), SqlClient(e.uri)
     a.login("alice", "alice-pw")
     b.login("bob", "bob-pw")
-    with pytest.raises(flight.FlightError) as raised:
+    with pytest.raises(Exception, match="resource exhausted.*too many sessions"):
         SqlClient(e.uri).login("carol", "carol-pw")
-    assert "too many sessions" in str(raised.value)
     a.close_session()
     SqlClient(e.uri).login("carol", "carol-pw")
 

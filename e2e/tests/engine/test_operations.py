@@ -45,11 +45,15 @@ def test_health_readiness_and_metrics(engine):
     body = r.json()
     assert body["idp_discovered"] is True and body["catalog_reachable"] is True
     assert r.status_code == 200 and body["ready"] is True
-    SqlClient(engine.uri).login("alice", "alice-pw")
+    c = SqlClient(engine.uri)
+    c.login("alice", "alice-pw")
+    c.query("SELECT 1")
     text = engine.metrics()
-    for name in ["sqe_sessions_active", "sqe_logins_total", "sqe_queries_total", "sqe_token_refreshes_total",
-                 "sqe_token_refresh_lag_seconds", "sqe_query_duration_seconds"]:
-        assert name in text, name
+    for name in ["sqe_sessions_active", "sqe_logins", "sqe_queries", "sqe_token_refreshes",
+                 "sqe_token_refresh_lag_seconds", "sqe_query_duration_seconds", "sqe_session_ends"]:
+        assert f"# TYPE {name} " in text, name
+    assert engine.metric("sqe_queries_total", status="ok") >= 1
+    assert engine.metric("sqe_query_duration_seconds_count", status="ok") >= 1
     assert engine.metric("sqe_logins_total", mode="password", outcome="ok") >= 1
 
 
