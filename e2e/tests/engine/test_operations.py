@@ -76,7 +76,7 @@ def test_sigterm_lets_a_running_query_finish_then_exits(start_engine):
     e = start_engine()
     c = SqlClient(e.uri)
     c.login("alice", "alice-pw")
-    sql = "SELECT count(*) AS n FROM generate_series(1, 30000000) a JOIN generate_series(1, 1) b ON true"
+    sql = "SELECT count(*) AS n FROM generate_series(1, 10000000) a JOIN generate_series(1, 1) b ON true"
     result = {}
 
     def run():
@@ -97,9 +97,10 @@ def test_sigterm_lets_a_running_query_finish_then_exits(start_engine):
         SqlClient(e.uri).login("bob", "bob-pw")
     t.join(timeout=60)
     assert e.proc.wait(timeout=30) == 0
-    assert result.get("rows") == [{"n": 30000000}], result
-    phases = [x.get("phase") for x in e.events("shutdown")]
-    assert phases[0] == "draining" and phases[-1] == "done"
+    assert result.get("rows") == [{"n": 10000000}], result
+    shutdown = e.events("shutdown")
+    assert shutdown[0]["phase"] == "draining" and shutdown[0]["active_calls"] >= 1, "query was running"
+    assert shutdown[-1]["phase"] == "done" and shutdown[-1]["clean"] is True
 
 
 def test_no_credential_appears_in_logs_or_errors(start_engine, keycloak):

@@ -32,6 +32,8 @@ def test_a_session_stays_usable_across_three_refreshes_with_queries_running(engi
                     alice_refreshes = len(keycloak.events(types=["REFRESH_TOKEN"], user="alice", since_ms=since))
                     if alice_refreshes >= 3 and time.monotonic() - start > 35:
                         break
+    elapsed = time.monotonic() - start
+    print(f"\n{done} queries in {elapsed:.1f}s, {len(failures)} failures, {alice_refreshes} Keycloak refreshes")
     assert failures == []
     assert alice_refreshes >= 3, f"only {alice_refreshes} refreshes in {time.monotonic() - start:.0f}s"
     assert done > 100
@@ -40,7 +42,9 @@ def test_a_session_stays_usable_across_three_refreshes_with_queries_running(engi
     assert len(refreshed) >= 3
     assert len({e["fp"] for e in refreshed}) == len(refreshed), "every refresh changes the fingerprint"
     assert engine.metric("sqe_token_refreshes_total", outcome="ok") - refreshes_before >= 3
-    assert engine.metric("sqe_token_refresh_lag_seconds_count") >= 3
+    lag_n = engine.metric("sqe_token_refresh_lag_seconds_count")
+    assert lag_n >= 3
+    print(f"mean refresh lag {engine.metric('sqe_token_refresh_lag_seconds_sum') / lag_n * 1000:.1f} ms over {lag_n:.0f}")
 
 
 def test_a_revoked_refresh_token_expires_the_session(engine, keycloak, short_tokens):
