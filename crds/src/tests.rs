@@ -2,7 +2,9 @@ use super::*;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Read at run time: the cargo target dir is shared between checkouts at different
+    // paths, so a compile-time path can point at another (or a vanished) checkout.
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run through cargo test"))
 }
 
 /// Every YAML document of kind SqeCluster in a file.

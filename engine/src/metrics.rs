@@ -97,7 +97,7 @@ impl Metrics {
         );
         // Series that alerts and dashboards divide by exist from the start, at zero.
         for outcome in ["ok", "rejected", "transient_error"] {
-            refreshes.get_or_create(&OutcomeLabels { outcome });
+            let _ = refreshes.get_or_create(&OutcomeLabels { outcome });
         }
         for reason in [
             "closed",
@@ -106,7 +106,7 @@ impl Metrics {
             "token_expired",
             "refresh_rejected",
         ] {
-            session_ends.get_or_create(&ReasonLabels { reason });
+            let _ = session_ends.get_or_create(&ReasonLabels { reason });
         }
         Self {
             registry,

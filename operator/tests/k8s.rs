@@ -19,7 +19,10 @@ use sqe_crds::SqeCluster;
 const SYSTEM_NS: &str = "sqe-system";
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // Read at run time: the cargo target dir is shared between checkouts at different
+    // paths, so a compile-time path can point at another (or a vanished) checkout.
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run through cargo test"))
+        .join("..")
 }
 
 fn state_dir() -> PathBuf {

@@ -14,7 +14,10 @@ use super::configmap::{CONFIG_KEY, FLIGHT_PORT, HTTP_PORT, parse_quantity};
 use super::*;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // Read at run time: the cargo target dir is shared between checkouts at different
+    // paths, so a compile-time path can point at another (or a vanished) checkout.
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run through cargo test"))
+        .join("..")
 }
 
 fn examples() -> Vec<(String, SqeCluster)> {
