@@ -13,9 +13,9 @@ export SQE_STATE="${SQE_STATE:-${TMPDIR:-/tmp}/sqe-local}"
 KEYCLOAK_VERSION=26.7.3
 # The Go proxy serves MinIO's HEAD pseudo-version (2026-02-12), not the 2025-10-15 release's.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
-# Maven Central, as reachable here, serves polaris-runtime-service 1.4.0/1.4.1 only.
-POLARIS_VERSION=1.4.1
-PG_MAJOR=15
+# The Iceberg REST catalog is Project Nessie (stands in for Apache Polaris, which cannot be built
+# here: Maven Central as reachable serves polaris-runtime-service 1.4.x but not its parent POM).
+NESSIE_VERSION=0.99.0
 
 JAVA25_HOME="${SQE_JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}"
 export GOMODCACHE="$SQE_CACHE/go/mod" GOCACHE="$SQE_CACHE/go/build"
@@ -24,15 +24,15 @@ MAVEN_REPO="$SQE_CACHE/m2/repository"
 # Ports (loopback only). Keycloak's management port is moved off 9000.
 KC_PORT=18080 KC_MGMT_PORT=18090
 MINIO_PORT=19000 AUDIT_PORT=19100
-PG_PORT=15432
-POLARIS_PORT=18181 POLARIS_MGMT_PORT=18182
+CATALOG_PORT=18181 CATALOG_MGMT_PORT=18182
 
 REALM=sqe
 OIDC_CLIENT_ID=sqe
 OIDC_CLIENT_SECRET=sqe-dev-secret
 KC_ADMIN=admin KC_ADMIN_PASSWORD=admin
 MINIO_ROOT_USER=minio-root MINIO_ROOT_PASSWORD=minio-root-secret
-POLARIS_ROOT_ID=root POLARIS_ROOT_SECRET=s3cr3t
+# The catalog's admin identity (a Keycloak user), used only by the seeding script.
+CATALOG_ADMIN=sqe-admin CATALOG_ADMIN_PASSWORD=sqe-admin-pw
 WAREHOUSE=lake BUCKET=warehouse
 AWS_REGION_NAME=us-east-1
 
