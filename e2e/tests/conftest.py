@@ -135,3 +135,76 @@ class MinioAudit:
 @pytest.fixture(scope="session")
 def minio_audit(stack) -> MinioAudit:
     return MinioAudit(stack["SQE_AUDIT_LOG"])
+
+
+class CatalogRest:
+    """Thin client for the real Iceberg REST catalog (Nessie) of the local stack, as a user."""
+
+    def __init__(self, env: dict, keycloak: Keycloak):
+        self.uri = env["SQE_CATALOG_URI"].rstrip("/")
+        self.warehouse = env["SQE_CATALOG_WAREHOUSE"]
+        self.keycloak = keycloak
+        self.access_log = Path(env["SQE_CATALOG_AUDIT_LOG"])
+        self._prefix = None
+
+    PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+
+    def token(self, user: str) -> str:
+        if user == "sqe-admin":
+            return self.keycloak.password_grant(user, "sqe-admin-pw")["access_token"]
+        return self.keycloak.password_grant(user, self.PASSWORDS[user])["access_token"]
+
+    def headers(self, token: str | None, vended: bool = True) -> dict:
+        h = {"X-Iceberg-Access-Delegation": "vended-credentials"} if vended else {}
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        return h
+
+    @property
+    def prefix(self) -> str:
+        """The URL prefix the catalog's /v1/config hands out for the warehouse (e.g. main%7Clake)."""
+        if self._prefix is None:
+            r = requests.get(
+                f"{self.uri}/v1/config",
+                params={"warehouse": self.warehouse},
+                headers=self.headers(self.token("alice")),
+                timeout=30,
+            )
+            r.raise_for_status()
+            body = r.json()
+            self._prefix = {**body.get("defaults", {}), **body.get("overrides", {})}["prefix"]
+        return self._prefix
+
+    def request(self, method: str, path: str, token: str | None, **kw) -> requests.Response:
+        headers = {**self.headers(token), **kw.pop("headers", {})}
+        return requests.request(
+            method, f"{self.uri}/v1/{self.prefix}{path}", headers=headers, timeout=60, **kw
+        )
+
+    def load_table(self, token: str | None, namespace: str, table: str, **kw) -> requests.Response:
+        return self.request("GET", f"/namespaces/{namespace}/tables/{table}", token, **kw)
+
+    def pyiceberg(self, token: str):
+        from pyiceberg.catalog.rest import RestCatalog
+
+        return RestCatalog(
+            "sqe",
+            **{
+                "uri": self.uri,
+                "warehouse": self.warehouse,
+                "token": token,
+                "header.X-Iceberg-Access-Delegation": "vended-credentials",
+            },
+        )
+
+    def access_log_lines(self) -> list[str]:
+        if not self.access_log.exists():
+            return []
+        return self.access_log.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="session")
+def catalog(stack, keycloak) -> CatalogRest:
+    if "SQE_CATALOG_URI" not in stack:
+        pytest.exit("SQE_CATALOG_URI missing: re-run `eval \"$(e2e/local/env)\"`", returncode=2)
+    return CatalogRest(stack, keycloak)

@@ -32,7 +32,8 @@ install_minio() {
     > "$SQE_CACHE/logs/minio-build.log" 2>&1 || { tail -n 20 "$SQE_CACHE/logs/minio-build.log" >&2; die "go install github.com/minio/minio@$MINIO_VERSION failed"; }
 }
 
-NESSIE_JAR="$SQE_CACHE/nessie/$NESSIE_VERSION/nessie-quarkus-$NESSIE_VERSION-runner.jar"
+# The runner jar is run in place from the download directory (245 MB; no second copy).
+NESSIE_JAR="$SQE_CACHE/downloads/nessie-quarkus-$NESSIE_VERSION-runner.jar"
 NESSIE_PATCH_DIR="$SQE_CACHE/nessie/$NESSIE_VERSION/patch-classes"
 
 install_nessie() {
@@ -41,13 +42,12 @@ install_nessie() {
   [[ -x $JAVA25_HOME/bin/java ]] || die "Java 21+ is missing at $JAVA25_HOME (Nessie runs on it; set SQE_JAVA_HOME)"
   say "installing Nessie $NESSIE_VERSION from Maven Central (checksum-verified) ..."
   local dl="$SQE_CACHE/downloads"
-  mkdir -p "$dl" "$(dirname "$NESSIE_JAR")"
+  mkdir -p "$dl"
   # The self-contained Quarkus runner jar (uber-jar); --strict-checksums fails on a mismatch.
   mvn -B -q --strict-checksums -Dmaven.repo.local="$MAVEN_REPO" dependency:copy \
     -Dartifact="org.projectnessie.nessie:nessie-quarkus:$NESSIE_VERSION:jar:runner" -DoutputDirectory="$dl" \
     > "$SQE_CACHE/logs/nessie-download.log" 2>&1 \
     || { tail -n 20 "$SQE_CACHE/logs/nessie-download.log" >&2; die "downloading org.projectnessie.nessie:nessie-quarkus:$NESSIE_VERSION:runner failed"; }
-  cp "$dl/nessie-quarkus-$NESSIE_VERSION-runner.jar" "$NESSIE_JAR"
   # Upstream fix #12704 (read-only vended credentials got a malformed ARN), see the script.
   rm -rf "$NESSIE_PATCH_DIR"
   python3 "$LOCAL_DIR/nessie/backport_readonly_arn_fix.py" "$NESSIE_JAR" "$NESSIE_PATCH_DIR" \
