@@ -9,7 +9,7 @@ install_keycloak() {
   [[ -x $JAVA25_HOME/bin/java ]] || die "Java 21+ is missing at $JAVA25_HOME (Keycloak $KEYCLOAK_VERSION needs it; set SQE_JAVA_HOME)"
   say "installing Keycloak $KEYCLOAK_VERSION from Maven Central (checksum-verified) ..."
   local dl="$SQE_CACHE/downloads"
-  mkdir -p "$dl"
+  mkdir -p "$dl" "$SQE_CACHE/logs"
   # --strict-checksums: fail (not warn) if the archive does not match the registry's checksum.
   mvn -B -q --strict-checksums -Dmaven.repo.local="$MAVEN_REPO" dependency:copy \
     -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" -DoutputDirectory="$dl" \
@@ -42,7 +42,7 @@ install_nessie() {
   [[ -x $JAVA25_HOME/bin/java ]] || die "Java 21+ is missing at $JAVA25_HOME (Nessie runs on it; set SQE_JAVA_HOME)"
   say "installing Nessie $NESSIE_VERSION from Maven Central (checksum-verified) ..."
   local dl="$SQE_CACHE/downloads"
-  mkdir -p "$dl"
+  mkdir -p "$dl" "$SQE_CACHE/logs"
   # The self-contained Quarkus runner jar (uber-jar); --strict-checksums fails on a mismatch.
   mvn -B -q --strict-checksums -Dmaven.repo.local="$MAVEN_REPO" dependency:copy \
     -Dartifact="org.projectnessie.nessie:nessie-quarkus:$NESSIE_VERSION:jar:runner" -DoutputDirectory="$dl" \
