@@ -6,6 +6,7 @@ Runs against the processes started by e2e/local/up, with tokens from Keycloak's 
 """
 
 import base64
+import io
 import json
 import re
 import sys
@@ -80,6 +81,8 @@ def test_calls_without_a_valid_keycloak_token_are_refused_with_401(catalog, keyc
     claims["preferred_username"] = "sqe-admin"
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
     assert catalog.load_table(f"{header}.{forged}.{sig}", "demo", "c").status_code == 401
+    # A valid token of another issuer (Keycloak's master realm) is not accepted either.
+    assert catalog.load_table(keycloak.admin_token(), "demo", "a").status_code == 401
 
 
 def test_the_catalog_accepts_the_issuer_its_tokens_carry(catalog, keycloak, stack):
@@ -120,7 +123,7 @@ def test_alice_credentials_read_a_data_file_of_c_and_minio_audits_the_temporary_
     files = _data_files(s3, bucket, body["metadata"]["location"])
     assert files
     data = s3.get_object(Bucket=bucket, Key=files[0])["Body"].read()
-    table = pq.read_table(__import__("io").BytesIO(data))
+    table = pq.read_table(io.BytesIO(data))
     expected = seed.rows_c()
     assert table.num_rows == expected.num_rows
     assert table.column("employee").to_pylist() == expected.column("employee").to_pylist()
