@@ -31,6 +31,9 @@ pub enum EngineError {
     TooManySessions,
     #[error("server is shutting down; reconnect")]
     ShuttingDown,
+    /// The catalog refused the user's token (expired at the catalog, wrong audience).
+    #[error("{0}")]
+    CatalogUnauthenticated(String),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
@@ -52,7 +55,9 @@ impl EngineError {
     pub fn code(&self) -> Code {
         use EngineError::*;
         match self {
-            Unauthenticated | MissingCredentials | SessionInvalid => Code::Unauthenticated,
+            Unauthenticated | MissingCredentials | SessionInvalid | CatalogUnauthenticated(_) => {
+                Code::Unauthenticated
+            }
             LoginThrottled { .. } | TooManySessions | ResourceExhausted(_) => {
                 Code::ResourceExhausted
             }
@@ -99,7 +104,26 @@ impl From<EngineError> for Status {
 impl From<DataFusionError> for EngineError {
     fn from(e: DataFusionError) -> Self {
         let message = e.to_string();
-        match e.find_root() {
+        let root = e.find_root();
+        // Catalog failures travel through DataFusion as `External`; they keep their own code.
+        if let DataFusionError::External(inner) = root {
+            if let Some(engine) = inner.downcast_ref::<EngineError>() {
+                return crate::catalog::errors::from_code(engine.code(), engine.to_string());
+            }
+            if let Some(iceberg) = inner.downcast_ref::<iceberg::Error>() {
+                return crate::catalog::errors::classify(iceberg, "the query");
+            }
+        }
+        // A table or namespace the catalog does not have, or does not show this user (a 404
+        // resolves to "no such table"; an unlisted namespace to "failed to resolve schema").
+        if let DataFusionError::Plan(m) = root {
+            if (m.starts_with("table '") && m.ends_with("' not found"))
+                || m.starts_with("failed to resolve schema: ")
+            {
+                return EngineError::NotFound(message);
+            }
+        }
+        match root {
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
@@ -154,8 +178,31 @@ mod tests {
     }
 
     #[test]
+    fn catalog_failures_keep_their_code_through_datafusion() {
+        let inner = EngineError::PermissionDenied("table lake.demo.c: forbidden".into());
+        let e: EngineError = DataFusionError::External(Box::new(inner)).into();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert!(e.to_string().contains("lake.demo.c"));
+        let e: EngineError = DataFusionError::Context(
+            "scan".into(),
+            Box::new(DataFusionError::External(Box::new(
+                EngineError::CatalogUnauthenticated("catalog answered 401".into()),
+            ))),
+        )
+        .into();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        let e: EngineError = DataFusionError::Plan("table 'lake.demo.zz' not found".into()).into();
+        assert_eq!(e.code(), Code::NotFound);
+        let e: EngineError =
+            DataFusionError::Plan("failed to resolve schema: alice_ws".into()).into();
+        assert_eq!(e.code(), Code::NotFound);
+    }
+
+    #[test]
     fn sql_mistakes_are_invalid_argument() {
-        let e: EngineError = DataFusionError::Plan("table 'x' not found".into()).into();
+        // (An unknown table is NOT_FOUND, design §3: see catalog_failures_keep_their_code...)
+        let e: EngineError =
+            DataFusionError::Plan("No field named nope. Valid fields are t.a.".into()).into();
         assert_eq!(e.code(), Code::InvalidArgument);
         let e: EngineError = DataFusionError::Context(
             "planning".into(),

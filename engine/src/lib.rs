@@ -5,6 +5,7 @@
 //! that session's context. The engine has no credential of its own for data.
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod drain;
 pub mod error;

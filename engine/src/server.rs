@@ -16,11 +16,11 @@ use tracing::{error, info, warn};
 
 use crate::auth::bearer::{BearerPolicy, BearerValidator, DiscoveredJwks};
 use crate::auth::oidc::OidcProvider;
+use crate::catalog::CatalogContextFactory;
 use crate::drain::Drain;
 use crate::flight::SqeFlightSqlService;
 use crate::http::{CatalogProbe, HttpState, router};
 use crate::metrics::Metrics;
-use crate::query::LocalContextFactory;
 use crate::session::{EndReason, InMemorySessionStore, SessionManager, SessionPolicy};
 
 /// Requests to the IdP and the catalog probe give up after this long.
@@ -73,12 +73,14 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
         None
     };
 
-    let factory = Arc::new(LocalContextFactory {
-        memory_limit_bytes: usize::try_from(config.query.memory_limit_bytes).unwrap_or(usize::MAX),
-        target_partitions: std::thread::available_parallelism()
+    // Each session's queries run against the user's own catalog client (issue 4).
+    let factory = Arc::new(CatalogContextFactory::new(
+        &config.catalog,
+        usize::try_from(config.query.memory_limit_bytes).unwrap_or(usize::MAX),
+        std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-    });
+    )?);
     let sessions = Arc::new(SessionManager::new(
         SessionPolicy::from_config(&config),
         Arc::new(InMemorySessionStore::new()),

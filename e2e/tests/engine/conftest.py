@@ -63,10 +63,10 @@ class _AnyAnswer(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def catalog_uri(stack) -> str:
-    """The real catalog if the stack has one; otherwise a stand-in HTTP endpoint so /readyz's
-    reachability check has something to reach (issue 3 runs no catalog queries)."""
-    if stack.get("SQE_POLARIS_URI"):
-        return stack["SQE_POLARIS_URI"]
+    """The stack's Iceberg REST catalog (queries run against it as each user); without one, a
+    stand-in HTTP endpoint so /readyz's reachability check has something to reach."""
+    if stack.get("SQE_CATALOG_URI"):
+        return stack["SQE_CATALOG_URI"]
     server = ThreadingHTTPServer(("127.0.0.1", 0), _AnyAnswer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}/api/catalog"
@@ -88,7 +88,7 @@ class Engine:
         config = {
             "listen": {"flight": f"127.0.0.1:{self.flight_port}", "http": f"127.0.0.1:{self.http_port}"},
             "oidc": oidc,
-            "catalog": {"uri": catalog_uri, "warehouse": stack.get("SQE_WAREHOUSE", "lake")},
+            "catalog": {"uri": catalog_uri, "warehouse": stack.get("SQE_CATALOG_WAREHOUSE", "lake")},
             "session": overrides.pop("session", {}),
             "query": overrides.pop("query", {"shutdown_grace_seconds": 20}),
             "log": {"level": "info", "format": "json"},

@@ -1,0 +1,307 @@
+//! Catalog failures → engine errors (and so gRPC codes), in one pure table.
+//!
+//! iceberg-catalog-rest 0.10.1 turns every non-2xx answer into `ErrorKind::Unexpected` with the
+//! HTTP status and the body only in its (private) context, visible through `Display`:
+//! `Unexpected, context: { status: 403 Forbidden, headers: {..}, json: {..} } => ...`.
+//! So the status and the catalog's own message are read back from that text. Request headers
+//! (the bearer) are never part of it; response headers are redacted by the client.
+
+use std::error::Error as StdError;
+
+use iceberg::ErrorKind;
+use tonic::Code;
+
+use crate::error::EngineError;
+
+/// What a catalog HTTP status means for the caller (design §3 status table).
+pub fn code_for_http_status(status: u16) -> Code {
+    match status {
+        401 | 419 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        400 | 406 | 409 | 422 => Code::InvalidArgument,
+        408 | 429 | 500..=599 => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}
+
+/// The code for an error model `type` that says more than its HTTP status. Nessie 0.99 answers
+/// an authorization failure with HTTP 500 and type `AccessCheckException` (its error mapper has
+/// no case for it; see e2e/tests/test_catalog.py), which is a denial, not an outage.
+pub fn code_for_error_type(error_type: &str) -> Option<Code> {
+    match error_type {
+        "AccessCheckException" | "ForbiddenException" | "AccessDeniedException" => {
+            Some(Code::PermissionDenied)
+        }
+        "NotAuthorizedException" | "NotAuthenticatedException" => Some(Code::Unauthenticated),
+        "NoSuchTableException" | "NoSuchNamespaceException" | "NoSuchViewException" => {
+            Some(Code::NotFound)
+        }
+        _ => None,
+    }
+}
+
+/// An engine error for a catalog answer with `status` (and the error model's `type`, if any),
+/// naming what was asked for and passing on the catalog's message.
+pub fn http_error(status: u16, error: &RestError, subject: &str) -> EngineError {
+    let detail = error
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let message = format!("catalog answered {status} for {subject}{detail}");
+    let code = error
+        .error_type
+        .as_deref()
+        .and_then(code_for_error_type)
+        .unwrap_or_else(|| code_for_http_status(status));
+    from_code(code, message)
+}
+
+/// What a failed REST call said, read back from iceberg's error text.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RestError {
+    pub status: Option<u16>,
+    pub message: Option<String>,
+    pub error_type: Option<String>,
+}
+
+/// The engine error for `code` with `message` (the inverse of `EngineError::code`, for the codes
+/// catalog failures can have).
+pub fn from_code(code: Code, message: String) -> EngineError {
+    match code {
+        Code::Unauthenticated => EngineError::CatalogUnauthenticated(message),
+        Code::PermissionDenied => EngineError::PermissionDenied(message),
+        Code::NotFound => EngineError::NotFound(message),
+        Code::InvalidArgument => EngineError::InvalidArgument(message),
+        Code::Unavailable => EngineError::Unavailable(message),
+        Code::ResourceExhausted => EngineError::ResourceExhausted(message),
+        Code::Unimplemented => EngineError::Unimplemented(message),
+        _ => EngineError::Internal(message),
+    }
+}
+
+/// Reads `status: NNN` and the REST error model's `error.message`/`error.type` out of an
+/// iceberg error's display text. Pure, so it is tested against the exact format 0.10.1 writes.
+pub fn parse_rest_error(display: &str) -> RestError {
+    let status = display.find("status: ").and_then(|i| {
+        let digits: String = display[i + 8..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
+    });
+    let body = display.find("json: ").and_then(|i| {
+        // The body is the last context entry; read one JSON value and ignore what follows.
+        let mut values =
+            serde_json::Deserializer::from_str(&display[i + 6..]).into_iter::<serde_json::Value>();
+        values.next()?.ok()
+    });
+    let field = |name: &str| {
+        let body = body.as_ref()?;
+        let error = body.get("error").unwrap_or(body);
+        error.get(name).and_then(|m| m.as_str()).map(str::to_owned)
+    };
+    RestError {
+        status,
+        message: field("message"),
+        error_type: field("type"),
+    }
+}
+
+/// Classifies any iceberg error from a catalog call about `subject` (e.g. "table lake.demo.c").
+pub fn classify(err: &iceberg::Error, subject: &str) -> EngineError {
+    // Errors the engine raised itself inside an iceberg call (e.g. no vended credentials).
+    let mut source = StdError::source(err);
+    while let Some(s) = source {
+        if let Some(e) = s.downcast_ref::<EngineError>() {
+            return from_code(e.code(), e.to_string());
+        }
+        if let Some(r) = s.downcast_ref::<reqwest::Error>() {
+            if r.is_timeout() || r.is_connect() || r.is_request() {
+                return EngineError::Unavailable(format!(
+                    "catalog unreachable for {subject}: {}",
+                    reqwest_summary(r)
+                ));
+            }
+        }
+        source = s.source();
+    }
+    match err.kind() {
+        ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound => {
+            EngineError::NotFound(format!("{subject} not found: {}", err.message()))
+        }
+        ErrorKind::TableAlreadyExists | ErrorKind::NamespaceAlreadyExists => {
+            EngineError::InvalidArgument(format!("{subject} already exists"))
+        }
+        ErrorKind::CatalogCommitConflicts => EngineError::Unavailable(format!(
+            "commit conflict on {subject}; retry: {}",
+            err.message()
+        )),
+        ErrorKind::FeatureUnsupported => {
+            EngineError::Unimplemented(format!("{subject}: {}", err.message()))
+        }
+        ErrorKind::DataInvalid | ErrorKind::PreconditionFailed => {
+            EngineError::InvalidArgument(format!("{subject}: {}", err.message()))
+        }
+        _ => match parse_rest_error(&err.to_string()) {
+            rest @ RestError {
+                status: Some(status),
+                ..
+            } => http_error(status, &rest, subject),
+            _ => EngineError::Internal(format!("catalog call for {subject} failed: {err}")),
+        },
+    }
+}
+
+/// Without the URL's query string (never a token there, but keep messages short).
+fn reqwest_summary(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    match e.url() {
+        Some(u) => format!("{kind} ({}://{}{})", u.scheme(), u.authority(), u.path()),
+        None => kind.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exact shape iceberg-catalog-rest 0.10.1 produces for a non-2xx answer.
+    fn rest_error(status: &str, json: Option<&str>) -> iceberg::Error {
+        let e = iceberg::Error::new(
+            ErrorKind::Unexpected,
+            "Received response with unexpected status code",
+        )
+        .with_context("status", status)
+        .with_context("headers", "{\"content-type\": \"application/json\"}");
+        match json {
+            Some(j) => e.with_context("json", j),
+            None => e,
+        }
+    }
+
+    #[test]
+    fn http_statuses_map_to_the_status_table() {
+        assert_eq!(code_for_http_status(401), Code::Unauthenticated);
+        assert_eq!(code_for_http_status(403), Code::PermissionDenied);
+        assert_eq!(code_for_http_status(404), Code::NotFound);
+        assert_eq!(code_for_http_status(409), Code::InvalidArgument);
+        for s in [500, 502, 503, 504, 429] {
+            assert_eq!(code_for_http_status(s), Code::Unavailable, "{s}");
+        }
+        assert_eq!(code_for_http_status(418), Code::Internal);
+    }
+
+    #[test]
+    fn the_catalog_message_is_passed_on_with_the_right_code() {
+        let body = r#"{"error":{"message":"Not allowed to read demo.c","type":"ForbiddenException","code":403}}"#;
+        let e = classify(
+            &rest_error("403 Forbidden", Some(body)),
+            "table lake.demo.c",
+        );
+        assert_eq!(e.code(), Code::PermissionDenied);
+        let m = e.to_string();
+        assert!(
+            m.contains("lake.demo.c") && m.contains("Not allowed to read demo.c"),
+            "{m}"
+        );
+
+        let e = classify(&rest_error("401 Unauthorized", None), "namespaces");
+        assert_eq!(e.code(), Code::Unauthenticated);
+        assert!(e.to_string().contains("401"), "{e}");
+
+        let e = classify(
+            &rest_error("503 Service Unavailable", Some("upstream down")),
+            "table lake.demo.a",
+        );
+        assert_eq!(e.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn nessies_500_access_check_is_a_denial_not_an_outage() {
+        let body = r#"{"error":{"message":"Not authorized: role 'bob' may not READ_ENTITY_VALUE on 'demo.c'","type":"AccessCheckException","code":500}}"#;
+        let e = classify(
+            &rest_error("500 Internal Server Error", Some(body)),
+            "table lake.demo.c",
+        );
+        assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("role 'bob'"), "{e}");
+        let plain_500 = r#"{"error":{"message":"boom","type":"RuntimeException","code":500}}"#;
+        let e = classify(
+            &rest_error("500 Internal Server Error", Some(plain_500)),
+            "t",
+        );
+        assert_eq!(e.code(), Code::Unavailable);
+        let e = classify(
+            &rest_error(
+                "404 Not Found",
+                Some(r#"{"error":{"message":"x","type":"NoSuchTableException","code":404}}"#),
+            ),
+            "t",
+        );
+        assert_eq!(e.code(), Code::NotFound);
+    }
+
+    #[test]
+    fn parse_reads_status_and_message_and_ignores_trailing_text() {
+        let text = rest_error(
+            "404 Not Found",
+            Some(r#"{"error":{"message":"Table does not exist: demo.x","code":404}}"#),
+        )
+        .to_string();
+        assert_eq!(
+            parse_rest_error(&text),
+            RestError {
+                status: Some(404),
+                message: Some("Table does not exist: demo.x".into()),
+                error_type: None,
+            }
+        );
+        assert_eq!(parse_rest_error("Unexpected => boom"), RestError::default());
+    }
+
+    #[test]
+    fn iceberg_kinds_map_without_http() {
+        let nf = iceberg::Error::new(
+            ErrorKind::TableNotFound,
+            "Tried to load a table that does not exist",
+        );
+        assert_eq!(classify(&nf, "table lake.demo.x").code(), Code::NotFound);
+        let dup = iceberg::Error::new(ErrorKind::TableAlreadyExists, "exists");
+        assert_eq!(classify(&dup, "table t").code(), Code::InvalidArgument);
+        let other = iceberg::Error::new(ErrorKind::Unexpected, "no status here");
+        assert_eq!(classify(&other, "x").code(), Code::Internal);
+    }
+
+    #[test]
+    fn an_engine_error_inside_an_iceberg_error_keeps_its_code() {
+        let inner =
+            EngineError::PermissionDenied("no credentials vended for table lake.demo.a".into());
+        let e = iceberg::Error::new(ErrorKind::Unexpected, "wrapped").with_source(inner);
+        let out = classify(&e, "table lake.demo.a");
+        assert_eq!(out.code(), Code::PermissionDenied);
+        assert!(out.to_string().contains("no credentials vended"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unavailable() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/v1/config"))
+            .send()
+            .await
+            .unwrap_err();
+        let e: iceberg::Error = r.into();
+        assert_eq!(classify(&e, "catalog config").code(), Code::Unavailable);
+    }
+}

@@ -1,0 +1,641 @@
+//! DataFusion's view of one user's catalog: catalog = warehouse, schemas = top-level namespaces,
+//! tables resolved lazily with the user's token.
+//!
+//! Visibility: a table is shown (SHOW TABLES, information_schema, metadata calls) only if
+//! `loadTable` with the user's token succeeds. The probe *is* the load, so the providers it builds
+//! are cached and the query that follows a listing costs no second round trip. Everything here
+//! lives inside one (user, token fingerprint) context and expires after a short TTL.
+//!
+//! DataFusion asks for names through synchronous methods (`schema_names`, `table_names`,
+//! `schema`, `register_*`). Those block the current worker with `block_in_place` while the
+//! catalog answers: the engine runs on the multi-thread runtime, and iceberg-datafusion's own
+//! DDL path does the same (notes §4).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider};
+use datafusion::datasource::TableProvider;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::TableType;
+use datafusion::physical_plan::common::collect;
+use futures::{StreamExt, stream};
+use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
+use iceberg::table::Table;
+use iceberg::{
+    Catalog, Namespace, NamespaceIdent, Result as IcebergResult, TableCommit, TableCreation,
+    TableIdent,
+};
+use iceberg_datafusion::IcebergCatalogProvider;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tracing::{debug, warn};
+
+use super::errors::classify;
+use super::rest::UserCatalog;
+use crate::error::EngineError;
+
+/// How many loadTable probes run at once when a namespace is listed.
+const PROBE_CONCURRENCY: usize = 8;
+
+/// Names iceberg-datafusion gives its metadata tables (`t$snapshots`, `t$manifests`); they are
+/// reachable by name but never listed.
+pub fn is_metadata_name(name: &str) -> bool {
+    name.contains('$')
+}
+
+/// The table names a user may see: listed by the catalog, not a metadata name, and loadable.
+/// Sorted so listings are stable.
+pub fn visible_names(listed: &[String], loadable: &HashMap<String, bool>) -> Vec<String> {
+    let mut out: Vec<String> = listed
+        .iter()
+        .filter(|n| !is_metadata_name(n))
+        .filter(|n| loadable.get(*n).copied().unwrap_or(false))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether an entry stamped at `at` is still usable.
+pub fn fresh(at: Instant, ttl: Duration, now: Instant) -> bool {
+    now.saturating_duration_since(at) < ttl
+}
+
+struct Stamped<T> {
+    at: Instant,
+    value: T,
+}
+
+/// Runs catalog I/O from a synchronous DataFusion callback.
+fn block_on<F: Future>(fut: F) -> Result<F::Output, EngineError> {
+    let handle = Handle::try_current()
+        .map_err(|_| EngineError::Internal("catalog call outside the runtime".into()))?;
+    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
+        return Err(EngineError::Internal(
+            "catalog listing needs the multi-thread runtime".into(),
+        ));
+    }
+    Ok(tokio::task::block_in_place(|| handle.block_on(fut)))
+}
+
+fn df_err(e: EngineError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Per (user, token) catalog state shared by the catalog and schema providers.
+pub struct CatalogState {
+    catalog: Arc<UserCatalog>,
+    ttl: Duration,
+    namespaces: Mutex<Option<Stamped<Vec<String>>>>,
+    known_namespaces: Mutex<HashMap<String, Instant>>,
+    tables: Mutex<HashMap<String, Stamped<Vec<String>>>>,
+    providers: Mutex<HashMap<(String, String), Stamped<Arc<dyn TableProvider>>>>,
+}
+
+impl CatalogState {
+    pub fn new(catalog: UserCatalog, ttl: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            catalog: Arc::new(catalog),
+            ttl,
+            namespaces: Mutex::default(),
+            known_namespaces: Mutex::default(),
+            tables: Mutex::default(),
+            providers: Mutex::default(),
+        })
+    }
+
+    pub fn warehouse(&self) -> &str {
+        self.catalog.warehouse()
+    }
+
+    fn subject_table(&self, ns: &str, name: &str) -> String {
+        format!("table {}.{ns}.{name}", self.warehouse())
+    }
+
+    /// Top-level namespaces (nested ones have no SQL name in a three-part reference).
+    pub async fn list_namespaces(&self) -> Result<Vec<String>, EngineError> {
+        let listed = self
+            .catalog
+            .list_namespaces(None)
+            .await
+            .map_err(|e| classify(&e, &format!("namespaces of {}", self.warehouse())))?;
+        let mut names: Vec<String> = listed
+            .iter()
+            .filter(|ns| ns.len() == 1)
+            .map(|ns| ns.join("."))
+            .collect();
+        names.sort();
+        let now = Instant::now();
+        if let Ok(mut known) = self.known_namespaces.lock() {
+            for n in &names {
+                known.insert(n.clone(), now);
+            }
+        }
+        if let Ok(mut slot) = self.namespaces.lock() {
+            *slot = Some(Stamped {
+                at: now,
+                value: names.clone(),
+            });
+        }
+        Ok(names)
+    }
+
+    fn namespaces_blocking(&self) -> Vec<String> {
+        if let Some(names) = self.namespaces.lock().ok().and_then(|s| {
+            s.as_ref()
+                .filter(|s| fresh(s.at, self.ttl, Instant::now()))
+                .map(|s| s.value.clone())
+        }) {
+            return names;
+        }
+        match block_on(self.list_namespaces()) {
+            Ok(Ok(names)) => names,
+            Ok(Err(e)) | Err(e) => {
+                warn!(event = "catalog_list_failed", what = "namespaces", code = e.label(), error = %e);
+                Vec::new()
+            }
+        }
+    }
+
+    fn namespace_exists_blocking(&self, name: &str) -> bool {
+        let now = Instant::now();
+        if self
+            .known_namespaces
+            .lock()
+            .ok()
+            .and_then(|k| k.get(name).copied())
+            .is_some_and(|at| fresh(at, self.ttl, now))
+        {
+            return true;
+        }
+        let ident = NamespaceIdent::new(name.to_owned());
+        match block_on(self.catalog.namespace_exists(&ident)) {
+            Ok(Ok(true)) => {
+                if let Ok(mut k) = self.known_namespaces.lock() {
+                    k.insert(name.to_owned(), now);
+                }
+                true
+            }
+            Ok(Ok(false)) => false,
+            Ok(Err(e)) => {
+                let e = classify(&e, &format!("namespace {}.{name}", self.warehouse()));
+                debug!(event = "catalog_namespace_check", code = e.label(), error = %e);
+                false
+            }
+            Err(e) => {
+                warn!(event = "catalog_namespace_check", code = e.label(), error = %e);
+                false
+            }
+        }
+    }
+
+    fn cached_provider(&self, ns: &str, name: &str) -> Option<Arc<dyn TableProvider>> {
+        let now = Instant::now();
+        let map = self.providers.lock().ok()?;
+        map.get(&(ns.to_owned(), name.to_owned()))
+            .filter(|s| fresh(s.at, self.ttl, now))
+            .map(|s| s.value.clone())
+    }
+
+    /// Loads one table as the user. `Ok(None)`: the catalog has no such table (404).
+    /// Errors carry the catalog's answer (403 → permission denied, 401, 5xx, ...).
+    pub async fn load_provider(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>, EngineError> {
+        if let Some(p) = self.cached_provider(ns, name) {
+            return Ok(Some(p));
+        }
+        let base = name.split_once('$').map(|(b, _)| b).unwrap_or(name);
+        let scoped = Arc::new(ScopedCatalog {
+            inner: self.catalog.clone(),
+            namespace: NamespaceIdent::new(ns.to_owned()),
+            table: base.to_owned(),
+        });
+        // The stock provider, given a catalog that exposes exactly this one table, loads just
+        // it: that yields iceberg-datafusion's catalog-backed table (scans re-load fresh
+        // credentials, INSERT appends) without its load-everything behaviour.
+        let provider = match IcebergCatalogProvider::try_new(scoped).await {
+            Ok(p) => p,
+            Err(e) => {
+                let e = classify(&e, &self.subject_table(ns, base));
+                return match e {
+                    EngineError::NotFound(_) => Ok(None),
+                    e => Err(e),
+                };
+            }
+        };
+        let Some(schema) = provider.schema(ns) else {
+            return Ok(None);
+        };
+        let table = schema.table(name).await.map_err(|e| EngineError::from(e))?;
+        if let Some(t) = &table {
+            if let Ok(mut map) = self.providers.lock() {
+                map.insert(
+                    (ns.to_owned(), name.to_owned()),
+                    Stamped {
+                        at: Instant::now(),
+                        value: t.clone(),
+                    },
+                );
+            }
+        }
+        Ok(table)
+    }
+
+    /// The namespace's tables this user can load, probing each listed name.
+    pub async fn visible_tables(&self, ns: &str) -> Result<Vec<String>, EngineError> {
+        let ident = NamespaceIdent::new(ns.to_owned());
+        let listed: Vec<String> = self
+            .catalog
+            .list_tables(&ident)
+            .await
+            .map_err(|e| classify(&e, &format!("tables of {}.{ns}", self.warehouse())))?
+            .into_iter()
+            .map(|t| t.name().to_owned())
+            .filter(|n| !is_metadata_name(n))
+            .collect();
+        let outcomes: Vec<(String, bool)> = stream::iter(listed.clone())
+            .map(|name| async move {
+                let ok = match self.load_provider(ns, &name).await {
+                    Ok(Some(_)) => true,
+                    Ok(None) => false,
+                    Err(e) => {
+                        // Hidden, not an error: the listing shows what the user may load.
+                        debug!(event = "catalog_table_hidden", namespace = ns, table = %name, code = e.label());
+                        false
+                    }
+                };
+                (name, ok)
+            })
+            .buffer_unordered(PROBE_CONCURRENCY)
+            .collect()
+            .await;
+        let names = visible_names(&listed, &outcomes.into_iter().collect());
+        if let Ok(mut map) = self.tables.lock() {
+            map.insert(
+                ns.to_owned(),
+                Stamped {
+                    at: Instant::now(),
+                    value: names.clone(),
+                },
+            );
+        }
+        Ok(names)
+    }
+
+    fn visible_tables_blocking(&self, ns: &str) -> Vec<String> {
+        let now = Instant::now();
+        if let Some(names) = self.tables.lock().ok().and_then(|m| {
+            m.get(ns)
+                .filter(|s| fresh(s.at, self.ttl, now))
+                .map(|s| s.value.clone())
+        }) {
+            return names;
+        }
+        match block_on(self.visible_tables(ns)) {
+            Ok(Ok(names)) => names,
+            Ok(Err(e)) | Err(e) => {
+                warn!(event = "catalog_list_failed", what = "tables", namespace = ns, code = e.label(), error = %e);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Forgets what DDL in `ns` may have changed.
+    fn invalidate(&self, ns: &str, table: Option<&str>) {
+        if let Ok(mut m) = self.tables.lock() {
+            m.remove(ns);
+        }
+        if let (Some(t), Ok(mut m)) = (table, self.providers.lock()) {
+            m.retain(|(n, name), _| {
+                !(n == ns && (name == t || name.starts_with(&format!("{t}$"))))
+            });
+        }
+        if let Ok(mut slot) = self.namespaces.lock() {
+            *slot = None;
+        }
+    }
+}
+
+/// The warehouse as a DataFusion catalog.
+pub struct WarehouseProvider {
+    state: Arc<CatalogState>,
+}
+
+impl WarehouseProvider {
+    pub fn new(state: Arc<CatalogState>) -> Self {
+        Self { state }
+    }
+}
+
+impl std::fmt::Debug for WarehouseProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarehouseProvider")
+            .field("warehouse", &self.state.warehouse())
+            .finish()
+    }
+}
+
+impl CatalogProvider for WarehouseProvider {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema_names(&self) -> Vec<String> {
+        self.state.namespaces_blocking()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if !self.state.namespace_exists_blocking(name) {
+            return None;
+        }
+        Some(Arc::new(NamespaceProvider {
+            state: self.state.clone(),
+            namespace: name.to_owned(),
+        }))
+    }
+
+    /// CREATE SCHEMA: creates the namespace in the catalog, as the user.
+    fn register_schema(
+        &self,
+        name: &str,
+        _schema: Arc<dyn SchemaProvider>,
+    ) -> DFResult<Option<Arc<dyn SchemaProvider>>> {
+        let ident = NamespaceIdent::new(name.to_owned());
+        block_on(self.state.catalog.create_namespace(&ident, HashMap::new()))
+            .map_err(df_err)?
+            .map_err(|e| {
+                df_err(classify(
+                    &e,
+                    &format!("namespace {}.{name}", self.state.warehouse()),
+                ))
+            })?;
+        self.state.invalidate(name, None);
+        Ok(None)
+    }
+
+    /// DROP SCHEMA (without CASCADE: the catalog refuses non-empty namespaces).
+    fn deregister_schema(
+        &self,
+        name: &str,
+        cascade: bool,
+    ) -> DFResult<Option<Arc<dyn SchemaProvider>>> {
+        if cascade {
+            return Err(df_err(EngineError::Unimplemented(
+                "DROP SCHEMA ... CASCADE is not supported; drop the tables first".into(),
+            )));
+        }
+        let existing = self.schema(name);
+        let ident = NamespaceIdent::new(name.to_owned());
+        block_on(self.state.catalog.drop_namespace(&ident))
+            .map_err(df_err)?
+            .map_err(|e| {
+                df_err(classify(
+                    &e,
+                    &format!("namespace {}.{name}", self.state.warehouse()),
+                ))
+            })?;
+        if let Ok(mut k) = self.state.known_namespaces.lock() {
+            k.remove(name);
+        }
+        self.state.invalidate(name, None);
+        Ok(existing)
+    }
+}
+
+/// One namespace as a DataFusion schema.
+pub struct NamespaceProvider {
+    state: Arc<CatalogState>,
+    namespace: String,
+}
+
+impl std::fmt::Debug for NamespaceProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamespaceProvider")
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for NamespaceProvider {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.state.visible_tables_blocking(&self.namespace)
+    }
+
+    async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        self.state
+            .load_provider(&self.namespace, name)
+            .await
+            .map_err(df_err)
+    }
+
+    /// Listed names were just proven loadable; answering without a load keeps
+    /// information_schema.tables to the listing's own probes.
+    async fn table_type(&self, name: &str) -> DFResult<Option<TableType>> {
+        if self.state.cached_provider(&self.namespace, name).is_some() {
+            return Ok(Some(TableType::Base));
+        }
+        Ok(self.table(name).await?.map(|t| t.table_type()))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.state.cached_provider(&self.namespace, name).is_some()
+            || self
+                .state
+                .visible_tables_blocking(&self.namespace)
+                .iter()
+                .any(|n| n == name)
+    }
+
+    /// CREATE TABLE: an empty Iceberg table with the given columns. CTAS with rows is refused
+    /// (iceberg-datafusion 0.10.1 cannot write them at create time): CREATE, then INSERT.
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        let schema = arrow_schema_to_schema_auto_assign_ids(table.schema().as_ref())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let ns = NamespaceIdent::new(self.namespace.clone());
+        let subject = self.state.subject_table(&self.namespace, &name);
+        let creation = TableCreation::builder()
+            .name(name.clone())
+            .schema(schema)
+            .build();
+        let catalog = self.state.catalog.clone();
+        block_on(async move {
+            let ctx = SessionContext::new();
+            let plan = table.scan(&ctx.state(), None, &[], Some(1)).await?;
+            let batches = collect(plan.execute(0, ctx.task_ctx())?).await?;
+            if batches.iter().any(|b| b.num_rows() > 0) {
+                return Err(df_err(EngineError::Unimplemented(
+                    "CREATE TABLE ... AS SELECT with rows is not supported; run CREATE TABLE, \
+                     then INSERT INTO ... SELECT"
+                        .into(),
+                )));
+            }
+            catalog
+                .create_table(&ns, creation)
+                .await
+                .map_err(|e| df_err(classify(&e, &subject)))
+        })
+        .map_err(df_err)??;
+        self.state.invalidate(&self.namespace, Some(&name));
+        Ok(None)
+    }
+
+    /// DROP TABLE: drops it in the catalog (no purge), as the user.
+    fn deregister_table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        let ident = TableIdent::new(NamespaceIdent::new(self.namespace.clone()), name.to_owned());
+        let subject = self.state.subject_table(&self.namespace, name);
+        let previous = self.state.cached_provider(&self.namespace, name);
+        block_on(self.state.catalog.drop_table(&ident))
+            .map_err(df_err)?
+            .map_err(|e| df_err(classify(&e, &subject)))?;
+        self.state.invalidate(&self.namespace, Some(name));
+        Ok(previous)
+    }
+}
+
+/// The user's catalog narrowed to one table, so `IcebergCatalogProvider::try_new` (which lists
+/// everything and loads every table it lists) loads exactly that one. Every call that reaches the
+/// catalog goes to the user's own client.
+struct ScopedCatalog {
+    inner: Arc<UserCatalog>,
+    namespace: NamespaceIdent,
+    table: String,
+}
+
+impl std::fmt::Debug for ScopedCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedCatalog")
+            .field("namespace", &self.namespace)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Catalog for ScopedCatalog {
+    async fn list_namespaces(
+        &self,
+        parent: Option<&NamespaceIdent>,
+    ) -> IcebergResult<Vec<NamespaceIdent>> {
+        Ok(match parent {
+            None => vec![self.namespace.clone()],
+            Some(_) => Vec::new(),
+        })
+    }
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> IcebergResult<Namespace> {
+        self.inner.create_namespace(namespace, properties).await
+    }
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> IcebergResult<Namespace> {
+        self.inner.get_namespace(namespace).await
+    }
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> IcebergResult<bool> {
+        self.inner.namespace_exists(namespace).await
+    }
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> IcebergResult<()> {
+        self.inner.update_namespace(namespace, properties).await
+    }
+    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> IcebergResult<()> {
+        self.inner.drop_namespace(namespace).await
+    }
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> IcebergResult<Vec<TableIdent>> {
+        Ok(if *namespace == self.namespace {
+            vec![TableIdent::new(self.namespace.clone(), self.table.clone())]
+        } else {
+            Vec::new()
+        })
+    }
+    async fn create_table(
+        &self,
+        namespace: &NamespaceIdent,
+        creation: TableCreation,
+    ) -> IcebergResult<Table> {
+        self.inner.create_table(namespace, creation).await
+    }
+    async fn load_table(&self, table: &TableIdent) -> IcebergResult<Table> {
+        self.inner.load_table(table).await
+    }
+    async fn drop_table(&self, table: &TableIdent) -> IcebergResult<()> {
+        self.inner.drop_table(table).await
+    }
+    async fn purge_table(&self, table: &TableIdent) -> IcebergResult<()> {
+        self.inner.purge_table(table).await
+    }
+    async fn table_exists(&self, table: &TableIdent) -> IcebergResult<bool> {
+        self.inner.table_exists(table).await
+    }
+    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> IcebergResult<()> {
+        self.inner.rename_table(src, dest).await
+    }
+    async fn register_table(
+        &self,
+        table: &TableIdent,
+        metadata_location: String,
+    ) -> IcebergResult<Table> {
+        self.inner.register_table(table, metadata_location).await
+    }
+    async fn update_table(&self, commit: TableCommit) -> IcebergResult<Table> {
+        self.inner.update_table(commit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_loadable_non_metadata_names_are_visible() {
+        let listed = names(&["c", "a", "b", "a$snapshots", "b$manifests", "gone"]);
+        let loadable = HashMap::from([
+            ("a".to_owned(), true),
+            ("b".to_owned(), true),
+            ("c".to_owned(), false),
+            ("a$snapshots".to_owned(), true),
+        ]);
+        assert_eq!(visible_names(&listed, &loadable), names(&["a", "b"]));
+        assert!(visible_names(&listed, &HashMap::new()).is_empty());
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(30);
+        assert!(fresh(t0, ttl, t0));
+        assert!(fresh(t0, ttl, t0 + Duration::from_secs(29)));
+        assert!(!fresh(t0, ttl, t0 + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn metadata_names_are_recognised() {
+        assert!(is_metadata_name("a$snapshots"));
+        assert!(!is_metadata_name("orders"));
+    }
+}
