@@ -308,3 +308,19 @@ async fn a_new_token_gets_a_new_client() {
     let first_new = tokens.iter().position(|t| t.ends_with("-2")).unwrap();
     assert!(tokens[first_new..].iter().all(|t| t.ends_with("-2")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_scratch_catalog_keeps_its_tables() {
+    let (uri, _log) = start_fake().await;
+    let ctx = context(&uri, "tok-alice-1");
+    run(&ctx, "CREATE TABLE datafusion.public.t (x INT)")
+        .await
+        .unwrap();
+    run(&ctx, "INSERT INTO datafusion.public.t VALUES (1), (2)")
+        .await
+        .unwrap();
+    let n = run(&ctx, "SELECT x FROM datafusion.public.t")
+        .await
+        .unwrap();
+    assert_eq!(n.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+}
