@@ -46,6 +46,12 @@ pub enum EngineError {
     Unimplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A query ran past the server's time limit.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The client cancelled the query.
+    #[error("{0}")]
+    Cancelled(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -68,6 +74,8 @@ impl EngineError {
             NotFound(_) => Code::NotFound,
             PermissionDenied(_) => Code::PermissionDenied,
             Unimplemented(_) => Code::Unimplemented,
+            DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Cancelled(_) => Code::Cancelled,
         }
     }
 

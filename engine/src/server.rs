@@ -19,6 +19,7 @@ use crate::auth::oidc::OidcProvider;
 use crate::catalog::CatalogContextFactory;
 use crate::drain::Drain;
 use crate::flight::SqeFlightSqlService;
+use crate::flight::limits::QueryLimits;
 use crate::http::{CatalogProbe, HttpState, router};
 use crate::metrics::Metrics;
 use crate::session::{EndReason, InMemorySessionStore, SessionManager, SessionPolicy};
@@ -93,7 +94,12 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
     let discovery = tokio::spawn(discover_until_ready(oidc.clone()));
 
     let drain = Drain::new();
-    let service = SqeFlightSqlService::new(sessions.clone(), drain.clone(), metrics.clone())?;
+    let limits = QueryLimits::new(
+        Duration::from_secs(config.query.timeout_seconds),
+        config.query.max_concurrent,
+    );
+    let service =
+        SqeFlightSqlService::new(sessions.clone(), drain.clone(), metrics.clone(), limits)?;
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

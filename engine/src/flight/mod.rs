@@ -1,6 +1,9 @@
 //! The Arrow Flight SQL surface.
 
 pub mod handshake;
+pub mod limits;
+pub mod metadata;
+pub mod params;
 pub mod service;
 
 pub use service::SqeFlightSqlService;

@@ -7,33 +7,42 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetSqlInfo, CommandPreparedStatementQuery,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    SqlSupportedTransaction, TicketStatementQuery,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    SqlSupportedCaseSensitivity, SqlSupportedTransaction, SupportedSqlGrammar,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
     HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use super::handshake::{AUTH_MODE_HEADER, Presented, parse_authorization, parse_mode};
+use super::limits::{Limited, QueryLimits};
+use super::metadata;
+use super::params::{self, StatementHandle};
 use crate::drain::{CallGuard, Drain};
 use crate::error::{EngineError, code_label};
 use crate::metrics::Metrics;
@@ -51,6 +60,8 @@ pub struct SqeFlightSqlService {
     drain: Arc<Drain>,
     metrics: Arc<Metrics>,
     sql_info: Arc<SqlInfoData>,
+    xdbc_info: Arc<XdbcTypeInfoData>,
+    limits: QueryLimits,
 }
 
 /// A caller resolved to a session; `issued` is set when this call logged in (Basic), so the
@@ -77,29 +88,7 @@ fn attach_handle(metadata: &mut MetadataMap, handle: Option<&SessionHandle>) {
     }
 }
 
-/// What a statement or prepared-statement handle carries. Stateless on purpose: handles are
-/// the SQL itself, so nothing is kept per statement and a handle means nothing without a
-/// session to run it in.
-#[derive(Serialize, Deserialize)]
-struct StatementHandle {
-    sql: String,
-}
-
-impl StatementHandle {
-    fn encode(sql: &str) -> Vec<u8> {
-        serde_json::to_vec(&StatementHandle {
-            sql: sql.to_string(),
-        })
-        .unwrap_or_default()
-    }
-    fn decode(bytes: &[u8]) -> Result<String, EngineError> {
-        serde_json::from_slice::<StatementHandle>(bytes)
-            .map(|h| h.sql)
-            .map_err(|_| EngineError::InvalidArgument("unknown statement handle".into()))
-    }
-}
-
-fn sql_info_data() -> Result<SqlInfoData, EngineError> {
+fn sql_info_data(timeout_secs: i32) -> Result<SqlInfoData, EngineError> {
     let mut b = SqlInfoDataBuilder::new();
     b.append(SqlInfo::FlightSqlServerName, "SQE");
     b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -113,6 +102,28 @@ fn sql_info_data() -> Result<SqlInfoData, EngineError> {
         SqlSupportedTransaction::None as i32,
     );
     b.append(SqlInfo::FlightSqlServerCancel, false);
+    b.append(SqlInfo::FlightSqlServerStatementTimeout, timeout_secs);
+    b.append(SqlInfo::SqlDdlCatalog, false);
+    b.append(SqlInfo::SqlDdlSchema, true);
+    b.append(SqlInfo::SqlDdlTable, true);
+    b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    // Unquoted identifiers fold to lower case, quoted ones keep their case (DataFusion's rule).
+    b.append(
+        SqlInfo::SqlIdentifierCase,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
+    );
+    b.append(
+        SqlInfo::SqlSupportedGrammar,
+        (1 << SupportedSqlGrammar::SqlMinimumGrammar as i32)
+            | (1 << SupportedSqlGrammar::SqlCoreGrammar as i32),
+    );
+    b.append(SqlInfo::SqlSupportsColumnAliasing, true);
+    b.append(SqlInfo::SqlSupportsTableCorrelationNames, true);
+    b.append(SqlInfo::SqlNullPlusNullIsNull, true);
+    b.append(SqlInfo::SqlSchemaTerm, "schema");
+    b.append(SqlInfo::SqlCatalogTerm, "catalog");
+    b.append(SqlInfo::SqlCatalogAtStart, true);
+    b.append(SqlInfo::SqlTransactionsSupported, false);
     b.build().map_err(|e| EngineError::Internal(e.to_string()))
 }
 
@@ -121,6 +132,52 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, EngineError> {
         .try_into()
         .map_err(|e: arrow::error::ArrowError| EngineError::Internal(e.to_string()))?;
     Ok(bytes)
+}
+
+/// DDL and session statements take effect when planned-and-run in GetFlightInfo; queries and
+/// DML run in DoGet, streaming.
+fn runs_at_planning(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_))
+}
+
+/// FlightInfo for a metadata command: the ticket is the command itself.
+fn metadata_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, EngineError> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor))
+}
+
+/// A one-batch result that always carries its schema, even when empty.
+fn one_batch(schema: SchemaRef, batch: Result<RecordBatch, FlightError>) -> DoGetStream {
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async move { batch }))
+        .map_err(Status::from);
+    Box::pin(stream)
+}
+
+/// Reads the record batches a client sent with DoPut (parameters or rows).
+async fn read_batches(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch>, EngineError> {
+    FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from))
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|e| EngineError::InvalidArgument(format!("could not read the sent batches: {e}")))
+}
+
+/// DML results are one `count` row per batch; DDL returns no rows and counts as 0.
+fn affected_rows(batches: &[RecordBatch]) -> i64 {
+    batches
+        .iter()
+        .filter_map(|b| b.column_by_name("count"))
+        .filter_map(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .flat_map(|a| (0..a.len()).map(move |i| a.value(i)))
+        .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+        .sum()
 }
 
 /// The first keyword, for logs: statements can contain literals users consider sensitive.
@@ -140,13 +197,26 @@ impl SqeFlightSqlService {
         sessions: Arc<SessionManager>,
         drain: Arc<Drain>,
         metrics: Arc<Metrics>,
+        limits: QueryLimits,
     ) -> Result<Self, EngineError> {
+        let timeout_secs = i32::try_from(limits.timeout().as_secs()).unwrap_or(i32::MAX);
         Ok(Self {
             sessions,
             drain,
             metrics,
-            sql_info: Arc::new(sql_info_data()?),
+            sql_info: Arc::new(sql_info_data(timeout_secs)?),
+            xdbc_info: Arc::new(metadata::xdbc_type_info()?),
+            limits,
         })
+    }
+
+    /// The caller's DataFusion context for its current token (rebuilt after a refresh).
+    async fn context(&self, caller: &Caller) -> Result<SessionContext, EngineError> {
+        let token = self.sessions.token_for(&caller.session).await?;
+        caller
+            .session
+            .query
+            .context(self.sessions.factory(), &caller.session.identity, &token)
     }
 
     /// Any call: Basic logs in, a handle resolves, a JWT (bearer mode) validates.
@@ -199,32 +269,52 @@ impl SqeFlightSqlService {
         &self,
         caller: &Caller,
         sql: &str,
-    ) -> Result<(LogicalPlan, datafusion::prelude::SessionContext), EngineError> {
-        let token = self.sessions.token_for(&caller.session).await?;
-        let ctx = caller.session.query.context(
-            self.sessions.factory(),
-            &caller.session.identity,
-            &token,
-        )?;
-        let plan = ctx.state().create_logical_plan(sql).await?;
+    ) -> Result<(LogicalPlan, SessionContext), EngineError> {
+        let ctx = self.context(caller).await?;
+        let sql = params::number_placeholders(sql)?;
+        let plan = ctx.state().create_logical_plan(&sql).await?;
         Ok((plan, ctx))
     }
 
     async fn flight_info_for(
         &self,
         caller: &Caller,
-        sql: &str,
+        handle: &StatementHandle,
         ticket: Vec<u8>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, EngineError> {
         let started = Instant::now();
-        let (plan, _) = match self.plan(caller, sql).await {
+        let sql = handle.sql.as_str();
+        // With values bound, the result schema is the bound plan's (a `?` alone has no type).
+        let planned = async {
+            let values = params::single_row(handle.bound_rows()?)?;
+            let (plan, ctx) = self.plan(caller, sql).await?;
+            Ok::<_, EngineError>((params::bind(plan, values)?, ctx))
+        }
+        .await;
+        let (plan, _) = match planned {
             Ok(p) => p,
             Err(e) => {
                 self.record_query(caller, sql, started, code_label(e.code()), 0);
                 return Err(e);
             }
         };
+        if runs_at_planning(&plan) {
+            // DDL runs here, once: clients fetch DoGet lazily (ADBC may not fetch at all before
+            // its next statement), so running it in DoGet would race what comes next.
+            self.update(caller, sql, params::single_row(handle.bound_rows()?)?)
+                .await?;
+            let done = TicketStatementQuery {
+                statement_handle: handle.executed().encode().into(),
+            }
+            .as_any()
+            .encode_to_vec();
+            return Ok(FlightInfo::new()
+                .try_with_schema(&Schema::empty())?
+                .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(done)))
+                .with_descriptor(descriptor)
+                .with_ordered(true));
+        }
         let schema: &Schema = plan.schema().as_arrow();
         Ok(FlightInfo::new()
             .try_with_schema(schema)?
@@ -234,14 +324,38 @@ impl SqeFlightSqlService {
     }
 
     /// Plans and runs `sql`, streaming the result batch by batch as DataFusion produces it.
-    async fn execute(&self, caller: Caller, sql: String) -> Result<Response<DoGetStream>, Status> {
+    async fn execute(
+        &self,
+        caller: Caller,
+        handle: StatementHandle,
+    ) -> Result<Response<DoGetStream>, Status> {
+        if handle.executed {
+            // Already run when its FlightInfo was asked for: an empty result.
+            let empty = Arc::new(Schema::empty());
+            return Ok(caller.wrap(one_batch(empty.clone(), Ok(RecordBatch::new_empty(empty)))));
+        }
         let started = Instant::now();
-        let stream = async {
+        let sql = handle.sql.clone();
+        let admitted = self
+            .limits
+            .admit()
+            .and_then(|a| params::single_row(handle.bound_rows()?).map(|values| (a, values)));
+        let (admission, values) = match admitted {
+            Ok(x) => x,
+            Err(e) => {
+                self.record_query(&caller, &sql, started, code_label(e.code()), 0);
+                return Err(e.into());
+            }
+        };
+        let timeout = admission.timeout;
+        let stream = tokio::time::timeout_at(admission.deadline, async {
             let (plan, ctx) = self.plan(&caller, &sql).await?;
+            let plan = params::bind(plan, values)?;
             let df = ctx.execute_logical_plan(plan).await?;
             Ok::<_, EngineError>(df.execute_stream().await?)
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(super::limits::timed_out(timeout)));
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {
@@ -262,6 +376,7 @@ impl SqeFlightSqlService {
             .with_schema(schema)
             .build(batches)
             .map_err(Status::from);
+        let flight = Limited::new(flight, admission);
         let response_handle = caller
             .issued
             .as_ref()
@@ -288,6 +403,34 @@ impl SqeFlightSqlService {
         Ok(response)
     }
 
+    /// Runs a statement to completion under the query limits and returns the affected rows.
+    async fn update(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        values: Vec<ScalarValue>,
+    ) -> Result<i64, EngineError> {
+        let started = Instant::now();
+        let result = async {
+            let admission = self.limits.admit()?;
+            let timeout = admission.timeout;
+            tokio::time::timeout_at(admission.deadline, async {
+                let (plan, ctx) = self.plan(caller, sql).await?;
+                let plan = params::bind(plan, values)?;
+                let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+                Ok::<_, EngineError>(affected_rows(&batches))
+            })
+            .await
+            .unwrap_or_else(|_| Err(super::limits::timed_out(timeout)))
+        }
+        .await;
+        match &result {
+            Ok(n) => self.record_query(caller, sql, started, "ok", u64::try_from(*n).unwrap_or(0)),
+            Err(e) => self.record_query(caller, sql, started, code_label(e.code()), 0),
+        }
+        result
+    }
+
     fn record_query(
         &self,
         caller: &Caller,
@@ -303,16 +446,33 @@ impl SqeFlightSqlService {
             .fingerprint_now()
             .map(|f| f.to_string())
             .unwrap_or_default();
-        warn!(
-            event = "query",
-            user = caller.session.identity.user.as_str(),
-            session = caller.session.id.as_str(),
-            fp,
-            kind = statement_kind(sql),
-            outcome = status,
-            rows,
-            duration_ms = (secs * 1000.0) as u64
-        );
+        let kind = statement_kind(sql);
+        let user = caller.session.identity.user.as_str();
+        let session = caller.session.id.as_str();
+        let duration_ms = (secs * 1000.0) as u64;
+        if status == "ok" {
+            info!(
+                event = "query",
+                user,
+                session,
+                fp,
+                kind,
+                outcome = status,
+                rows,
+                duration_ms
+            );
+        } else {
+            warn!(
+                event = "query",
+                user,
+                session,
+                fp,
+                kind,
+                outcome = status,
+                rows,
+                duration_ms
+            );
+        }
     }
 }
 
@@ -446,12 +606,17 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request).await?;
         let ticket = TicketStatementQuery {
-            statement_handle: StatementHandle::encode(&query.query).into(),
+            statement_handle: StatementHandle::new(&query.query).encode().into(),
         }
         .as_any()
         .encode_to_vec();
         let info = self
-            .flight_info_for(&caller, &query.query, ticket, request.into_inner())
+            .flight_info_for(
+                &caller,
+                &StatementHandle::new(&query.query),
+                ticket,
+                request.into_inner(),
+            )
             .await?;
         Ok(caller.wrap(info))
     }
@@ -462,8 +627,8 @@ impl FlightSqlService for SqeFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
-        let sql = StatementHandle::decode(&ticket.statement_handle)?;
-        self.execute(caller, sql).await
+        let handle = StatementHandle::decode(&ticket.statement_handle)?;
+        self.execute(caller, handle).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -481,10 +646,16 @@ impl FlightSqlService for SqeFlightSqlService {
             }
         };
         let dataset_schema = schema_bytes(plan.schema().as_arrow())?;
+        let parameters = params::parameter_schema(&plan)?;
+        let parameter_schema = if parameters.fields().is_empty() {
+            Default::default()
+        } else {
+            schema_bytes(&parameters)?
+        };
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: StatementHandle::encode(&query.query).into(),
+            prepared_statement_handle: StatementHandle::new(&query.query).encode().into(),
             dataset_schema,
-            parameter_schema: Default::default(),
+            parameter_schema,
         })
     }
 
@@ -494,10 +665,10 @@ impl FlightSqlService for SqeFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request).await?;
-        let sql = StatementHandle::decode(&cmd.prepared_statement_handle)?;
+        let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
         let ticket = cmd.as_any().encode_to_vec();
         let info = self
-            .flight_info_for(&caller, &sql, ticket, request.into_inner())
+            .flight_info_for(&caller, &handle, ticket, request.into_inner())
             .await?;
         Ok(caller.wrap(info))
     }
@@ -508,20 +679,215 @@ impl FlightSqlService for SqeFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
-        let sql = StatementHandle::decode(&cmd.prepared_statement_handle)?;
-        self.execute(caller, sql).await
+        let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
+        self.execute(caller, handle).await
     }
 
+    /// Binds parameters: the answer is a new handle carrying the values (stateless server).
     async fn do_put_prepared_statement_query(
         &self,
-        _query: CommandPreparedStatementQuery,
+        query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let _caller = self.caller(&request).await?;
-        Err(EngineError::Unimplemented(
-            "binding parameters to prepared statements is not supported yet".into(),
-        )
-        .into())
+        let handle = StatementHandle::decode(&query.prepared_statement_handle)?;
+        let batches = read_batches(request.into_inner()).await?;
+        let bound = handle.with_params(&batches)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(bound.encode().into()),
+        })
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        cmd: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = self.caller(&request).await?;
+        Ok(self.update(&caller, &cmd.query, Vec::new()).await?)
+    }
+
+    /// Runs the statement once per bound row (a batch insert), or once without parameters.
+    async fn do_put_prepared_statement_update(
+        &self,
+        cmd: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = self.caller(&request).await?;
+        let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
+        let batches = read_batches(request.into_inner()).await?;
+        let mut rows = params::rows(&batches)?;
+        if rows.is_empty() {
+            rows = handle.bound_rows()?;
+        }
+        if rows.is_empty() {
+            rows.push(Vec::new());
+        }
+        let mut total = 0;
+        for values in rows {
+            total += self.update(&caller, &handle.sql, values).await?;
+        }
+        Ok(total)
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        let schema = query.into_builder().schema();
+        let info = metadata_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(caller.wrap(info))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let ctx = self.context(&caller).await?;
+        let mut builder = query.into_builder();
+        for c in metadata::catalogs(&ctx) {
+            builder.append(c);
+        }
+        let schema = builder.schema();
+        Ok(caller.wrap(one_batch(schema, builder.build())))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        let schema = query.clone().into_builder().schema();
+        let info = metadata_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(caller.wrap(info))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let ctx = self.context(&caller).await?;
+        let found = metadata::schemas(
+            &ctx,
+            query.catalog.as_deref(),
+            query.db_schema_filter_pattern.as_deref(),
+        );
+        let mut builder = query.into_builder();
+        for (c, s) in found {
+            builder.append(c, s);
+        }
+        let schema = builder.schema();
+        Ok(caller.wrap(one_batch(schema, builder.build())))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        let schema = query.clone().into_builder().schema();
+        let info = metadata_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(caller.wrap(info))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let ctx = self.context(&caller).await?;
+        let filter = metadata::TableFilter {
+            catalog: query.catalog.clone(),
+            schema_pattern: query.db_schema_filter_pattern.clone(),
+            table_pattern: query.table_name_filter_pattern.clone(),
+            table_types: query.table_types.clone(),
+            include_schema: query.include_schema,
+        };
+        let found = metadata::tables(&ctx, &filter).await?;
+        let mut builder = query.into_builder();
+        for t in found {
+            builder
+                .append(t.catalog, t.schema, t.table, t.table_type, &t.arrow_schema)
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+        }
+        let schema = builder.schema();
+        Ok(caller.wrap(one_batch(schema, builder.build())))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        let schema = query.into_builder().schema();
+        let info = metadata_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(caller.wrap(info))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let mut builder = query.into_builder();
+        for t in metadata::TABLE_TYPES {
+            builder.append(t);
+        }
+        let schema = builder.schema();
+        Ok(caller.wrap(one_batch(schema, builder.build())))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        let schema = query.into_builder(&self.xdbc_info).schema();
+        let info = metadata_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(caller.wrap(info))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let builder = query.into_builder(&self.xdbc_info);
+        let schema = builder.schema();
+        Ok(caller.wrap(one_batch(schema, builder.build())))
     }
 
     async fn do_action_close_prepared_statement(
@@ -541,13 +907,11 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request).await?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        let info = FlightInfo::new()
-            .try_with_schema(schema.as_ref())
-            .map_err(|e| Status::internal(e.to_string()))?
-            .with_endpoint(
-                FlightEndpoint::new().with_ticket(Ticket::new(query.as_any().encode_to_vec())),
-            )
-            .with_descriptor(request.into_inner());
+        let info = metadata_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
         Ok(caller.wrap(info))
     }
 
@@ -559,14 +923,7 @@ impl FlightSqlService for SqeFlightSqlService {
         let caller = self.caller(&request).await?;
         let builder = query.into_builder(&self.sql_info);
         let schema = builder.schema();
-        let batch = builder.build();
-        let stream = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(futures::stream::once(async {
-                batch.map_err(FlightError::from)
-            }))
-            .map_err(Status::from);
-        Ok(caller.wrap(Box::pin(stream) as DoGetStream))
+        Ok(caller.wrap(one_batch(schema, builder.build())))
     }
 
     async fn do_action_fallback(
@@ -605,9 +962,26 @@ mod tests {
 
     #[test]
     fn statement_handles_round_trip_and_reject_garbage() {
-        let h = StatementHandle::encode("SELECT 'a:b' AS x");
-        assert_eq!(StatementHandle::decode(&h).unwrap(), "SELECT 'a:b' AS x");
+        let h = StatementHandle::new("SELECT 'a:b' AS x").encode();
+        assert_eq!(
+            StatementHandle::decode(&h).unwrap().sql,
+            "SELECT 'a:b' AS x"
+        );
         assert!(StatementHandle::decode(b"\x00garbage").is_err());
+    }
+
+    #[test]
+    fn update_counts_come_from_the_count_column_and_ddl_counts_zero() {
+        let count = Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+            "count",
+            arrow::datatypes::DataType::UInt64,
+            false,
+        )]));
+        let b = |n: u64| {
+            RecordBatch::try_new(count.clone(), vec![Arc::new(UInt64Array::from(vec![n]))]).unwrap()
+        };
+        assert_eq!(affected_rows(&[b(3), b(4)]), 7);
+        assert_eq!(affected_rows(&[]), 0);
     }
 
     #[test]
@@ -618,6 +992,6 @@ mod tests {
 
     #[test]
     fn sql_info_advertises_no_transactions() {
-        assert!(sql_info_data().is_ok());
+        assert!(sql_info_data(300).is_ok());
     }
 }
