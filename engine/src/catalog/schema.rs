@@ -331,6 +331,21 @@ pub struct WarehouseProvider {
 }
 
 impl WarehouseProvider {
+    /// Runs a namespace call of the user's catalog from DataFusion's synchronous DDL hooks,
+    /// naming the namespace in any error.
+    fn namespace_call<T>(
+        &self,
+        name: &str,
+        call: impl Future<Output = iceberg::Result<T>>,
+    ) -> DFResult<T> {
+        block_on(call).map_err(df_err)?.map_err(|e| {
+            df_err(classify(
+                &e,
+                &format!("namespace {}.{name}", self.state.warehouse()),
+            ))
+        })
+    }
+
     pub fn new(state: Arc<CatalogState>) -> Self {
         Self { state }
     }
@@ -370,14 +385,10 @@ impl CatalogProvider for WarehouseProvider {
         _schema: Arc<dyn SchemaProvider>,
     ) -> DFResult<Option<Arc<dyn SchemaProvider>>> {
         let ident = NamespaceIdent::new(name.to_owned());
-        block_on(self.state.catalog.create_namespace(&ident, HashMap::new()))
-            .map_err(df_err)?
-            .map_err(|e| {
-                df_err(classify(
-                    &e,
-                    &format!("namespace {}.{name}", self.state.warehouse()),
-                ))
-            })?;
+        self.namespace_call(
+            name,
+            self.state.catalog.create_namespace(&ident, HashMap::new()),
+        )?;
         self.state.invalidate(name, None);
         Ok(None)
     }
@@ -395,14 +406,7 @@ impl CatalogProvider for WarehouseProvider {
         }
         let existing = self.schema(name);
         let ident = NamespaceIdent::new(name.to_owned());
-        block_on(self.state.catalog.drop_namespace(&ident))
-            .map_err(df_err)?
-            .map_err(|e| {
-                df_err(classify(
-                    &e,
-                    &format!("namespace {}.{name}", self.state.warehouse()),
-                ))
-            })?;
+        self.namespace_call(name, self.state.catalog.drop_namespace(&ident))?;
         if let Ok(mut k) = self.state.known_namespaces.lock() {
             k.remove(name);
         }

@@ -210,6 +210,18 @@ impl SqeFlightSqlService {
         })
     }
 
+    /// GetFlightInfo for a metadata command: authenticate, then point at the command itself.
+    async fn metadata_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: SchemaRef,
+        command: Vec<u8>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request).await?;
+        let info = metadata_info(&schema, command, request.into_inner())?;
+        Ok(caller.wrap(info))
+    }
+
     /// The caller's DataFusion context for its current token (rebuilt after a refresh).
     async fn context(&self, caller: &Caller) -> Result<SessionContext, EngineError> {
         let token = self.sessions.token_for(&caller.session).await?;
@@ -735,14 +747,9 @@ impl FlightSqlService for SqeFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request).await?;
         let schema = query.into_builder().schema();
-        let info = metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(caller.wrap(info))
+        self.metadata_flight_info(request, schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_catalogs(
@@ -765,14 +772,9 @@ impl FlightSqlService for SqeFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request).await?;
         let schema = query.clone().into_builder().schema();
-        let info = metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(caller.wrap(info))
+        self.metadata_flight_info(request, schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_schemas(
@@ -800,14 +802,9 @@ impl FlightSqlService for SqeFlightSqlService {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request).await?;
         let schema = query.clone().into_builder().schema();
-        let info = metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(caller.wrap(info))
+        self.metadata_flight_info(request, schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_tables(
@@ -840,14 +837,9 @@ impl FlightSqlService for SqeFlightSqlService {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request).await?;
         let schema = query.into_builder().schema();
-        let info = metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(caller.wrap(info))
+        self.metadata_flight_info(request, schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_table_types(
@@ -869,14 +861,9 @@ impl FlightSqlService for SqeFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request).await?;
         let schema = query.into_builder(&self.xdbc_info).schema();
-        let info = metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(caller.wrap(info))
+        self.metadata_flight_info(request, schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_xdbc_type_info(
@@ -905,14 +892,9 @@ impl FlightSqlService for SqeFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request).await?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        let info = metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(caller.wrap(info))
+        self.metadata_flight_info(request, schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_sql_info(
