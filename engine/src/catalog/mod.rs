@@ -92,12 +92,13 @@ impl CatalogContextFactory {
 impl QueryContextFactory for CatalogContextFactory {
     fn create(
         &self,
-        _identity: &Identity,
+        identity: &Identity,
         token: &TokenView,
     ) -> Result<SessionContext, EngineError> {
         let catalog = UserCatalog::new(
             &self.uri,
             &self.warehouse,
+            &identity.user,
             &token.access_token,
             self.http.clone(),
             self.storage.clone(),

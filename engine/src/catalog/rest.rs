@@ -20,7 +20,7 @@ use iceberg::{
 use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 
 use crate::error::EngineError;
-use crate::secret::Secret;
+use crate::secret::{Fingerprint, Secret};
 
 /// Asks the catalog to vend per-table storage credentials on loadTable/createTable.
 pub const DELEGATION_HEADER: &str = "header.X-Iceberg-Access-Delegation";
@@ -85,6 +85,8 @@ pub struct UserCatalog {
     rest: RestCatalog,
     storage: Arc<dyn StorageFactory>,
     warehouse: String,
+    /// Whose catalog this is, for the log line that attributes vended keys.
+    user: String,
 }
 
 /// Never prints the inner client: its properties hold the user's token.
@@ -92,6 +94,7 @@ impl fmt::Debug for UserCatalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserCatalog")
             .field("warehouse", &self.warehouse)
+            .field("user", &self.user)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +104,7 @@ impl UserCatalog {
     pub fn new(
         uri: &str,
         warehouse: &str,
+        user: &str,
         token: &Secret,
         http: reqwest::Client,
         storage: Arc<dyn StorageFactory>,
@@ -120,6 +124,7 @@ impl UserCatalog {
             rest,
             storage,
             warehouse: warehouse.to_owned(),
+            user: user.to_owned(),
         })
     }
 
@@ -142,6 +147,17 @@ impl UserCatalog {
             ));
             return Err(
                 iceberg::Error::new(ErrorKind::Unexpected, denied.to_string()).with_source(denied),
+            );
+        }
+        if let Some(key) = props.get("s3.access-key-id") {
+            // Attributes each vended key to the user it was vended to (fingerprint only), so the
+            // object store's own access log can be checked against it.
+            tracing::info!(
+                event = "storage_credentials",
+                user = self.user.as_str(),
+                table = %ident_text(table.identifier()),
+                access_key_fp = %Fingerprint::of(key),
+                session_token = props.contains_key("s3.session-token"),
             );
         }
         let file_io = FileIOBuilder::new(self.storage.clone())
@@ -314,6 +330,7 @@ mod tests {
         let c = UserCatalog::new(
             "http://127.0.0.1:1/iceberg",
             "lake",
+            "alice",
             &Secret::new("eyJ.secret.token"),
             reqwest::Client::new(),
             Arc::new(iceberg_storage_opendal::OpenDalStorageFactory::S3 {
