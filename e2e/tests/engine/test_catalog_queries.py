@@ -167,7 +167,8 @@ def test_describe_and_explain_use_the_catalog_schema(engine, wh):
     assert d.column("column_name").to_pylist() == seed.SCHEMA_A.names
     plan = query(engine, "alice", f"EXPLAIN SELECT id FROM {wh}.demo.a WHERE id < 5")
     text = "\n".join(plan.column("plan").to_pylist())
-    assert "IcebergTableScan" in text, text
+    # iceberg plans the files and gets the predicate for file, row-group and page pruning.
+    assert "ParallelIcebergScan: table=lake.demo.a" in text and "predicate=id < 5" in text, text
 
 
 def test_reads_are_signed_with_keys_the_catalog_vended(engine, stack, wh, minio_audit):

@@ -10,7 +10,10 @@
 
 pub mod errors;
 pub mod rest;
+pub mod scan;
 pub mod schema;
+pub mod table;
+pub mod time_travel;
 
 use std::sync::Arc;
 use std::time::Duration;

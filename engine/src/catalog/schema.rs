@@ -18,12 +18,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::TableType;
-use datafusion::physical_plan::common::collect;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::physical_plan::collect;
 use futures::{StreamExt, stream};
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
 use iceberg::table::Table;
@@ -37,6 +42,8 @@ use tracing::{debug, warn};
 
 use super::errors::classify;
 use super::rest::UserCatalog;
+use super::table::{Projected, UserTable};
+use super::time_travel::split_name;
 use crate::error::EngineError;
 
 /// How many loadTable probes run at once when a namespace is listed.
@@ -205,6 +212,8 @@ impl CatalogState {
 
     /// Loads one table as the user. `Ok(None)`: the catalog has no such table (404).
     /// Errors carry the catalog's answer (403 → permission denied, 401, 5xx, ...).
+    /// `name` may carry a folded time-travel clause (`a FOR VERSION AS OF 42`) or name one of
+    /// iceberg-datafusion's metadata tables (`a$snapshots`).
     pub async fn load_provider(
         &self,
         ns: &str,
@@ -213,29 +222,34 @@ impl CatalogState {
         if let Some(p) = self.cached_provider(ns, name) {
             return Ok(Some(p));
         }
-        let base = name.split_once('$').map(|(b, _)| b).unwrap_or(name);
-        let scoped = Arc::new(ScopedCatalog {
-            inner: self.catalog.clone(),
-            namespace: NamespaceIdent::new(ns.to_owned()),
-            table: base.to_owned(),
-        });
-        // The stock provider, given a catalog that exposes exactly this one table, loads just
-        // it: that yields iceberg-datafusion's catalog-backed table (scans re-load fresh
-        // credentials, INSERT appends) without its load-everything behaviour.
-        let provider = match IcebergCatalogProvider::try_new(scoped).await {
-            Ok(p) => p,
-            Err(e) => {
-                let e = classify(&e, &self.subject_table(ns, base));
-                return match e {
-                    EngineError::NotFound(_) => Ok(None),
-                    e => Err(e),
-                };
+        let table: Option<Arc<dyn TableProvider>> = if is_metadata_name(name) {
+            let base = name.split_once('$').map(|(b, _)| b).unwrap_or(name);
+            let ns_ident = NamespaceIdent::new(ns.to_owned());
+            iceberg_provider(
+                self.catalog.clone(),
+                ns_ident,
+                name,
+                &self.subject_table(ns, base),
+            )
+            .await?
+            .map(|p| Arc::new(Projected(p)) as Arc<dyn TableProvider>)
+        } else {
+            let (base, as_of) = split_name(name)?;
+            let subject = self.subject_table(ns, base);
+            let ident = TableIdent::new(NamespaceIdent::new(ns.to_owned()), base.to_owned());
+            match self.catalog.load_table(&ident).await {
+                Ok(t) => Some(Arc::new(UserTable::new(
+                    self.catalog.clone(),
+                    &t,
+                    as_of,
+                    subject,
+                )?)),
+                Err(e) => match classify(&e, &subject) {
+                    EngineError::NotFound(_) => None,
+                    e => return Err(e),
+                },
             }
         };
-        let Some(schema) = provider.schema(ns) else {
-            return Ok(None);
-        };
-        let table = schema.table(name).await.map_err(|e| EngineError::from(e))?;
         if let Some(t) = &table {
             if let Ok(mut map) = self.providers.lock() {
                 map.insert(
@@ -464,8 +478,9 @@ impl SchemaProvider for NamespaceProvider {
                 .any(|n| n == name)
     }
 
-    /// CREATE TABLE: an empty Iceberg table with the given columns. CTAS with rows is refused
-    /// (iceberg-datafusion 0.10.1 cannot write them at create time): CREATE, then INSERT.
+    /// CREATE TABLE [AS SELECT]: creates the Iceberg table with the given columns as the user,
+    /// then, for a CTAS with rows, appends them through the user's catalog (a second commit).
+    /// DataFusion has already run the SELECT as the user into `table` (in memory).
     fn register_table(
         &self,
         name: String,
@@ -480,24 +495,31 @@ impl SchemaProvider for NamespaceProvider {
             .schema(schema)
             .build();
         let catalog = self.state.catalog.clone();
-        block_on(async move {
+        let created = name.clone();
+        let result = block_on(async move {
             let ctx = SessionContext::new();
-            let plan = table.scan(&ctx.state(), None, &[], Some(1)).await?;
-            let batches = collect(plan.execute(0, ctx.task_ctx())?).await?;
-            if batches.iter().any(|b| b.num_rows() > 0) {
-                return Err(df_err(EngineError::Unimplemented(
-                    "CREATE TABLE ... AS SELECT with rows is not supported; run CREATE TABLE, \
-                     then INSERT INTO ... SELECT"
-                        .into(),
-                )));
-            }
+            let rows = collect(table.scan(&ctx.state(), None, &[], None).await?, ctx.task_ctx())
+                .await?;
             catalog
                 .create_table(&ns, creation)
                 .await
-                .map_err(|e| df_err(classify(&e, &subject)))
+                .map_err(|e| df_err(classify(&e, &subject)))?;
+            if rows.iter().all(|b| b.num_rows() == 0) {
+                return Ok(());
+            }
+            let appended = append_rows(&ctx, catalog.clone(), ns.clone(), &name, &subject, rows).await;
+            if appended.is_err() {
+                // No half-made table: CTAS either leaves the table with its rows or no table.
+                let ident = TableIdent::new(ns, name);
+                if let Err(e) = catalog.drop_table(&ident).await {
+                    warn!(event = "ctas_cleanup_failed", table = %subject, error = %classify(&e, &subject));
+                }
+            }
+            appended
         })
-        .map_err(df_err)??;
-        self.state.invalidate(&self.namespace, Some(&name));
+        .map_err(df_err)?;
+        self.state.invalidate(&self.namespace, Some(&created));
+        result?;
         Ok(None)
     }
 
@@ -512,6 +534,79 @@ impl SchemaProvider for NamespaceProvider {
         self.state.invalidate(&self.namespace, Some(name));
         Ok(previous)
     }
+}
+
+/// iceberg-datafusion's own provider for `name` (a table, or one of its `t$…` metadata tables),
+/// loaded through a catalog that exposes only that table. `Ok(None)`: no such table.
+pub(super) async fn iceberg_provider(
+    catalog: Arc<UserCatalog>,
+    namespace: NamespaceIdent,
+    name: &str,
+    subject: &str,
+) -> Result<Option<Arc<dyn TableProvider>>, EngineError> {
+    let base = name.split_once('$').map(|(b, _)| b).unwrap_or(name);
+    let ns = namespace.join(".");
+    let scoped = Arc::new(ScopedCatalog {
+        inner: catalog,
+        namespace,
+        table: base.to_owned(),
+    });
+    // The stock provider, given a catalog that exposes exactly this one table, loads just it:
+    // iceberg-datafusion's catalog-backed table (INSERT appends and commits through the user's
+    // catalog) without its load-everything behaviour.
+    let provider = match IcebergCatalogProvider::try_new(scoped).await {
+        Ok(p) => p,
+        Err(e) => {
+            return match classify(&e, subject) {
+                EngineError::NotFound(_) => Ok(None),
+                e => Err(e),
+            };
+        }
+    };
+    let Some(schema) = provider.schema(&ns) else {
+        return Ok(None);
+    };
+    schema.table(name).await.map_err(EngineError::from)
+}
+
+/// Appends CTAS rows with iceberg-datafusion's writer (one commit, as the user).
+async fn append_rows(
+    ctx: &SessionContext,
+    catalog: Arc<UserCatalog>,
+    ns: NamespaceIdent,
+    name: &str,
+    subject: &str,
+    rows: Vec<RecordBatch>,
+) -> DFResult<()> {
+    let writer = iceberg_provider(catalog, ns, name, subject)
+        .await
+        .map_err(df_err)?
+        .ok_or_else(|| {
+            df_err(EngineError::NotFound(format!(
+                "{subject} vanished after CREATE"
+            )))
+        })?;
+    let rows = conform(rows, &writer.schema())?;
+    let source = MemorySourceConfig::try_new_exec(&[rows], writer.schema(), None)?;
+    let append = writer
+        .insert_into(&ctx.state(), source, InsertOp::Append)
+        .await?;
+    collect(append, ctx.task_ctx()).await.map(|_| ())
+}
+
+/// Casts query output to the table's own Arrow schema (e.g. Utf8View → Utf8, field ids).
+fn conform(rows: Vec<RecordBatch>, schema: &SchemaRef) -> DFResult<Vec<RecordBatch>> {
+    rows.into_iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| cast(c, f.data_type()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        })
+        .collect()
 }
 
 /// The user's catalog narrowed to one table, so `IcebergCatalogProvider::try_new` (which lists

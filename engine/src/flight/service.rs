@@ -284,6 +284,7 @@ impl SqeFlightSqlService {
     ) -> Result<(LogicalPlan, SessionContext), EngineError> {
         let ctx = self.context(caller).await?;
         let sql = params::number_placeholders(sql)?;
+        let sql = crate::catalog::time_travel::fold_clauses(&sql)?;
         let plan = ctx.state().create_logical_plan(&sql).await?;
         Ok((plan, ctx))
     }

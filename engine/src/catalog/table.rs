@@ -1,0 +1,248 @@
+//! One Iceberg table as the user sees it: reads plan on a freshly loaded table (fresh metadata
+//! and freshly vended credentials for every query) and scan in parallel; writes go through
+//! iceberg-datafusion's writer and commit with the user's token.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+use futures::TryStreamExt;
+use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::scan::FileScanTask;
+use iceberg::table::Table;
+use iceberg::{Catalog, TableIdent};
+use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
+
+use super::errors::classify;
+use super::rest::UserCatalog;
+use super::scan::ParallelIcebergScan;
+use super::schema::iceberg_provider;
+use super::time_travel::{AsOf, resolve};
+use crate::error::EngineError;
+
+fn df_err(e: EngineError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[derive(Debug)]
+pub struct UserTable {
+    catalog: Arc<UserCatalog>,
+    ident: TableIdent,
+    /// `table lake.demo.a`, for errors.
+    subject: String,
+    schema: SchemaRef,
+    /// The snapshot a time-travel reference pinned; `None` reads the current one.
+    pinned: Option<(AsOf, i64)>,
+}
+
+impl UserTable {
+    /// A provider for `table` as just loaded; `as_of` pins a past snapshot (its schema too).
+    pub fn new(
+        catalog: Arc<UserCatalog>,
+        table: &Table,
+        as_of: Option<AsOf>,
+        subject: String,
+    ) -> Result<Self, EngineError> {
+        let metadata = table.metadata();
+        let (schema, pinned) = match as_of {
+            None => (metadata.current_schema().clone(), None),
+            Some(a) => {
+                let id = resolve(metadata, &a, &subject)?;
+                let snapshot = metadata.snapshot_by_id(id).ok_or_else(|| {
+                    EngineError::NotFound(format!("{subject} has no snapshot {id}"))
+                })?;
+                let schema = snapshot
+                    .schema(metadata)
+                    .map_err(|e| EngineError::Internal(format!("{subject}: {}", e.message())))?;
+                (schema, Some((a, id)))
+            }
+        };
+        let schema = Arc::new(
+            schema_to_arrow_schema(&schema)
+                .map_err(|e| EngineError::Internal(format!("{subject}: {}", e.message())))?,
+        );
+        Ok(Self {
+            catalog,
+            ident: table.identifier().clone(),
+            subject,
+            schema,
+            pinned,
+        })
+    }
+
+    pub fn snapshot_id(&self) -> Option<i64> {
+        self.pinned.as_ref().map(|(_, id)| *id)
+    }
+
+    fn display_name(&self) -> String {
+        self.subject
+            .strip_prefix("table ")
+            .unwrap_or(&self.subject)
+            .to_owned()
+    }
+}
+
+#[async_trait]
+impl TableProvider for UserTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        // Inexact: iceberg prunes files, row groups and pages with what it can translate;
+        // DataFusion still filters every row.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        // Loaded per query: the latest snapshot and credentials vended now, for this user.
+        let table = self
+            .catalog
+            .load_table(&self.ident)
+            .await
+            .map_err(|e| df_err(classify(&e, &self.subject)))?;
+        let snapshot_id = match &self.pinned {
+            Some((_, id)) => {
+                if table.metadata().snapshot_by_id(*id).is_none() {
+                    return Err(df_err(EngineError::NotFound(format!(
+                        "{} no longer has snapshot {id} (expired since the query was planned)",
+                        self.subject
+                    ))));
+                }
+                Some(*id)
+            }
+            None => table.metadata().current_snapshot().map(|s| s.snapshot_id()),
+        };
+        let output = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let tasks: Vec<FileScanTask> = match snapshot_id {
+            // A table with no snapshot has no files.
+            None => Vec::new(),
+            Some(id) => {
+                let mut builder = table.scan().snapshot_id(id);
+                builder = match projection {
+                    Some(_) => builder.select(output.fields().iter().map(|f| f.name().clone())),
+                    None => builder.select_all(),
+                };
+                if let Some(predicate) = convert_filters_to_predicate(filters) {
+                    builder = builder.with_filter(predicate);
+                }
+                let scan = builder
+                    .build()
+                    .map_err(|e| df_err(classify(&e, &self.subject)))?;
+                scan.plan_files()
+                    .await
+                    .map_err(|e| df_err(classify(&e, &self.subject)))?
+                    .try_collect()
+                    .await
+                    .map_err(|e| df_err(classify(&e, &self.subject)))?
+            }
+        };
+        Ok(Arc::new(ParallelIcebergScan::new(
+            self.display_name(),
+            snapshot_id,
+            table.file_io().clone(),
+            tasks,
+            output,
+            limit,
+            state.config().target_partitions(),
+        )))
+    }
+
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        if let Some((as_of, _)) = &self.pinned {
+            return Err(df_err(EngineError::InvalidArgument(format!(
+                "cannot write to {}{as_of}: a past version is read-only",
+                self.display_name()
+            ))));
+        }
+        let writer = iceberg_provider(
+            self.catalog.clone(),
+            self.ident.namespace().clone(),
+            self.ident.name(),
+            &self.subject,
+        )
+        .await
+        .map_err(df_err)?
+        .ok_or_else(|| df_err(EngineError::NotFound(format!("{} is gone", self.subject))))?;
+        writer.insert_into(state, input, insert_op).await
+    }
+}
+
+/// A provider whose scan ignores the projection (iceberg-datafusion 0.10.1's `t$snapshots` and
+/// `t$manifests` return every column), made to return exactly the projected columns: Flight
+/// clients check every batch against the schema announced at planning.
+#[derive(Debug)]
+pub struct Projected(pub Arc<dyn TableProvider>);
+
+#[async_trait]
+impl TableProvider for Projected {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.0.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let all = self.0.scan(state, None, filters, limit).await?;
+        let Some(projection) = projection else {
+            return Ok(all);
+        };
+        let schema = all.schema();
+        let columns = projection
+            .iter()
+            .map(|&i| {
+                let name = schema.field(i).name().clone();
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(&name, i));
+                (column, name)
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(ProjectionExec::try_new(columns, all)?))
+    }
+}
