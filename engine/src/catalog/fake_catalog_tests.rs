@@ -71,7 +71,7 @@ fn rest_error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// demo: a, b (vended keys), c (403), nokeys (200 without keys), down (503).
+/// demo: a, b (vended keys; b is 403 for bob), c (403), nokeys (200 without keys), down (503).
 async fn fake(State(log): State<Log>, req: Request) -> Response {
     let header = |n: &str| {
         req.headers()
@@ -114,7 +114,9 @@ async fn fake(State(log): State<Log>, req: Request) -> Response {
         }),
         (Method::GET, p) if p.starts_with("/v1/namespaces/demo/tables/") => {
             let t = p.rsplit('/').next().unwrap();
+            let bob = header("authorization").is_some_and(|a| a.contains("bob"));
             match t {
+                "b" if bob => rest_error(StatusCode::FORBIDDEN, "bob may not read demo.b"),
                 "a" | "b" | "nokeys" => answer(
                     StatusCode::OK,
                     json!({
@@ -142,6 +144,10 @@ async fn start_fake() -> (url::Url, Log) {
 }
 
 fn context(uri: &url::Url, token: &str) -> SessionContext {
+    context_as(uri, "alice", token)
+}
+
+fn context_as(uri: &url::Url, user: &str, token: &str) -> SessionContext {
     let config = sqe_engine_config::CatalogConfig {
         uri: uri.clone(),
         warehouse: "lake".into(),
@@ -149,7 +155,7 @@ fn context(uri: &url::Url, token: &str) -> SessionContext {
     };
     let f = CatalogContextFactory::new(&config, 64 << 20, 2).unwrap();
     let id = Identity {
-        user: "alice".into(),
+        user: user.into(),
         roles: vec![],
     };
     let view = TokenView {
@@ -323,4 +329,43 @@ async fn the_session_scratch_catalog_keeps_its_tables() {
         .await
         .unwrap();
     assert_eq!(n.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bob_never_hits_an_entry_alice_created() {
+    let (uri, log) = start_fake().await;
+    // One factory serves both users, as in the server.
+    let alice = context_as(&uri, "alice", "tok-alice-1");
+    let bob = context_as(&uri, "bob", "tok-bob-1");
+
+    // alice fills her caches: listing, probes and the provider of demo.b.
+    run(&alice, "SHOW TABLES").await.unwrap();
+    run(&alice, "SELECT * FROM lake.demo.b").await.unwrap();
+    let before = log.lock().unwrap().len();
+
+    // bob asks for the same names: every answer comes from the catalog with bob's token.
+    let e = run(&bob, "SELECT * FROM lake.demo.b").await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    let listed = run(
+        &bob,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'demo'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(column(&listed, "table_name"), ["a"]);
+
+    let bobs: Vec<Seen> = log.lock().unwrap()[before..].to_vec();
+    assert!(
+        bobs.iter().any(|s| s.path == "/v1/namespaces/demo/tables/b"
+            && s.authorization.as_deref() == Some("Bearer tok-bob-1")),
+        "bob's lookup of demo.b must reach the catalog: {bobs:#?}"
+    );
+    assert!(
+        bobs.iter()
+            .all(|s| s.authorization.as_deref() == Some("Bearer tok-bob-1")),
+        "nothing after alice's queries was sent with her token: {bobs:#?}"
+    );
+
+    // And alice still reads what she may: bob's denial did not poison her entries.
+    run(&alice, "SELECT * FROM lake.demo.b").await.unwrap();
 }

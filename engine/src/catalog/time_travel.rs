@@ -317,4 +317,64 @@ mod tests {
             1_795_514_400_000
         );
     }
+
+    fn metadata_with_history() -> TableMetadata {
+        let snapshot = |id: i64, parent: Option<i64>, at: i64| {
+            serde_json::json!({
+                "snapshot-id": id, "parent-snapshot-id": parent, "sequence-number": id,
+                "timestamp-ms": at, "manifest-list": format!("s3://w/t/metadata/snap-{id}.avro"),
+                "summary": {"operation": "append"}, "schema-id": 0
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "format-version": 2,
+            "table-uuid": "9c12d441-03fe-4693-9a96-a0705ddf69c1",
+            "location": "s3://w/t",
+            "last-sequence-number": 3,
+            "last-updated-ms": 3000,
+            "last-column-id": 1,
+            "current-schema-id": 0,
+            "schemas": [{"type": "struct", "schema-id": 0, "fields": [
+                {"id": 1, "name": "id", "required": true, "type": "long"}]}],
+            "default-spec-id": 0,
+            "partition-specs": [{"spec-id": 0, "fields": []}],
+            "last-partition-id": 999,
+            "default-sort-order-id": 0,
+            "sort-orders": [{"order-id": 0, "fields": []}],
+            "properties": {},
+            "current-snapshot-id": 3,
+            "snapshots": [snapshot(1, None, 1000), snapshot(2, Some(1), 2000), snapshot(3, Some(2), 3000)],
+            "snapshot-log": [
+                {"snapshot-id": 1, "timestamp-ms": 1000},
+                {"snapshot-id": 2, "timestamp-ms": 2000},
+                {"snapshot-id": 3, "timestamp-ms": 3000}
+            ],
+            "refs": {
+                "main": {"snapshot-id": 3, "type": "branch"},
+                "before-fix": {"snapshot-id": 1, "type": "tag"}
+            },
+            "metadata-log": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn references_resolve_against_a_tables_snapshot_history() {
+        let m = metadata_with_history();
+        let t = "table lake.demo.t";
+        assert_eq!(resolve(&m, &AsOf::Snapshot(2), t).unwrap(), 2);
+        assert_eq!(resolve(&m, &AsOf::Ref("before-fix".into()), t).unwrap(), 1);
+        assert_eq!(resolve(&m, &AsOf::Ref("main".into()), t).unwrap(), 3);
+        assert_eq!(resolve(&m, &AsOf::TimestampMs(2500), t).unwrap(), 2);
+        assert_eq!(resolve(&m, &AsOf::TimestampMs(3000), t).unwrap(), 3);
+        for missing in [
+            AsOf::Snapshot(9),
+            AsOf::Ref("nope".into()),
+            AsOf::TimestampMs(999),
+        ] {
+            let e = resolve(&m, &missing, t).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::NotFound, "{missing:?}: {e}");
+            assert!(e.to_string().contains("lake.demo.t"), "{e}");
+        }
+    }
 }
