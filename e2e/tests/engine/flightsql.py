@@ -55,9 +55,20 @@ class SqlClient:
     def options(self) -> flight.FlightCallOptions:
         return flight.FlightCallOptions(headers=self.headers)
 
+    def flight_info(self, sql: str) -> flight.FlightInfo:
+        return self.client.get_flight_info(flight.FlightDescriptor.for_command(statement_query(sql)), self.options())
+
     def query(self, sql: str) -> pa.Table:
-        info = self.client.get_flight_info(flight.FlightDescriptor.for_command(statement_query(sql)), self.options())
+        info = self.flight_info(sql)
         return self.client.do_get(info.endpoints[0].ticket, self.options()).read_all()
+
+    def cancel(self, info: flight.FlightInfo) -> str:
+        """CancelFlightInfo (a Flight action; pyarrow has no wrapper): returns the CancelStatus name."""
+        body = _field(1, info.serialize())
+        (result,) = list(self.client.do_action(flight.Action("CancelFlightInfo", body), self.options()))
+        raw = result.body.to_pybytes()
+        status = raw[1] if raw[:1] == b"\x08" else 0
+        return {0: "UNSPECIFIED", 1: "CANCELLED", 2: "CANCELLING", 3: "NOT_CANCELLABLE"}[status]
 
     def close_session(self) -> list:
         return list(self.client.do_action(flight.Action("CloseSession", b""), self.options()))

@@ -200,3 +200,60 @@ def test_a_full_server_refuses_new_queries_with_resource_exhausted(start_engine)
     t.join(30)
     assert isinstance(outcome.get("error"), flight.FlightTimedOutError), outcome
     assert other.query("SELECT 2 AS two").to_pylist() == [{"two": 2}]
+
+
+def test_cancel_flight_info_stops_the_callers_running_query_and_frees_its_slot(start_engine):
+    e = start_engine(query={"timeout_seconds": 120, "max_concurrent": 1, "shutdown_grace_seconds": 5})
+    alice = SqlClient(e.uri)
+    alice.login("alice", "alice-pw")
+    bob = SqlClient(e.uri)
+    bob.login("bob", "bob-pw")
+    info = alice.flight_info(ENDLESS)
+    steps = {}
+
+    def cancel_later():
+        time.sleep(1.5)
+        bob.cancel(info)  # bob holding alice's FlightInfo cannot stop her query
+        time.sleep(1.0)
+        steps["cancelled_at"] = time.monotonic()
+        steps["status"] = alice.cancel(info)
+
+    t = threading.Thread(target=cancel_later)
+    t.start()
+    # read_chunk, not read_all: pyarrow's read_all turns a CANCELLED status (ArrowCancelled)
+    # into a simulated Ctrl-C, a KeyboardInterrupt of the main thread.
+    reader = alice.client.do_get(info.endpoints[0].ticket, alice.options())
+    with pytest.raises(flight.FlightCancelledError) as raised:
+        while True:
+            reader.read_chunk()
+    ended = time.monotonic()
+    t.join(10)
+    assert steps.get("status") == "CANCELLED", steps
+    # It ran until alice's cancel (not bob's), then stopped at once.
+    assert 0 <= ended - steps["cancelled_at"] < 5, (ended, steps)
+    assert "the query was cancelled" in str(raised.value)
+    # Its slot is free (the server allows one query at a time) and it is over for good.
+    assert alice.query("SELECT 1 AS one").to_pylist() == [{"one": 1}]
+    assert alice.cancel(info) == "NOT_CANCELLABLE"
+    assert e.metric("sqe_queries_total", status="cancelled") >= 1
+
+
+def test_a_query_cancelled_before_its_doget_does_not_run(engine):
+    c = SqlClient(engine.uri)
+    c.login("alice", "alice-pw")
+    info = c.flight_info("SELECT 42 AS answer")
+    assert c.cancel(info) == "CANCELLED"
+    with pytest.raises(flight.FlightCancelledError):
+        c.client.do_get(info.endpoints[0].ticket, c.options()).read_all()
+    # A new FlightInfo for the same SQL is a new query with its own ticket.
+    assert c.query("SELECT 42 AS answer").to_pylist() == [{"answer": 42}]
+
+
+def test_get_sql_info_says_the_server_can_cancel_and_is_not_read_only(engine):
+    c = SqlClient(engine.uri)
+    c.login("alice", "alice-pw")
+    # FLIGHT_SQL_SERVER_READ_ONLY = 3, FLIGHT_SQL_SERVER_CANCEL = 9 (packed repeated uint32).
+    cmd = pack_any("CommandGetSqlInfo", _field(1, _varint(3) + _varint(9)))
+    info = c.client.get_flight_info(flight.FlightDescriptor.for_command(cmd), c.options())
+    got = c.client.do_get(info.endpoints[0].ticket, c.options()).read_all().to_pylist()
+    assert {r["info_name"]: r["value"] for r in got} == {3: False, 9: True}

@@ -1,5 +1,6 @@
 //! The Arrow Flight SQL surface.
 
+pub mod cancel;
 pub mod handshake;
 pub mod limits;
 pub mod metadata;

@@ -135,6 +135,9 @@ pub struct StatementHandle {
     /// empty result instead of running them again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub executed: bool,
+    /// Makes each FlightInfo's ticket unique, so cancelling one run never hits another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 impl StatementHandle {
@@ -143,6 +146,15 @@ impl StatementHandle {
             sql: sql.to_string(),
             params: None,
             executed: false,
+            nonce: None,
+        }
+    }
+
+    /// This statement as one run's ticket.
+    pub fn run_once(&self) -> Self {
+        Self {
+            nonce: Some(format!("{:032x}", rand::random::<u128>())),
+            ..self.clone()
         }
     }
 
@@ -152,6 +164,7 @@ impl StatementHandle {
             sql: self.sql.clone(),
             params: None,
             executed: true,
+            nonce: None,
         }
     }
 
@@ -187,6 +200,7 @@ impl StatementHandle {
             sql: self.sql.clone(),
             params: Some(base64::engine::general_purpose::STANDARD.encode(buf)),
             executed: false,
+            nonce: None,
         })
     }
 
@@ -300,6 +314,7 @@ mod tests {
             sql: "SELECT 1".into(),
             params: Some("not base64!".into()),
             executed: false,
+            nonce: None,
         };
         assert!(tampered.bound_rows().is_err());
         assert!(

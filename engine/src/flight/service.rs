@@ -17,17 +17,18 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    SqlSupportedCaseSensitivity, SqlSupportedTransaction, SupportedSqlGrammar,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo, SqlSupportedCaseSensitivity, SqlSupportedTransaction, SupportedSqlGrammar,
     TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, ActionType, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
-    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
 };
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
@@ -39,6 +40,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use super::cancel::{Cancellable, Cancellations};
 use super::handshake::{AUTH_MODE_HEADER, Presented, parse_authorization, parse_mode};
 use super::limits::{Limited, QueryLimits};
 use super::metadata;
@@ -50,6 +52,8 @@ use crate::session::{EndReason, Session, SessionHandle, SessionManager};
 
 /// Flight (not Flight SQL) session action; arrow-flight 58 has no hook or message for it.
 pub const CLOSE_SESSION: &str = "CloseSession";
+/// Flight's cancel action (arrow-flight 58's Flight SQL server routes it to the fallback).
+pub const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 /// `CloseSessionResult { status: CLOSED }` encoded by hand (field 1, varint 1).
 const CLOSE_SESSION_CLOSED: [u8; 2] = [0x08, 0x01];
 
@@ -62,6 +66,7 @@ pub struct SqeFlightSqlService {
     sql_info: Arc<SqlInfoData>,
     xdbc_info: Arc<XdbcTypeInfoData>,
     limits: QueryLimits,
+    cancels: Arc<Cancellations>,
 }
 
 /// A caller resolved to a session; `issued` is set when this call logged in (Basic), so the
@@ -101,7 +106,7 @@ fn sql_info_data(timeout_secs: i32) -> Result<SqlInfoData, EngineError> {
         SqlInfo::FlightSqlServerTransaction,
         SqlSupportedTransaction::None as i32,
     );
-    b.append(SqlInfo::FlightSqlServerCancel, false);
+    b.append(SqlInfo::FlightSqlServerCancel, true);
     b.append(SqlInfo::FlightSqlServerStatementTimeout, timeout_secs);
     b.append(SqlInfo::SqlDdlCatalog, false);
     b.append(SqlInfo::SqlDdlSchema, true);
@@ -138,6 +143,17 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, EngineError> {
 /// DML run in DoGet, streaming.
 fn runs_at_planning(plan: &LogicalPlan) -> bool {
     matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_))
+}
+
+/// Whether a ticket is one of a statement that ran while planning (DDL): nothing to cancel.
+fn already_ran(ticket: &[u8]) -> bool {
+    let Ok(any) = arrow_flight::sql::Any::decode(ticket) else {
+        return false;
+    };
+    matches!(
+        any.unpack::<TicketStatementQuery>(),
+        Ok(Some(t)) if StatementHandle::decode(&t.statement_handle).is_ok_and(|h| h.executed)
+    )
 }
 
 /// FlightInfo for a metadata command: the ticket is the command itself.
@@ -207,6 +223,7 @@ impl SqeFlightSqlService {
             sql_info: Arc::new(sql_info_data(timeout_secs)?),
             xdbc_info: Arc::new(metadata::xdbc_type_info()?),
             limits,
+            cancels: Arc::default(),
         })
     }
 
@@ -293,7 +310,6 @@ impl SqeFlightSqlService {
         &self,
         caller: &Caller,
         handle: &StatementHandle,
-        ticket: Vec<u8>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, EngineError> {
         let started = Instant::now();
@@ -329,6 +345,12 @@ impl SqeFlightSqlService {
                 .with_ordered(true));
         }
         let schema: &Schema = plan.schema().as_arrow();
+        // One run: the ticket carries a nonce, so it can be cancelled on its own.
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.run_once().encode().into(),
+        }
+        .as_any()
+        .encode_to_vec();
         Ok(FlightInfo::new()
             .try_with_schema(schema)?
             .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
@@ -341,6 +363,7 @@ impl SqeFlightSqlService {
         &self,
         caller: Caller,
         handle: StatementHandle,
+        ticket: &[u8],
     ) -> Result<Response<DoGetStream>, Status> {
         if handle.executed {
             // Already run when its FlightInfo was asked for: an empty result.
@@ -353,7 +376,11 @@ impl SqeFlightSqlService {
             .limits
             .admit()
             .and_then(|a| params::single_row(handle.bound_rows()?).map(|values| (a, values)));
-        let (admission, values) = match admitted {
+        let admitted = admitted.and_then(|(a, values)| {
+            let (running, signal) = self.cancels.start(&caller.session.identity.user, ticket)?;
+            Ok((a, values, running, signal))
+        });
+        let (admission, values, running, signal) = match admitted {
             Ok(x) => x,
             Err(e) => {
                 self.record_query(&caller, &sql, started, code_label(e.code()), 0);
@@ -389,7 +416,7 @@ impl SqeFlightSqlService {
             .with_schema(schema)
             .build(batches)
             .map_err(Status::from);
-        let flight = Limited::new(flight, admission);
+        let flight = Limited::new(Cancellable::new(flight, running, signal), admission);
         let response_handle = caller
             .issued
             .as_ref()
@@ -442,6 +469,27 @@ impl SqeFlightSqlService {
             Err(e) => self.record_query(caller, sql, started, code_label(e.code()), 0),
         }
         result
+    }
+
+    /// Cancels the caller's query behind every endpoint of `info`.
+    fn cancel(&self, caller: &Caller, info: &FlightInfo) -> CancelStatus {
+        let user = caller.session.identity.user.as_str();
+        let mut outcome = CancelStatus::NotCancellable;
+        for ticket in info.endpoint.iter().filter_map(|e| e.ticket.as_ref()) {
+            if already_ran(&ticket.ticket) {
+                continue;
+            }
+            if self.cancels.cancel(user, &ticket.ticket) == CancelStatus::Cancelled {
+                outcome = CancelStatus::Cancelled;
+            }
+        }
+        info!(
+            event = "cancel",
+            user,
+            session = caller.session.id.as_str(),
+            outcome = outcome.as_str_name()
+        );
+        outcome
     }
 
     fn record_query(
@@ -618,16 +666,10 @@ impl FlightSqlService for SqeFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request).await?;
-        let ticket = TicketStatementQuery {
-            statement_handle: StatementHandle::new(&query.query).encode().into(),
-        }
-        .as_any()
-        .encode_to_vec();
         let info = self
             .flight_info_for(
                 &caller,
                 &StatementHandle::new(&query.query),
-                ticket,
                 request.into_inner(),
             )
             .await?;
@@ -641,7 +683,8 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
         let handle = StatementHandle::decode(&ticket.statement_handle)?;
-        self.execute(caller, handle).await
+        let raw = request.get_ref().ticket.clone();
+        self.execute(caller, handle, &raw).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -679,9 +722,8 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request).await?;
         let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
-        let ticket = cmd.as_any().encode_to_vec();
         let info = self
-            .flight_info_for(&caller, &handle, ticket, request.into_inner())
+            .flight_info_for(&caller, &handle, request.into_inner())
             .await?;
         Ok(caller.wrap(info))
     }
@@ -693,7 +735,8 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
         let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
-        self.execute(caller, handle).await
+        let raw = request.get_ref().ticket.clone();
+        self.execute(caller, handle, &raw).await
     }
 
     /// Binds parameters: the answer is a new handle carrying the values (stateless server).
@@ -909,10 +952,45 @@ impl FlightSqlService for SqeFlightSqlService {
         Ok(caller.wrap(one_batch(schema, builder.build())))
     }
 
+    /// The pre-13.0 Flight SQL cancel: the same as CancelFlightInfo.
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let caller = self.caller(&request).await?;
+        let info = FlightInfo::decode(query.info).map_err(|_| {
+            EngineError::InvalidArgument("CancelQuery carries no FlightInfo".into())
+        })?;
+        // CancelResult numbers its outcomes exactly as CancelStatus does (0 to 3).
+        let result = self.cancel(&caller, &info);
+        Ok(ActionCancelQueryResult {
+            result: result as i32,
+        })
+    }
+
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        if request.get_ref().r#type == CANCEL_FLIGHT_INFO {
+            let caller = self.caller(&request).await?;
+            let info = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
+                .ok()
+                .and_then(|r| r.info)
+                .ok_or_else(|| {
+                    EngineError::InvalidArgument(
+                        "CancelFlightInfo needs the FlightInfo of the query to cancel".into(),
+                    )
+                })?;
+            let status = self.cancel(&caller, &info);
+            let result = arrow_flight::Result {
+                body: CancelFlightInfoResult::new(status).encode_to_vec().into(),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+                result,
+            )]))));
+        }
         if request.get_ref().r#type == CLOSE_SESSION {
             let caller = self.caller(&request).await?;
             self.sessions.end(&caller.session, EndReason::Closed).await;
@@ -930,10 +1008,16 @@ impl FlightSqlService for SqeFlightSqlService {
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
-        Some(vec![Ok(ActionType {
-            r#type: CLOSE_SESSION.into(),
-            description: "Ends the caller's session and forgets its tokens.".into(),
-        })])
+        Some(vec![
+            Ok(ActionType {
+                r#type: CLOSE_SESSION.into(),
+                description: "Ends the caller's session and forgets its tokens.".into(),
+            }),
+            Ok(ActionType {
+                r#type: CANCEL_FLIGHT_INFO.into(),
+                description: "Cancels the caller's query with this FlightInfo.".into(),
+            }),
+        ])
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
