@@ -257,3 +257,16 @@ def test_get_sql_info_says_the_server_can_cancel_and_is_not_read_only(engine):
     info = c.client.get_flight_info(flight.FlightDescriptor.for_command(cmd), c.options())
     got = c.client.do_get(info.endpoints[0].ticket, c.options()).read_all().to_pylist()
     assert {r["info_name"]: r["value"] for r in got} == {3: False, 9: True}
+
+
+def test_a_query_over_the_memory_limit_is_resource_exhausted_and_the_session_goes_on(start_engine):
+    e = start_engine(query={"memory_limit_bytes": 32 << 20, "timeout_seconds": 60, "shutdown_grace_seconds": 5})
+    c = SqlClient(e.uri)
+    c.login("alice", "alice-pw")
+    # array_agg cannot spill: ~400 MB of values against a 32 MiB pool.
+    with pytest.raises(pa.ArrowException) as raised:
+        c.query("SELECT array_agg(value) FROM generate_series(1, 50000000)")
+    assert "resource exhausted" in str(raised.value).lower(), raised.value
+    assert "memory" in str(raised.value).lower(), raised.value
+    assert c.query("SELECT 3 AS three").to_pylist() == [{"three": 3}]
+    assert e.metric("sqe_queries_total", status="resource_exhausted") >= 1
