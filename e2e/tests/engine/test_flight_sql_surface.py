@@ -270,3 +270,26 @@ def test_a_query_over_the_memory_limit_is_resource_exhausted_and_the_session_goe
     assert "memory" in str(raised.value).lower(), raised.value
     assert c.query("SELECT 3 AS three").to_pylist() == [{"three": 3}]
     assert e.metric("sqe_queries_total", status="resource_exhausted") >= 1
+
+
+def test_results_stream_batch_by_batch_and_a_dropped_stream_stops_the_query(start_engine):
+    e = start_engine(query={"timeout_seconds": 120, "max_concurrent": 1, "shutdown_grace_seconds": 5})
+    c = SqlClient(e.uri)
+    c.login("alice", "alice-pw")
+    # 10^11 rows: materialising them before the first batch would never finish.
+    info = c.flight_info("SELECT value FROM generate_series(1, 100000000000)")
+    started = time.monotonic()
+    reader = c.client.do_get(info.endpoints[0].ticket, c.options())
+    first = reader.read_chunk().data
+    assert first.num_rows > 0 and first.column(0)[0].as_py() == 1
+    assert time.monotonic() - started < 10
+    del reader  # the client goes away mid-stream
+    # The server noticed and freed the only slot.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            assert c.query("SELECT 5 AS five").to_pylist() == [{"five": 5}]
+            break
+        except pa.ArrowException:
+            assert time.monotonic() < deadline, "the abandoned query still holds its slot"
+            time.sleep(0.5)
