@@ -99,6 +99,20 @@ def test_namespaces_follow_the_catalogs_view(engine, wh):
     assert schemas("carol") == set()
 
 
+def test_show_catalogs_and_schemas_list_the_users_own_view(engine, wh):
+    catalogs = query(engine, "bob", "SHOW CATALOGS").column("Catalog").to_pylist()
+    assert catalogs == sorted({wh, "datafusion"})
+
+    def shown(user, sql):
+        return query(engine, user, sql).column("Schema").to_pylist()
+
+    assert shown("bob", "SHOW SCHEMAS") == ["demo"]
+    assert shown("bob", f"SHOW SCHEMAS FROM {wh} LIKE 'de%'") == ["demo"]
+    assert {"demo", "alice_ws"} <= set(shown("alice", f"SHOW SCHEMAS IN {wh}"))
+    assert shown("carol", "SHOW SCHEMAS") == []
+    assert shown("bob", "SHOW SCHEMAS FROM datafusion") == ["public"]
+
+
 def test_bob_is_denied_c_by_every_sql_path(engine, wh):
     for sql in (
         f"SELECT * FROM {wh}.demo.c",

@@ -6,5 +6,6 @@ pub mod limits;
 pub mod metadata;
 pub mod params;
 pub mod service;
+pub mod show;
 
 pub use service::SqeFlightSqlService;

@@ -300,7 +300,11 @@ impl SqeFlightSqlService {
         sql: &str,
     ) -> Result<(LogicalPlan, SessionContext), EngineError> {
         let ctx = self.context(caller).await?;
-        let sql = params::number_placeholders(sql)?;
+        let current = ctx.state().config_options().catalog.default_catalog.clone();
+        let sql = match super::show::rewrite(sql, &current)? {
+            Some(query) => query,
+            None => params::number_placeholders(sql)?,
+        };
         let sql = crate::catalog::time_travel::fold_clauses(&sql)?;
         let plan = ctx.state().create_logical_plan(&sql).await?;
         Ok((plan, ctx))
