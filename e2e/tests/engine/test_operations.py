@@ -72,6 +72,23 @@ def test_an_unreachable_idp_gives_unavailable_and_not_ready(engine_bin, stack, c
     assert not e.leaked_secrets()
 
 
+def test_an_unreachable_catalog_makes_the_engine_not_ready(engine_bin, stack, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}/iceberg"
+    e = Engine(engine_bin, tmp_path, stack, dead, wait_ready=True)
+    try:
+        r = requests.get(f"{e.http}/readyz", timeout=5)
+        body = r.json()
+        assert r.status_code == 503, body
+        assert body["catalog_reachable"] is False and body["idp_discovered"] is True, body
+        # Logging in still works (the IdP is up); a query over the catalog is UNAVAILABLE.
+        c = SqlClient(e.uri)
+        c.login("alice", "alice-pw")
+        with pytest.raises(flight.FlightUnavailableError):
+            c.query("SELECT count(*) FROM lake.demo.a")
+    finally:
+        assert e.stop() == 0
+
+
 def test_sigterm_lets_a_running_query_finish_then_exits(start_engine):
     e = start_engine()
     c = SqlClient(e.uri)

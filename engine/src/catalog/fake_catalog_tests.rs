@@ -102,6 +102,9 @@ async fn fake(State(log): State<Log>, req: Request) -> Response {
             answer(StatusCode::OK, json!({"namespaces": [["demo"]]}))
         }
         (Method::HEAD, "/v1/namespaces/demo") => answer(StatusCode::NO_CONTENT, json!({})),
+        (_, p) if p.starts_with("/v1/namespaces/flaky") => {
+            rest_error(StatusCode::SERVICE_UNAVAILABLE, "backend down")
+        }
         (Method::GET, "/v1/namespaces/demo") => answer(
             StatusCode::OK,
             json!({"namespace": ["demo"], "properties": {}}),
@@ -368,4 +371,16 @@ async fn bob_never_hits_an_entry_alice_created() {
 
     // And alice still reads what she may: bob's denial did not poison her entries.
     run(&alice, "SELECT * FROM lake.demo.b").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_outage_is_unavailable_not_a_missing_table() {
+    let (uri, _log) = start_fake().await;
+    let ctx = context(&uri, "tok-alice-1");
+    // The namespace check itself fails: the table lookup must report the outage, not "not found".
+    let e = run(&ctx, "SELECT * FROM lake.flaky.t").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    // A namespace the catalog says does not exist is still simply not found.
+    let e = run(&ctx, "SELECT * FROM lake.nowhere.t").await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
 }

@@ -170,7 +170,10 @@ impl CatalogState {
         }
     }
 
-    fn namespace_exists_blocking(&self, name: &str) -> bool {
+    /// Whether the namespace exists: `Some(false)` only on the catalog's definite "no such
+    /// namespace"; `None` when the catalog could not say (down, denied), so the caller can go on
+    /// to the table lookup, whose error then carries the real status (UNAVAILABLE, ...).
+    fn namespace_exists_blocking(&self, name: &str) -> Option<bool> {
         let now = Instant::now();
         if self
             .known_namespaces
@@ -179,7 +182,7 @@ impl CatalogState {
             .and_then(|k| k.get(name).copied())
             .is_some_and(|at| fresh(at, self.ttl, now))
         {
-            return true;
+            return Some(true);
         }
         let ident = NamespaceIdent::new(name.to_owned());
         match block_on(self.catalog.namespace_exists(&ident)) {
@@ -187,17 +190,20 @@ impl CatalogState {
                 if let Ok(mut k) = self.known_namespaces.lock() {
                     k.insert(name.to_owned(), now);
                 }
-                true
+                Some(true)
             }
-            Ok(Ok(false)) => false,
+            Ok(Ok(false)) => Some(false),
             Ok(Err(e)) => {
                 let e = classify(&e, &format!("namespace {}.{name}", self.warehouse()));
                 debug!(event = "catalog_namespace_check", code = e.label(), error = %e);
-                false
+                match e {
+                    EngineError::NotFound(_) => Some(false),
+                    _ => None,
+                }
             }
             Err(e) => {
                 warn!(event = "catalog_namespace_check", code = e.label(), error = %e);
-                false
+                None
             }
         }
     }
@@ -383,7 +389,7 @@ impl CatalogProvider for WarehouseProvider {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        if !self.state.namespace_exists_blocking(name) {
+        if self.state.namespace_exists_blocking(name) == Some(false) {
             return None;
         }
         Some(Arc::new(NamespaceProvider {
