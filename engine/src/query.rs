@@ -52,6 +52,20 @@ impl QueryContextFactory for LocalContextFactory {
     }
 }
 
+/// The session-local catalog (`datafusion.public`, in memory) that outlives token refreshes.
+pub const SESSION_CATALOG: &str = "datafusion";
+
+/// What the user set up in the session and expects to keep when the token (and so the context)
+/// is renewed: `SET` options and the tables in the session's own in-memory catalog. Nothing
+/// bound to the old token comes along: the warehouse catalog is the new token's.
+fn carry_over(previous: &SessionContext, next: &SessionContext) {
+    let config = previous.state().config().clone();
+    *next.state_ref().write().config_mut() = config;
+    if let Some(scratch) = previous.catalog(SESSION_CATALOG) {
+        next.register_catalog(SESSION_CATALOG, scratch);
+    }
+}
+
 #[derive(Default)]
 pub struct QueryState {
     current: Mutex<Option<(Fingerprint, SessionContext)>>,
@@ -75,6 +89,9 @@ impl QueryState {
             }
         }
         let ctx = factory.create(identity, token)?;
+        if let Some((_, previous)) = slot.as_ref() {
+            carry_over(previous, &ctx);
+        }
         *slot = Some((token.fingerprint, ctx.clone()));
         Ok(ctx)
     }
@@ -133,8 +150,47 @@ mod tests {
         assert_eq!(f.0.load(Ordering::SeqCst), 1);
         let c = state.context(&f, &id, &view("t2")).unwrap();
         assert_ne!(a.session_id(), c.session_id());
+        assert_eq!(f.0.load(Ordering::SeqCst), 2);
         assert_eq!(state.fingerprint(), Some(Fingerprint::of("t2")));
         state.clear();
         assert_eq!(state.fingerprint(), None);
+    }
+
+    #[tokio::test]
+    async fn set_options_and_session_tables_survive_a_token_refresh() {
+        let f = LocalContextFactory {
+            memory_limit_bytes: 64 << 20,
+            target_partitions: 2,
+        };
+        let id = Identity {
+            user: "alice".into(),
+            roles: vec![],
+        };
+        let state = QueryState::default();
+        let before = state.context(&f, &id, &view("t1")).unwrap();
+        for sql in [
+            "SET datafusion.execution.batch_size = 1234",
+            "CREATE TABLE datafusion.public.notes AS VALUES (1), (2), (3)",
+        ] {
+            before.sql(sql).await.unwrap().collect().await.unwrap();
+        }
+        let after = state.context(&f, &id, &view("t2")).unwrap();
+        assert_ne!(before.session_id(), after.session_id());
+        assert_eq!(after.state().config().batch_size(), 1234);
+        let n = after
+            .sql("SELECT count(*) FROM datafusion.public.notes")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(n[0].num_rows(), 1);
+        let count = n[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(count, 3);
     }
 }

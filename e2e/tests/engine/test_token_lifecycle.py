@@ -19,6 +19,11 @@ def test_a_session_stays_usable_across_three_refreshes_with_queries_running(engi
         start = time.monotonic()
         alice_refreshes = 0
         with conn.cursor() as cur:
+            # Session state the user set up before the refreshes, expected to survive them.
+            for sql in ["SET datafusion.execution.batch_size = 777",
+                        "CREATE TABLE datafusion.public.kept AS VALUES (1), (2)"]:
+                cur.execute(sql)
+                cur.fetchall()
             # Continuously, from one ADBC connection, until Keycloak saw ≥3 refreshes.
             while time.monotonic() - start < 80:
                 try:
@@ -32,9 +37,21 @@ def test_a_session_stays_usable_across_three_refreshes_with_queries_running(engi
                     alice_refreshes = len(keycloak.events(types=["REFRESH_TOKEN"], user="alice", since_ms=since))
                     if alice_refreshes >= 3 and time.monotonic() - start > 35:
                         break
+            # After the refreshes: the SET and the session table are still there, and the
+            # catalog answers with the current token.
+            after = {}
+            for name, sql in [
+                ("batch_size", "SELECT value FROM information_schema.df_settings "
+                               "WHERE name = 'datafusion.execution.batch_size'"),
+                ("kept", "SELECT count(*) FROM datafusion.public.kept"),
+                ("demo_a", "SELECT count(*) FROM lake.demo.a"),
+            ]:
+                cur.execute(sql)
+                after[name] = cur.fetchall()[0][0]
     elapsed = time.monotonic() - start
     print(f"\n{done} queries in {elapsed:.1f}s, {len(failures)} failures, {alice_refreshes} Keycloak refreshes")
     assert failures == []
+    assert after == {"batch_size": "777", "kept": 2, "demo_a": 3000}, after
     assert alice_refreshes >= 3, f"only {alice_refreshes} refreshes in {time.monotonic() - start:.0f}s"
     assert done > 100
     # The engine saw them too, and so does /metrics.

@@ -40,7 +40,7 @@ pub const DEFAULT_LISTING_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_SCHEMA: &str = "default";
 
 /// The session-local in-memory catalog kept next to the warehouse.
-pub const SCRATCH_CATALOG: &str = "datafusion";
+pub const SCRATCH_CATALOG: &str = crate::query::SESSION_CATALOG;
 pub const SCRATCH_SCHEMA: &str = "public";
 
 /// Builds each session's context around the user's own catalog client.
