@@ -9,6 +9,7 @@
 //! - `errors`: catalog failures → status codes.
 
 pub mod errors;
+pub mod parquet;
 pub mod rest;
 pub mod scan;
 pub mod schema;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::object_store::memory::InMemory;
 use datafusion::prelude::SessionConfig;
 use iceberg::io::StorageFactory;
 use iceberg_storage_opendal::OpenDalStorageFactory;
@@ -110,6 +112,12 @@ impl QueryContextFactory for CatalogContextFactory {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.memory_limit_bytes, 1.0)
             .build_arc()?;
+        // No object store with any reach: the engine's own file system is not the user's to
+        // read, and the scans' label URL resolves to an empty store (bytes come from FileIO).
+        let file = url::Url::parse("file://").expect("static URL");
+        let _ = runtime.deregister_object_store(&file);
+        let label = url::Url::parse(parquet::LABEL_URL).expect("static URL");
+        runtime.register_object_store(&label, Arc::new(InMemory::new()));
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(self.target_partitions.max(1))

@@ -16,6 +16,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
 use futures::TryStreamExt;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::scan::FileScanTask;
@@ -24,6 +25,7 @@ use iceberg::{Catalog, TableIdent};
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
 use super::errors::classify;
+use super::parquet::{datafusion_can_read, parquet_exec};
 use super::rest::UserCatalog;
 use super::scan::ParallelIcebergScan;
 use super::schema::iceberg_provider;
@@ -167,15 +169,38 @@ impl TableProvider for UserTable {
                     .map_err(|e| df_err(classify(&e, &self.subject)))?
             }
         };
-        Ok(Arc::new(ParallelIcebergScan::new(
-            self.display_name(),
-            snapshot_id,
-            table.file_io().clone(),
-            tasks,
-            output,
-            limit,
-            state.config().target_partitions(),
-        )))
+        // DataFusion's Parquet reader where it reads the same rows as iceberg's (plain Parquet,
+        // no deletes, schema never evolved); iceberg-rust's reader for the rest.
+        let schemas = table.metadata().schemas_iter().len();
+        let (plain, special): (Vec<FileScanTask>, Vec<FileScanTask>) = tasks
+            .into_iter()
+            .partition(|t| datafusion_can_read(t, schemas));
+        let partitions = state.config().target_partitions();
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !plain.is_empty() {
+            inputs.push(parquet_exec(
+                state,
+                table.file_io().clone(),
+                plain,
+                self.schema.clone(),
+                projection,
+                filters,
+                limit,
+                partitions,
+            )?);
+        }
+        if !special.is_empty() || inputs.is_empty() {
+            inputs.push(Arc::new(ParallelIcebergScan::new(
+                self.display_name(),
+                snapshot_id,
+                table.file_io().clone(),
+                special,
+                output,
+                limit,
+                partitions,
+            )));
+        }
+        UnionExec::try_new(inputs)
     }
 
     async fn insert_into(

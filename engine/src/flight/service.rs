@@ -31,7 +31,7 @@ use arrow_flight::{
     SchemaAsIpc, Ticket,
 };
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
@@ -137,6 +137,20 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, EngineError> {
         .try_into()
         .map_err(|e: arrow::error::ArrowError| EngineError::Internal(e.to_string()))?;
     Ok(bytes)
+}
+
+/// Refuses statements that reach storage by path instead of through the catalog as the user:
+/// `CREATE EXTERNAL TABLE … LOCATION` and `COPY … TO`. They would read or write with whatever
+/// the engine process can reach (its file system), not with credentials vended for the user.
+fn refuse_path_access(plan: &LogicalPlan) -> Result<(), EngineError> {
+    let what = match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(_)) => "CREATE EXTERNAL TABLE",
+        LogicalPlan::Copy(_) => "COPY ... TO",
+        _ => return Ok(()),
+    };
+    Err(EngineError::PermissionDenied(format!(
+        "{what} is not allowed: tables are read and written only through the catalog, as you"
+    )))
 }
 
 /// DDL and session statements take effect when planned-and-run in GetFlightInfo; queries and
@@ -307,6 +321,7 @@ impl SqeFlightSqlService {
         };
         let sql = crate::catalog::time_travel::fold_clauses(&sql)?;
         let plan = ctx.state().create_logical_plan(&sql).await?;
+        refuse_path_access(&plan)?;
         Ok((plan, ctx))
     }
 
@@ -1059,6 +1074,28 @@ mod tests {
     fn logs_get_the_statement_kind_not_its_literals() {
         assert_eq!(statement_kind("  select * from t where pw = 'x'"), "SELECT");
         assert_eq!(statement_kind(""), "");
+    }
+
+    #[tokio::test]
+    async fn statements_that_reach_storage_by_path_are_refused() {
+        let ctx = SessionContext::new();
+        for sql in [
+            "CREATE EXTERNAL TABLE t (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+            "COPY (SELECT 1 AS x) TO '/tmp/x.csv' STORED AS CSV",
+        ] {
+            let plan = ctx.state().create_logical_plan(sql).await.unwrap();
+            let e = refuse_path_access(&plan).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "CREATE TABLE t (x INT)",
+            "INSERT INTO t VALUES (1)",
+        ] {
+            if let Ok(plan) = ctx.state().create_logical_plan(sql).await {
+                assert!(refuse_path_access(&plan).is_ok(), "{sql}");
+            }
+        }
     }
 
     #[test]

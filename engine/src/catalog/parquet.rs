@@ -1,0 +1,243 @@
+//! DataFusion's own parallel Parquet reader over the files iceberg-rust planned, reading through
+//! the table's vended FileIO (design §3).
+//!
+//! DataFusion reads from an `ObjectStore` looked up by URL in the session's runtime; two tables
+//! of one query may sit in one bucket with different vended keys, so a URL → store registry
+//! cannot tell them apart. Instead the scan carries its own `ParquetFileReaderFactory` holding
+//! that table's FileIO: every byte is fetched with the keys vended for this table and this query,
+//! and nothing is registered in the runtime. The object-store URL the plan names is only a label.
+//!
+//! DataFusion matches Parquet columns to the table by name, Iceberg by field id; so this reader is
+//! used only where both agree: Parquet data files without delete files, in a table whose schema
+//! never changed. Everything else goes to iceberg-rust's reader (`scan::ParallelIcebergScan`).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::DFSchema;
+use datafusion::config::TableParquetOptions;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, ParquetFileMetrics, ParquetFileReaderFactory, ParquetSource,
+};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result as DFResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::ParquetMetaData;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use iceberg::arrow::ArrowFileReader;
+use iceberg::io::{FileIO, FileMetadata};
+use iceberg::scan::FileScanTask;
+use iceberg::spec::DataFileFormat;
+
+use super::scan::{balance, task_bytes};
+
+/// The object-store URL DataFusion's plan names for these scans. The session registers an empty
+/// in-memory store under it, so nothing can be read through it: bytes come only from the FileIO.
+pub const LABEL_URL: &str = "iceberg://vended";
+
+/// Whether DataFusion's reader gives the same rows as iceberg's for this file: a Parquet data
+/// file without deletes, in a table whose columns were never renamed, dropped or retyped
+/// (`schemas` = how many schemas the table metadata has ever had).
+pub fn datafusion_can_read(task: &FileScanTask, schemas: usize) -> bool {
+    schemas == 1 && task.deletes.is_empty() && task.data_file_format == DataFileFormat::Parquet
+}
+
+/// The full location of a planned file, carried to the reader factory.
+#[derive(Debug)]
+struct Location(String);
+
+fn partitioned_file(task: &FileScanTask) -> PartitionedFile {
+    // The path is a label for DataFusion's metrics and EXPLAIN; the reader uses `Location`.
+    let label = task
+        .data_file_path
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(&task.data_file_path)
+        .to_owned();
+    let whole = task.start == 0 && task.length >= task.file_size_in_bytes;
+    let mut file = if whole {
+        PartitionedFile::new(label, task.file_size_in_bytes)
+    } else {
+        PartitionedFile::new_with_range(
+            label,
+            task.file_size_in_bytes,
+            task.start as i64,
+            (task.start + task.length) as i64,
+        )
+    };
+    file.extensions = Some(Arc::new(Location(task.data_file_path.clone())));
+    file
+}
+
+/// The scan of `tasks` by DataFusion's Parquet source: one file group per partition, the
+/// pushed-down filters as its pruning (row groups, pages, bloom filters) and row-filter
+/// predicate, the projection and limit.
+#[allow(clippy::too_many_arguments)]
+pub fn parquet_exec(
+    state: &dyn Session,
+    file_io: FileIO,
+    tasks: Vec<FileScanTask>,
+    table_schema: SchemaRef,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+    partitions: usize,
+) -> DFResult<Arc<dyn ExecutionPlan>> {
+    let mut options = TableParquetOptions::new();
+    options.global = state.config_options().execution.parquet.clone();
+    // Strings as the table declares them (Utf8), as iceberg's reader returns them.
+    options.global.schema_force_view_types = false;
+    // Filters run while decoding (late materialisation), not only for pruning.
+    options.global.pushdown_filters = true;
+    options.global.reorder_filters = true;
+    let mut source = ParquetSource::new(table_schema.clone())
+        .with_table_parquet_options(options)
+        .with_parquet_file_reader_factory(Arc::new(VendedReaderFactory { file_io }));
+    if let Some(predicate) = conjunction(filters.iter().cloned()) {
+        let df_schema = DFSchema::try_from(table_schema.as_ref().clone())?;
+        source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+    }
+    let groups = balance(tasks, task_bytes, partitions)
+        .into_iter()
+        .map(|g| FileGroup::new(g.iter().map(partitioned_file).collect()))
+        .collect();
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(LABEL_URL)?, Arc::new(source))
+        .with_file_groups(groups)
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// Opens each planned file through the table's FileIO (the vended keys).
+#[derive(Debug)]
+struct VendedReaderFactory {
+    file_io: FileIO,
+}
+
+impl ParquetFileReaderFactory for VendedReaderFactory {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        _metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> DFResult<Box<dyn AsyncFileReader + Send>> {
+        let location = file
+            .extensions
+            .as_ref()
+            .and_then(|e| e.downcast_ref::<Location>())
+            .map(|l| l.0.clone())
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal(format!(
+                    "planned file {} lost its location",
+                    file.object_meta.location
+                ))
+            })?;
+        let file_metrics =
+            ParquetFileMetrics::new(partition_index, file.object_meta.location.as_ref(), metrics);
+        Ok(Box::new(VendedParquetReader {
+            file_io: self.file_io.clone(),
+            location,
+            size: file.object_meta.size,
+            inner: None,
+            metrics: file_metrics,
+        }))
+    }
+}
+
+/// iceberg's `ArrowFileReader` (range coalescing, footer reads), opened on first use because
+/// opening is async and `create_reader` is not.
+struct VendedParquetReader {
+    file_io: FileIO,
+    location: String,
+    size: u64,
+    inner: Option<ArrowFileReader>,
+    metrics: ParquetFileMetrics,
+}
+
+fn external(e: iceberg::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl VendedParquetReader {
+    async fn open(&mut self) -> Result<&mut ArrowFileReader, ParquetError> {
+        if self.inner.is_none() {
+            let input = self.file_io.new_input(&self.location).map_err(external)?;
+            let read = input.reader().await.map_err(external)?;
+            self.inner = Some(ArrowFileReader::new(FileMetadata { size: self.size }, read));
+        }
+        Ok(self.inner.as_mut().expect("opened above"))
+    }
+}
+
+impl AsyncFileReader for VendedParquetReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes, ParquetError>> {
+        self.metrics
+            .bytes_scanned
+            .add((range.end - range.start) as usize);
+        async move { self.open().await?.get_bytes(range).await }.boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
+        let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        self.metrics.bytes_scanned.add(total as usize);
+        async move { self.open().await?.get_byte_ranges(ranges).await }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>, ParquetError>> {
+        async move { self.open().await?.get_metadata(options).await }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_parquet_files_of_an_unevolved_table_go_to_datafusion() {
+        // Built from JSON so the test does not depend on FileScanTask's constructor.
+        let task: FileScanTask = serde_json::from_value(serde_json::json!({
+            "start": 0, "length": 100, "record_count": 10,
+            "data_file_path": "s3://warehouse/demo/a/data/x.parquet",
+            "data_file_format": "parquet",
+            "schema": {"type": "struct", "schema-id": 0, "fields": [
+                {"id": 1, "name": "id", "required": true, "type": "long"}]},
+            "project_field_ids": [1],
+            "predicate": null,
+            "deletes": [],
+            "file_size_in_bytes": 100,
+            "case_sensitive": true
+        }))
+        .expect("FileScanTask from JSON");
+        assert!(datafusion_can_read(&task, 1));
+        assert!(
+            !datafusion_can_read(&task, 2),
+            "an evolved schema needs field ids"
+        );
+        let file = partitioned_file(&task);
+        assert_eq!(
+            file.object_meta.location.as_ref(),
+            "warehouse/demo/a/data/x.parquet"
+        );
+        assert!(file.range.is_none());
+    }
+}
