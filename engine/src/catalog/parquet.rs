@@ -97,11 +97,10 @@ pub fn parquet_exec(
 ) -> DFResult<Arc<dyn ExecutionPlan>> {
     let mut options = TableParquetOptions::new();
     options.global = state.config_options().execution.parquet.clone();
-    // Strings as the table declares them (Utf8), as iceberg's reader returns them.
+    // Strings as the table declares them (Utf8), as iceberg's reader returns them. Everything
+    // else follows the session (`SET datafusion.execution.parquet.pushdown_filters = true` turns
+    // on late materialisation).
     options.global.schema_force_view_types = false;
-    // Filters run while decoding (late materialisation), not only for pruning.
-    options.global.pushdown_filters = true;
-    options.global.reorder_filters = true;
     let mut source = ParquetSource::new(table_schema.clone())
         .with_table_parquet_options(options)
         .with_parquet_file_reader_factory(Arc::new(VendedReaderFactory { file_io }));
