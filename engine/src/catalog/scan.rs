@@ -1,12 +1,12 @@
-//! A parallel scan of one Iceberg snapshot.
+//! A parallel scan of Iceberg files by iceberg-rust's own reader: the path for files DataFusion's
+//! Parquet source cannot read correctly (files with delete files, tables whose schema evolved;
+//! see `parquet.rs`), and the spreading of planned files over partitions both paths share.
 //!
-//! iceberg-datafusion 0.10.1's scan is a single partition: everything above it (filters,
-//! partial aggregates) would run on one core. Here iceberg-rust plans the files (snapshot,
-//! partition pruning, column-metric pruning) and the planned files are spread over one partition
-//! per core, each read by iceberg-rust's Arrow reader with the user's vended FileIO: row-group
-//! pruning and page-index row selection from the pushed-down predicate, projection, and
-//! positional/equality delete files applied — so results stay right for tables with deletes,
-//! which DataFusion's own Parquet reader would not know about.
+//! iceberg-datafusion 0.10.1's scan is a single partition: everything above it would run on one
+//! core. Here the planned files are spread over one partition per core, each read by
+//! iceberg-rust's Arrow reader with the user's vended FileIO: projection by field id, row-group
+//! pruning and page-index row selection from the pushed-down predicate, and positional/equality
+//! delete files applied.
 
 use std::any::Any;
 use std::fmt;
