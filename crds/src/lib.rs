@@ -28,6 +28,8 @@ pub mod condition {
 }
 
 /// An SQE engine deployment: OIDC provider, Polaris catalog, and how the engine pods run.
+// Each printcolumn(...) names its own `type_`; clippy reads them as one attribute repeated.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "sqe.io",

@@ -121,6 +121,43 @@ pub struct CatalogConfig {
     pub warehouse: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// When to ask the catalog for fresh storage credentials during a long scan.
+    #[serde(default, skip_serializing_if = "VendedCredentialsConfig::is_default")]
+    pub vended_credentials: VendedCredentialsConfig,
+}
+
+/// Vended storage credentials are short-lived; a scan that outlives them asks the catalog again
+/// (as the user, with the session's current token) before they run out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VendedCredentialsConfig {
+    /// Lifetime assumed when the catalog does not say (`s3.session-token-expires-at-ms`).
+    /// 900 s is the shortest session AWS STS (and MinIO's STS) will issue, so no STS credential
+    /// lives less.
+    pub assumed_lifetime_seconds: u64,
+    /// Fresh credentials are fetched when less than this is left.
+    pub refresh_margin_seconds: u64,
+}
+
+impl Default for VendedCredentialsConfig {
+    fn default() -> Self {
+        Self {
+            assumed_lifetime_seconds: 900,
+            refresh_margin_seconds: 120,
+        }
+    }
+}
+
+impl VendedCredentialsConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+    pub fn assumed_lifetime(&self) -> Duration {
+        Duration::from_secs(self.assumed_lifetime_seconds)
+    }
+    pub fn refresh_margin(&self) -> Duration {
+        Duration::from_secs(self.refresh_margin_seconds)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,6 +363,14 @@ impl EngineConfig {
         if self.catalog.warehouse.trim().is_empty() {
             return Err(invalid("catalog.warehouse", "must not be empty"));
         }
+        let v = &self.catalog.vended_credentials;
+        if v.refresh_margin_seconds >= v.assumed_lifetime_seconds {
+            return Err(invalid(
+                "catalog.vended_credentials.refresh_margin_seconds",
+                "must be shorter than assumed_lifetime_seconds, or credentials would be \
+                 fetched again on every read",
+            ));
+        }
         let s = &self.session;
         if s.max_sessions == 0 {
             return Err(invalid("session.max_sessions", "must be at least 1"));
@@ -416,6 +461,31 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
         assert_eq!(c.session.max_lifetime_seconds, 8 * 3600);
         assert_eq!(c.oidc.username_claim, "preferred_username");
         assert_eq!(c.issuer().as_str(), "http://127.0.0.1:8081/realms/sqe");
+    }
+
+    #[test]
+    fn vended_credentials_are_renewed_before_an_assumed_15_minutes_unless_configured() {
+        let c = EngineConfig::from_yaml(MINIMAL).unwrap();
+        let v = &c.catalog.vended_credentials;
+        assert_eq!(v.assumed_lifetime(), Duration::from_secs(900));
+        assert_eq!(v.refresh_margin(), Duration::from_secs(120));
+        // The default stays out of rendered files (the operator's ConfigMap).
+        assert!(!c.to_yaml().contains("vended_credentials"));
+
+        let tuned = MINIMAL.replace(
+            "warehouse: lake }",
+            "warehouse: lake, vended_credentials: { assumed_lifetime_seconds: 3600 } }",
+        );
+        let c = EngineConfig::from_yaml(&tuned).unwrap();
+        assert_eq!(c.catalog.vended_credentials.assumed_lifetime_seconds, 3600);
+        assert_eq!(c.catalog.vended_credentials.refresh_margin_seconds, 120);
+        assert!(c.to_yaml().contains("assumed_lifetime_seconds: 3600"));
+
+        let e = err_of(&MINIMAL.replace(
+            "warehouse: lake }",
+            "warehouse: lake, vended_credentials: { assumed_lifetime_seconds: 60, refresh_margin_seconds: 60 } }",
+        ));
+        assert!(e.contains("catalog.vended_credentials.refresh_margin_seconds"), "{e}");
     }
 
     #[test]

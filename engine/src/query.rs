@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use crate::auth::Identity;
 use crate::error::EngineError;
@@ -20,6 +22,39 @@ use crate::secret::{Fingerprint, Secret};
 pub struct TokenView {
     pub access_token: Secret,
     pub fingerprint: Fingerprint,
+    /// The session's token as it will be later: a query that outlives `access_token` (a long
+    /// scan renewing its vended credentials) asks the catalog with this.
+    pub latest: LatestToken,
+}
+
+type TokenLookup = dyn Fn() -> BoxFuture<'static, Result<Secret, EngineError>> + Send + Sync;
+
+/// Reads a session's token at the time of asking (after any refresh since the query started);
+/// fails once the session has ended.
+#[derive(Clone)]
+pub struct LatestToken(Arc<TokenLookup>);
+
+impl LatestToken {
+    pub fn new(
+        lookup: impl Fn() -> BoxFuture<'static, Result<Secret, EngineError>> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(lookup))
+    }
+
+    /// A token that never changes (tests; contexts without a session behind them).
+    pub fn fixed(token: Secret) -> Self {
+        Self::new(move || futures::future::ready(Ok(token.clone())).boxed())
+    }
+
+    pub async fn get(&self) -> Result<Secret, EngineError> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for LatestToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LatestToken")
+    }
 }
 
 /// Builds the context for one user and token. The catalog-aware factory replaces
@@ -127,6 +162,7 @@ mod tests {
         TokenView {
             access_token: Secret::new(token),
             fingerprint: Fingerprint::of(token),
+            latest: LatestToken::fixed(Secret::new(token)),
         }
     }
 

@@ -88,7 +88,11 @@ class Engine:
         config = {
             "listen": {"flight": f"127.0.0.1:{self.flight_port}", "http": f"127.0.0.1:{self.http_port}"},
             "oidc": oidc,
-            "catalog": {"uri": catalog_uri, "warehouse": stack.get("SQE_CATALOG_WAREHOUSE", "lake")},
+            "catalog": {
+                "uri": catalog_uri,
+                "warehouse": stack.get("SQE_CATALOG_WAREHOUSE", "lake"),
+                **overrides.pop("catalog", {}),
+            },
             "session": overrides.pop("session", {}),
             "query": overrides.pop("query", {"shutdown_grace_seconds": 20}),
             "log": {"level": "info", "format": "json"},

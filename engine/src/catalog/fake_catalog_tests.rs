@@ -18,7 +18,7 @@ use tonic::Code;
 use super::CatalogContextFactory;
 use crate::auth::Identity;
 use crate::error::EngineError;
-use crate::query::{QueryContextFactory, TokenView};
+use crate::query::{LatestToken, QueryContextFactory, TokenView};
 use crate::secret::{Fingerprint, Secret};
 
 #[derive(Debug, Clone)]
@@ -155,6 +155,7 @@ fn context_as(uri: &url::Url, user: &str, token: &str) -> SessionContext {
         uri: uri.clone(),
         warehouse: "lake".into(),
         ca_file: None,
+        vended_credentials: Default::default(),
     };
     let f = CatalogContextFactory::new(&config, 64 << 20, 2).unwrap();
     let id = Identity {
@@ -164,6 +165,7 @@ fn context_as(uri: &url::Url, user: &str, token: &str) -> SessionContext {
     let view = TokenView {
         access_token: Secret::new(token),
         fingerprint: Fingerprint::of(token),
+        latest: LatestToken::fixed(Secret::new(token)),
     };
     f.create(&id, &view).unwrap()
 }

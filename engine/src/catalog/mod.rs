@@ -7,7 +7,10 @@
 //! - `schema`: DataFusion catalog/schema providers resolving namespaces and tables lazily, with
 //!   listings limited to tables the user can load.
 //! - `errors`: catalog failures → status codes.
+//! - `table`, `scan`, `parquet`, `time_travel`: reads and writes of one table.
+//! - `credentials`: vended keys renewed during scans that outlive them.
 
+pub mod credentials;
 pub mod errors;
 pub mod parquet;
 pub mod rest;
@@ -31,7 +34,8 @@ use sqe_engine_config::CatalogConfig;
 use crate::auth::Identity;
 use crate::error::EngineError;
 use crate::query::{QueryContextFactory, TokenView};
-use rest::UserCatalog;
+use credentials::CredentialPolicy;
+use rest::{CatalogAccess, UserCatalog};
 use schema::{CatalogState, WarehouseProvider};
 
 /// How long a listing, a visibility probe or a loaded table is reused within one token's
@@ -51,6 +55,7 @@ pub struct CatalogContextFactory {
     warehouse: String,
     http: reqwest::Client,
     storage: Arc<dyn StorageFactory>,
+    credentials: CredentialPolicy,
     pub memory_limit_bytes: usize,
     pub target_partitions: usize,
     pub listing_ttl: Duration,
@@ -87,6 +92,7 @@ impl CatalogContextFactory {
             storage: Arc::new(OpenDalStorageFactory::S3 {
                 customized_credential_load: None,
             }),
+            credentials: (&catalog.vended_credentials).into(),
             memory_limit_bytes,
             target_partitions,
             listing_ttl: DEFAULT_LISTING_TTL,
@@ -100,14 +106,15 @@ impl QueryContextFactory for CatalogContextFactory {
         identity: &Identity,
         token: &TokenView,
     ) -> Result<SessionContext, EngineError> {
-        let catalog = UserCatalog::new(
-            &self.uri,
-            &self.warehouse,
-            &identity.user,
-            &token.access_token,
-            self.http.clone(),
-            self.storage.clone(),
-        )?;
+        let access = CatalogAccess {
+            uri: self.uri.clone(),
+            warehouse: self.warehouse.clone(),
+            user: identity.user.clone(),
+            http: self.http.clone(),
+            storage: self.storage.clone(),
+            credentials: self.credentials,
+        };
+        let catalog = UserCatalog::new(access, &token.access_token, token.latest.clone())?;
         let state = CatalogState::new(catalog, self.listing_ttl);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.memory_limit_bytes, 1.0)

@@ -4,8 +4,9 @@
 //! DataFusion reads from an `ObjectStore` looked up by URL in the session's runtime; two tables
 //! of one query may sit in one bucket with different vended keys, so a URL → store registry
 //! cannot tell them apart. Instead the scan carries its own `ParquetFileReaderFactory` holding
-//! that table's FileIO: every byte is fetched with the keys vended for this table and this query,
-//! and nothing is registered in the runtime. The object-store URL the plan names is only a label.
+//! that table's vended keys (`credentials::VendedIo`, renewed when they run out): every byte is
+//! fetched with the keys vended for this table and this query, and nothing is registered in the
+//! runtime. The object-store URL the plan names is only a label.
 //!
 //! DataFusion matches Parquet columns to the table by name, Iceberg by field id; so this reader is
 //! used only where both agree: Parquet data files without delete files, in a table whose schema
@@ -37,10 +38,11 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use iceberg::arrow::ArrowFileReader;
-use iceberg::io::{FileIO, FileMetadata};
+use iceberg::io::FileMetadata;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::DataFileFormat;
 
+use super::credentials::{VendedIo, render_chain, says_expired};
 use super::scan::{balance, task_bytes};
 
 /// The object-store URL DataFusion's plan names for these scans. The session registers an empty
@@ -87,7 +89,7 @@ fn partitioned_file(task: &FileScanTask) -> PartitionedFile {
 #[allow(clippy::too_many_arguments)]
 pub fn parquet_exec(
     state: &dyn Session,
-    file_io: FileIO,
+    io: Arc<VendedIo>,
     tasks: Vec<FileScanTask>,
     table_schema: SchemaRef,
     projection: Option<&Vec<usize>>,
@@ -103,7 +105,7 @@ pub fn parquet_exec(
     options.global.schema_force_view_types = false;
     let mut source = ParquetSource::new(table_schema.clone())
         .with_table_parquet_options(options)
-        .with_parquet_file_reader_factory(Arc::new(VendedReaderFactory { file_io }));
+        .with_parquet_file_reader_factory(Arc::new(VendedReaderFactory { io }));
     if let Some(predicate) = conjunction(filters.iter().cloned()) {
         let df_schema = DFSchema::try_from(table_schema.as_ref().clone())?;
         source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
@@ -120,10 +122,10 @@ pub fn parquet_exec(
     Ok(DataSourceExec::from_data_source(config))
 }
 
-/// Opens each planned file through the table's FileIO (the vended keys).
+/// Opens each planned file through the table's vended keys, renewed as the scan goes on.
 #[derive(Debug)]
 struct VendedReaderFactory {
-    file_io: FileIO,
+    io: Arc<VendedIo>,
 }
 
 impl ParquetFileReaderFactory for VendedReaderFactory {
@@ -148,7 +150,7 @@ impl ParquetFileReaderFactory for VendedReaderFactory {
         let file_metrics =
             ParquetFileMetrics::new(partition_index, file.object_meta.location.as_ref(), metrics);
         Ok(Box::new(VendedParquetReader {
-            file_io: self.file_io.clone(),
+            io: self.io.clone(),
             location,
             size: file.object_meta.size,
             inner: None,
@@ -158,28 +160,70 @@ impl ParquetFileReaderFactory for VendedReaderFactory {
 }
 
 /// iceberg's `ArrowFileReader` (range coalescing, footer reads), opened on first use because
-/// opening is async and `create_reader` is not.
+/// opening is async and `create_reader` is not, and reopened whenever the table's keys were
+/// renewed: every request is signed with keys that are current when it is made.
 struct VendedParquetReader {
-    file_io: FileIO,
+    io: Arc<VendedIo>,
     location: String,
     size: u64,
-    inner: Option<ArrowFileReader>,
+    /// The open reader and the generation of the keys it was opened with.
+    inner: Option<(ArrowFileReader, u64)>,
     metrics: ParquetFileMetrics,
 }
 
-fn external(e: iceberg::Error) -> ParquetError {
-    ParquetError::External(Box::new(e))
+fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ParquetError {
+    ParquetError::External(e.into())
+}
+
+fn refused_as_expired(e: &ParquetError) -> bool {
+    says_expired(&render_chain(e))
 }
 
 impl VendedParquetReader {
-    async fn open(&mut self) -> Result<&mut ArrowFileReader, ParquetError> {
-        if self.inner.is_none() {
-            let input = self.file_io.new_input(&self.location).map_err(external)?;
+    async fn reader(&mut self) -> Result<&mut ArrowFileReader, ParquetError> {
+        let (file_io, generation) = self.io.current().await.map_err(external)?;
+        if self.inner.as_ref().map(|(_, g)| *g) != Some(generation) {
+            let input = file_io.new_input(&self.location).map_err(external)?;
             let read = input.reader().await.map_err(external)?;
-            self.inner = Some(ArrowFileReader::new(FileMetadata { size: self.size }, read));
+            let reader = ArrowFileReader::new(FileMetadata { size: self.size }, read);
+            self.inner = Some((reader, generation));
         }
-        Ok(self.inner.as_mut().expect("opened above"))
+        Ok(&mut self.inner.as_mut().expect("opened above").0)
     }
+
+    /// The object store refused the keys as expired: renew them (once for all readers of the
+    /// scan) so that the next `reader()` opens with the new ones.
+    async fn renew(&mut self) -> Result<(), ParquetError> {
+        let generation = match &self.inner {
+            Some((_, g)) => *g,
+            None => self.io.generation().await,
+        };
+        self.io
+            .renew_after_refusal(generation)
+            .await
+            .map_err(external)?;
+        self.inner = None;
+        Ok(())
+    }
+}
+
+/// Runs `$call` on the current reader; if the keys were refused as expired, renews them and
+/// runs it once more. Reads are idempotent, so the retry cannot duplicate rows.
+macro_rules! once_more_if_expired {
+    ($self:ident, |$r:ident| $call:expr) => {{
+        let first = match $self.reader().await {
+            Ok($r) => $call.await,
+            Err(e) => Err(e),
+        };
+        match first {
+            Err(e) if refused_as_expired(&e) => {
+                $self.renew().await?;
+                let $r = $self.reader().await?;
+                $call.await
+            }
+            other => other,
+        }
+    }};
 }
 
 impl AsyncFileReader for VendedParquetReader {
@@ -187,7 +231,7 @@ impl AsyncFileReader for VendedParquetReader {
         self.metrics
             .bytes_scanned
             .add((range.end - range.start) as usize);
-        async move { self.open().await?.get_bytes(range).await }.boxed()
+        async move { once_more_if_expired!(self, |r| r.get_bytes(range.clone())) }.boxed()
     }
 
     fn get_byte_ranges(
@@ -196,14 +240,14 @@ impl AsyncFileReader for VendedParquetReader {
     ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
         let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         self.metrics.bytes_scanned.add(total as usize);
-        async move { self.open().await?.get_byte_ranges(ranges).await }.boxed()
+        async move { once_more_if_expired!(self, |r| r.get_byte_ranges(ranges.clone())) }.boxed()
     }
 
     fn get_metadata<'a>(
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>, ParquetError>> {
-        async move { self.open().await?.get_metadata(options).await }.boxed()
+        async move { once_more_if_expired!(self, |r| r.get_metadata(options)) }.boxed()
     }
 }
 

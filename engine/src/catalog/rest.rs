@@ -19,7 +19,9 @@ use iceberg::{
 };
 use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 
+use super::credentials::CredentialPolicy;
 use crate::error::EngineError;
+use crate::query::LatestToken;
 use crate::secret::{Fingerprint, Secret};
 
 /// Asks the catalog to vend per-table storage credentials on loadTable/createTable.
@@ -83,53 +85,82 @@ pub fn has_vended_credentials(props: &HashMap<String, String>) -> bool {
 /// returns re-wrapped so its FileIO holds only vended storage properties.
 pub struct UserCatalog {
     rest: RestCatalog,
-    storage: Arc<dyn StorageFactory>,
-    warehouse: String,
+    access: CatalogAccess,
+    /// The token this client sends.
+    fingerprint: Fingerprint,
+    /// Where to find the session's token later (see `current`).
+    latest: LatestToken,
+}
+
+/// Everything but the token that a user's catalog client is built from.
+#[derive(Clone)]
+pub struct CatalogAccess {
+    pub uri: String,
+    pub warehouse: String,
     /// Whose catalog this is, for the log line that attributes vended keys.
-    user: String,
+    pub user: String,
+    pub http: reqwest::Client,
+    pub storage: Arc<dyn StorageFactory>,
+    pub credentials: CredentialPolicy,
 }
 
 /// Never prints the inner client: its properties hold the user's token.
 impl fmt::Debug for UserCatalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserCatalog")
-            .field("warehouse", &self.warehouse)
-            .field("user", &self.user)
+            .field("warehouse", &self.access.warehouse)
+            .field("user", &self.access.user)
+            .field("fp", &self.fingerprint)
             .finish_non_exhaustive()
     }
 }
 
 impl UserCatalog {
     /// Builds the client; nothing is sent until the first call (GET /v1/config).
-    pub fn new(
-        uri: &str,
-        warehouse: &str,
-        user: &str,
-        token: &Secret,
-        http: reqwest::Client,
-        storage: Arc<dyn StorageFactory>,
-    ) -> Result<Self, EngineError> {
+    pub fn new(access: CatalogAccess, token: &Secret, latest: LatestToken) -> Result<Self, EngineError> {
         let runtime = Runtime::try_current()
             .map_err(|_| EngineError::Internal("catalog client needs a tokio runtime".into()))?;
         let rest = RestCatalogBuilder::default()
-            .with_client(http)
-            .with_storage_factory(storage.clone())
+            .with_client(access.http.clone())
+            .with_storage_factory(access.storage.clone())
             .with_runtime(runtime)
-            .load(warehouse, catalog_props(uri, warehouse, token))
+            .load(
+                &access.warehouse,
+                catalog_props(&access.uri, &access.warehouse, token),
+            )
             // 0.10.1's `load` is a ready future: building the client does no I/O.
             .now_or_never()
             .ok_or_else(|| EngineError::Internal("catalog client build did not complete".into()))?
             .map_err(|e| EngineError::Internal(format!("catalog client: {}", e.message())))?;
         Ok(Self {
             rest,
-            storage,
-            warehouse: warehouse.to_owned(),
-            user: user.to_owned(),
+            access,
+            fingerprint: token.fingerprint(),
+            latest,
         })
     }
 
     pub fn warehouse(&self) -> &str {
-        &self.warehouse
+        &self.access.warehouse
+    }
+
+    pub fn credential_policy(&self) -> CredentialPolicy {
+        self.access.credentials
+    }
+
+    /// This client if the session still has the token it was built with, else a client for
+    /// the session's token now: a query that outlives the token (a long scan renewing its
+    /// vended keys) keeps asking as the user. Fails once the session has ended.
+    pub async fn current(self: &Arc<Self>) -> Result<Arc<Self>, EngineError> {
+        let token = self.latest.get().await?;
+        if token.fingerprint() == self.fingerprint {
+            return Ok(self.clone());
+        }
+        Ok(Arc::new(Self::new(
+            self.access.clone(),
+            &token,
+            self.latest.clone(),
+        )?))
     }
 
     /// The table with a FileIO that can only use what the catalog vended for it; a table in
@@ -142,7 +173,7 @@ impl UserCatalog {
             let denied = EngineError::PermissionDenied(format!(
                 "the catalog vended no storage credentials for table {}.{}; refusing to read \
                  it with any other credentials",
-                self.warehouse,
+                self.access.warehouse,
                 ident_text(ident)
             ));
             return Err(
@@ -154,13 +185,13 @@ impl UserCatalog {
             // object store's own access log can be checked against it.
             tracing::info!(
                 event = "storage_credentials",
-                user = self.user.as_str(),
+                user = self.access.user.as_str(),
                 table = %ident_text(table.identifier()),
                 access_key_fp = %Fingerprint::of(key),
                 session_token = props.contains_key("s3.session-token"),
             );
         }
-        let file_io = FileIOBuilder::new(self.storage.clone())
+        let file_io = FileIOBuilder::new(self.access.storage.clone())
             .with_props(props)
             .build();
         let mut builder = Table::builder()
@@ -325,20 +356,48 @@ mod tests {
         assert!(!has_vended_credentials(&half));
     }
 
-    #[tokio::test]
-    async fn the_client_never_prints_its_token() {
-        let c = UserCatalog::new(
-            "http://127.0.0.1:1/iceberg",
-            "lake",
-            "alice",
-            &Secret::new("eyJ.secret.token"),
-            reqwest::Client::new(),
-            Arc::new(iceberg_storage_opendal::OpenDalStorageFactory::S3 {
+    fn access() -> CatalogAccess {
+        CatalogAccess {
+            uri: "http://127.0.0.1:1/iceberg".into(),
+            warehouse: "lake".into(),
+            user: "alice".into(),
+            http: reqwest::Client::new(),
+            storage: Arc::new(iceberg_storage_opendal::OpenDalStorageFactory::S3 {
                 customized_credential_load: None,
             }),
-        )
-        .unwrap();
+            credentials: CredentialPolicy::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_never_prints_its_token() {
+        let token = Secret::new("eyJ.secret.token");
+        let c = UserCatalog::new(access(), &token, LatestToken::fixed(token.clone())).unwrap();
         let shown = format!("{c:?} {c:#?}");
         assert!(!shown.contains("eyJ"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn a_long_query_asks_with_the_sessions_token_as_it_is_now() {
+        let now = Arc::new(std::sync::Mutex::new(Some(Secret::new("t1"))));
+        let source = now.clone();
+        let latest = LatestToken::new(move || {
+            let t = source.lock().unwrap().clone();
+            async move { t.ok_or(EngineError::SessionInvalid) }.boxed()
+        });
+        let c = Arc::new(UserCatalog::new(access(), &Secret::new("t1"), latest).unwrap());
+        // Same token: the same client.
+        assert!(Arc::ptr_eq(&c, &c.current().await.unwrap()));
+        // Refreshed: a client for the new token, same user and warehouse.
+        *now.lock().unwrap() = Some(Secret::new("t2"));
+        let next = c.current().await.unwrap();
+        assert_eq!(next.fingerprint, Fingerprint::of("t2"));
+        assert_eq!(next.access.user, "alice");
+        // Session over: no client at all.
+        *now.lock().unwrap() = None;
+        assert!(matches!(
+            c.current().await.unwrap_err(),
+            EngineError::SessionInvalid
+        ));
     }
 }

@@ -23,11 +23,15 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::Runtime;
 use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
+
+use super::credentials::{VendedIo, render_chain, says_expired};
 
 /// Files each partition reads at once: overlaps one file's S3 latency with another's decoding.
 const FILES_IN_FLIGHT_PER_PARTITION: usize = 2;
@@ -58,7 +62,7 @@ pub fn task_bytes(t: &FileScanTask) -> u64 {
 pub struct ParallelIcebergScan {
     table: String,
     snapshot_id: Option<i64>,
-    file_io: FileIO,
+    io: Arc<VendedIo>,
     groups: Vec<Vec<FileScanTask>>,
     schema: SchemaRef,
     limit: Option<usize>,
@@ -81,7 +85,7 @@ impl ParallelIcebergScan {
     pub fn new(
         table: String,
         snapshot_id: Option<i64>,
-        file_io: FileIO,
+        io: Arc<VendedIo>,
         tasks: Vec<FileScanTask>,
         schema: SchemaRef,
         limit: Option<usize>,
@@ -97,7 +101,7 @@ impl ParallelIcebergScan {
         Self {
             table,
             snapshot_id,
-            file_io,
+            io,
             groups,
             schema,
             limit,
@@ -179,18 +183,12 @@ impl ExecutionPlan for ParallelIcebergScan {
         files.add(tasks.len());
         let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let runtime = Runtime::try_current().map_err(|e| DataFusionError::External(e.into()))?;
-        let reader = ArrowReaderBuilder::new(self.file_io.clone(), runtime)
-            .with_batch_size(context.session_config().batch_size())
-            .with_data_file_concurrency_limit(FILES_IN_FLIGHT_PER_PARTITION)
-            .with_row_group_filtering_enabled(true)
-            .with_row_selection_enabled(true)
-            .build();
-        let task_stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-        let batches = reader
-            .read(task_stream)
-            .map_err(|e| DataFusionError::External(e.into()))?
-            .stream()
-            .map_err(|e| DataFusionError::External(e.into()));
+        let batch_size = context.session_config().batch_size();
+        let io = self.io.clone();
+        // File by file, so each file is opened with keys that are current when it starts.
+        let batches = futures::stream::iter(tasks)
+            .map(move |task| read_file(io.clone(), runtime.clone(), task, batch_size))
+            .flatten_unordered(FILES_IN_FLIGHT_PER_PARTITION);
         // Each partition stops at the limit; DataFusion's limit above combines them.
         let remaining = Arc::new(AtomicUsize::new(self.limit.unwrap_or(usize::MAX)));
         let left = remaining.clone();
@@ -208,6 +206,59 @@ impl ExecutionPlan for ParallelIcebergScan {
             limited,
         )))
     }
+}
+
+fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DataFusionError {
+    DataFusionError::External(e.into())
+}
+
+/// One file's batches by iceberg's reader (projection by field id, pruning, deletes applied).
+fn read_with(
+    file_io: FileIO,
+    runtime: Runtime,
+    task: FileScanTask,
+    batch_size: usize,
+) -> DFResult<BoxStream<'static, DFResult<RecordBatch>>> {
+    let reader = ArrowReaderBuilder::new(file_io, runtime)
+        .with_batch_size(batch_size)
+        .with_row_group_filtering_enabled(true)
+        .with_row_selection_enabled(true)
+        .build();
+    Ok(reader
+        .read(futures::stream::iter([Ok(task)]).boxed())
+        .map_err(external)?
+        .stream()
+        .map_err(external)
+        .boxed())
+}
+
+/// One file, with the table's current vended keys; if the object store refuses them as expired
+/// before the file gave any row, once more with renewed keys. (A refusal after rows were
+/// returned fails the query: retrying would return those rows twice.)
+fn read_file(
+    io: Arc<VendedIo>,
+    runtime: Runtime,
+    task: FileScanTask,
+    batch_size: usize,
+) -> BoxStream<'static, DFResult<RecordBatch>> {
+    let opened = async move {
+        let (file_io, generation) = io.current().await.map_err(external)?;
+        let mut batches = read_with(file_io, runtime.clone(), task.clone(), batch_size)?;
+        match batches.next().await {
+            Some(Err(e)) if says_expired(&render_chain(&e)) => {
+                let (file_io, _) = io
+                    .renew_after_refusal(generation)
+                    .await
+                    .map_err(external)?;
+                read_with(file_io, runtime, task, batch_size)
+            }
+            Some(first) => Ok(futures::stream::once(async { first })
+                .chain(batches)
+                .boxed()),
+            None => Ok(futures::stream::empty().boxed()),
+        }
+    };
+    futures::stream::once(opened).try_flatten().boxed()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -17,13 +18,14 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::scan::FileScanTask;
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
+use super::credentials::{Renew, Vended, VendedIo};
 use super::errors::classify;
 use super::parquet::{datafusion_can_read, parquet_exec};
 use super::rest::UserCatalog;
@@ -86,6 +88,33 @@ impl UserTable {
         self.pinned.as_ref().map(|(_, id)| *id)
     }
 
+    /// Fresh keys for this table: loadTable again, as the user, with the session's token as it
+    /// is now (the scan may have outlived the one it started with).
+    fn renewal(&self) -> Renew {
+        let catalog = self.catalog.clone();
+        let ident = self.ident.clone();
+        let subject = self.subject.clone();
+        Arc::new(move || {
+            let (catalog, ident, subject) = (catalog.clone(), ident.clone(), subject.clone());
+            async move {
+                let vended_at = SystemTime::now();
+                let table = catalog
+                    .current()
+                    .await?
+                    .load_table(&ident)
+                    .await
+                    .map_err(|e| classify(&e, &subject))?;
+                Ok(Vended {
+                    expires_at: catalog
+                        .credential_policy()
+                        .expires_at(table.file_io().config().props(), vended_at),
+                    file_io: table.file_io().clone(),
+                })
+            }
+            .boxed()
+        })
+    }
+
     fn display_name(&self) -> String {
         self.subject
             .strip_prefix("table ")
@@ -125,6 +154,7 @@ impl TableProvider for UserTable {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         // Loaded per query: the latest snapshot and credentials vended now, for this user.
+        let vended_at = SystemTime::now();
         let table = self
             .catalog
             .load_table(&self.ident)
@@ -176,11 +206,22 @@ impl TableProvider for UserTable {
             .into_iter()
             .partition(|t| datafusion_can_read(t, schemas));
         let partitions = state.config().target_partitions();
+        let policy = self.catalog.credential_policy();
+        let first = Vended {
+            file_io: table.file_io().clone(),
+            expires_at: policy.expires_at(table.file_io().config().props(), vended_at),
+        };
+        let io = Arc::new(VendedIo::new(
+            self.subject.clone(),
+            policy,
+            first,
+            self.renewal(),
+        ));
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plain.is_empty() {
             inputs.push(parquet_exec(
                 state,
-                table.file_io().clone(),
+                io.clone(),
                 plain,
                 self.schema.clone(),
                 projection,
@@ -193,7 +234,7 @@ impl TableProvider for UserTable {
             inputs.push(Arc::new(ParallelIcebergScan::new(
                 self.display_name(),
                 snapshot_id,
-                table.file_io().clone(),
+                io,
                 special,
                 output,
                 limit,

@@ -478,7 +478,7 @@ impl SessionManager {
                     return Err(EngineError::SessionInvalid);
                 }
                 if Instant::now() < st.expires_at {
-                    return Ok(st.view());
+                    return Ok(st.view(session.latest_token()));
                 }
                 st.generation
             };

@@ -4,17 +4,19 @@ pub mod manager;
 pub mod refresh;
 pub mod store;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures::FutureExt;
 use rand::RngCore;
 use sqe_engine_config::AuthMode;
 use tokio::time::Instant;
 
 use crate::auth::Identity;
-use crate::query::{QueryState, TokenView};
+use crate::error::EngineError;
+use crate::query::{LatestToken, QueryState, TokenView};
 use crate::secret::{Fingerprint, Secret};
 
 pub use manager::{SessionManager, SessionPolicy};
@@ -129,10 +131,11 @@ impl TokenState {
         }
     }
 
-    pub fn view(&self) -> TokenView {
+    pub fn view(&self, latest: LatestToken) -> TokenView {
         TokenView {
             access_token: self.access.clone(),
             fingerprint: self.fingerprint,
+            latest,
         }
     }
 
@@ -220,6 +223,24 @@ impl Session {
 
     pub fn last_used(&self) -> Instant {
         self.last_used.lock().map(|t| *t).unwrap_or(self.created)
+    }
+
+    /// The session's token whenever a running query asks for it (refreshed in the background
+    /// meanwhile). Holds the session weakly: a query never keeps a closed session alive.
+    pub fn latest_token(self: &Arc<Self>) -> LatestToken {
+        let session = Arc::downgrade(self);
+        LatestToken::new(move || {
+            let session = session.clone();
+            async move {
+                let session = session.upgrade().ok_or(EngineError::SessionInvalid)?;
+                let st = session.tokens.read().await;
+                if st.ended.is_some() || Instant::now() >= st.expires_at {
+                    return Err(EngineError::SessionInvalid);
+                }
+                Ok(st.access.clone())
+            }
+            .boxed()
+        })
     }
 
     /// The current fingerprint without waiting (for logs).

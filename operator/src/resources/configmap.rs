@@ -100,6 +100,7 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
                 .ca_secret_ref
                 .as_ref()
                 .map(|r| PathBuf::from(format!("{CATALOG_CA_DIR}/{}", r.key))),
+            vended_credentials: Default::default(),
         },
         session: SessionConfig {
             refresh_buffer_seconds: s
