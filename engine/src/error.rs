@@ -113,14 +113,17 @@ impl From<DataFusionError> for EngineError {
     fn from(e: DataFusionError) -> Self {
         let message = e.to_string();
         let root = e.find_root();
-        // Catalog failures travel through DataFusion as `External`; they keep their own code.
-        if let DataFusionError::External(inner) = root {
+        // Catalog and storage failures travel through DataFusion as `External` (or inside a
+        // Parquet reader's error, from the scans' own readers); they keep their own code.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(root);
+        while let Some(inner) = cause {
             if let Some(engine) = inner.downcast_ref::<EngineError>() {
                 return crate::catalog::errors::from_code(engine.code(), engine.to_string());
             }
             if let Some(iceberg) = inner.downcast_ref::<iceberg::Error>() {
                 return crate::catalog::errors::classify(iceberg, "the query");
             }
+            cause = inner.source();
         }
         // A table or namespace the catalog does not have, or does not show this user (a 404
         // resolves to "no such table"; an unlisted namespace to "failed to resolve schema").
@@ -183,6 +186,16 @@ mod tests {
         };
         assert_eq!(throttled.code(), Code::ResourceExhausted);
         assert!(throttled.to_string().contains("4 s"));
+    }
+
+    #[test]
+    fn failures_inside_a_parquet_read_keep_their_code() {
+        // A scan whose session ended while it renewed its storage keys.
+        let inner = datafusion::parquet::errors::ParquetError::External(Box::new(
+            EngineError::SessionInvalid,
+        ));
+        let e: EngineError = DataFusionError::ParquetError(Box::new(inner)).into();
+        assert_eq!(e.code(), Code::Unauthenticated);
     }
 
     #[test]

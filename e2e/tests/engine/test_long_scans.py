@@ -16,6 +16,10 @@ import time
 import uuid
 
 import pytest
+import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from flightsql import SqlClient
 from test_isolation import fingerprint
@@ -39,11 +43,11 @@ def quick_renewals(start_engine):
     )
 
 
-@pytest.fixture
-def many_files(quick_renewals):
-    """alice's table of FILES data files (one INSERT each), ids 1..FILES*ROWS_PER_FILE."""
+@pytest.fixture(scope="module")
+def many_files(engine):
+    """alice's table written by FILES inserts (a few data files each), ids 1..FILES*ROWS_PER_FILE."""
     name = f"long_{uuid.uuid4().hex[:8]}"
-    with connect(quick_renewals, "alice") as conn, conn.cursor() as cur:
+    with connect(engine, "alice") as conn, conn.cursor() as cur:
         cur.execute(f"CREATE TABLE lake.alice_ws.{name} (id BIGINT, label VARCHAR)")
         cur.fetchall()
         for i in range(FILES):
@@ -54,9 +58,20 @@ def many_files(quick_renewals):
             )
             assert cur.fetchall() == [(ROWS_PER_FILE,)]
     yield name
-    with connect(quick_renewals, "alice") as conn, conn.cursor() as cur:
+    with connect(engine, "alice") as conn, conn.cursor() as cur:
         cur.execute(f"DROP TABLE lake.alice_ws.{name}")
         cur.fetchall()
+
+
+def revoke_all_vended_keys(stack) -> None:
+    """MinIO's admin API: revoke every STS credential whose parent is the root user — all the
+    keys the catalog has vended (it assumes roles as root). Signed with the root key."""
+    url = f"{stack['SQE_S3_ENDPOINT']}/minio/admin/v3/revoke-tokens/builtin?fullRevoke=true"
+    req = AWSRequest(method="POST", url=url, data=b"")
+    root = Credentials(stack["SQE_MINIO_ROOT_USER"], stack["SQE_MINIO_ROOT_PASSWORD"])
+    S3SigV4Auth(root, "s3", stack["SQE_S3_REGION"]).add_auth(req)
+    r = requests.post(url, headers=dict(req.headers), data=b"", timeout=10)
+    assert r.status_code == 204, (r.status_code, r.text)
 
 
 def _table_reads(minio_audit, start: int, name: str) -> list[dict]:
@@ -126,3 +141,41 @@ def test_a_scan_outliving_its_keys_and_token_renews_them_as_the_user(
     vended_to_alice = {e["access_key_fp"] for e in engine.events("storage_credentials", user="alice")}
     assert len(used) >= 2, used
     assert {fingerprint(k) for k in used} <= vended_to_alice, (used, vended_to_alice)
+
+
+def test_keys_revoked_mid_scan_are_replaced_and_the_scan_completes(engine, many_files, stack, minio_audit):
+    """The object store refuses keys the engine still thinks valid (here: revoked by the MinIO
+    administrator; elsewhere: a catalog that hands out cached, older keys). The engine asks the
+    catalog for new ones once and goes on; no row is lost or repeated."""
+    name = many_files
+    c = SqlClient(engine.uri)
+    engine.remember_secret(c.login("alice", "alice-pw"))
+    renewed_before = len(engine.events("storage_credentials_renewed"))
+    audit_mark = len(minio_audit.entries())
+
+    info = c.flight_info(f"SELECT id FROM lake.alice_ws.{name}")
+    reader = c.client.do_get(info.endpoints[0].ticket, c.options())
+    first = reader.read_chunk().data
+    rows, total = first.num_rows, sum(first.column("id").to_pylist())
+    revoke_all_vended_keys(stack)
+    while True:
+        try:
+            chunk = reader.read_chunk().data
+        except StopIteration:
+            break
+        rows += chunk.num_rows
+        total += sum(chunk.column("id").to_pylist())
+
+    n = FILES * ROWS_PER_FILE
+    assert rows == n
+    assert total == n * (n + 1) // 2
+    renewals = engine.events("storage_credentials_renewed")[renewed_before:]
+    assert [r["reason"] for r in renewals] == ["Refused"], renewals
+
+    reads = _table_reads(minio_audit, audit_mark, name)
+    refused = [e for e in reads if e.get("api", {}).get("statusCode") == 403]
+    assert refused, "the revoked key was never refused: the test did not exercise a refusal"
+    vended_to_alice = {e["access_key_fp"] for e in engine.events("storage_credentials", user="alice")}
+    served = [e for e in reads if e.get("api", {}).get("statusCode") == 200]
+    assert served and all(e.get("accessKey") for e in served)
+    assert {fingerprint(e["accessKey"]) for e in served} <= vended_to_alice
