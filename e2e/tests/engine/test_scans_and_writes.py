@@ -12,6 +12,7 @@ import adbc_driver_flightsql.dbapi as adbc
 import pyarrow as pa
 import pytest
 
+from position_deletes import delete_positions
 from test_catalog_queries import assert_denied, connect, denied, query
 
 
@@ -111,6 +112,40 @@ def test_a_table_whose_schema_changed_is_read_by_field_id(engine, catalog, scrat
         {"id": 2, "word": "two", "extra": None},
         {"id": 3, "word": "three", "extra": 33},
     ]
+
+
+def test_rows_deleted_merge_on_read_stay_deleted(engine, catalog, scratch):
+    """A merge-on-read delete keeps the data file and lists its dead rows in a position-delete
+    file. The engine must not return them: files with deletes go to iceberg-rust's reader, which
+    applies them; files without still go to DataFusion's."""
+    table_name = scratch.rsplit(".", 1)[1]
+    run(engine, "alice", f"CREATE TABLE {scratch} (id BIGINT, v VARCHAR)")
+    alice = catalog.pyiceberg(catalog.token("alice"))
+    table = alice.load_table(f"alice_ws.{table_name}")
+    ids = list(range(1000))
+    table.append(pa.table({"id": ids, "v": [f"v{i}" for i in ids]}, schema=table.schema().as_arrow()))
+    (data_file,) = [t.file.file_path for t in table.refresh().scan().plan_files()]
+    # Rows are where pyiceberg wrote them: row i has id i. Delete every id divisible by 3.
+    table = delete_positions(table, data_file, [i for i in ids if i % 3 == 0])
+
+    # The catalog now plans a delete file against the data file, and pyiceberg applies it.
+    tasks = list(table.scan().plan_files())
+    assert [d.content.name for t in tasks for d in t.delete_files] == ["POSITION_DELETES"], tasks
+    truth = table.scan().to_arrow()
+    assert truth.num_rows == 666
+
+    got = query(engine, "alice", f"SELECT count(*) AS n, sum(id) AS s, min(id % 3) AS m FROM {scratch}")
+    assert got.to_pylist() == [{"n": 666, "s": sum(truth.column("id").to_pylist()), "m": 1}]
+    assert query(engine, "alice", f"SELECT v FROM {scratch} WHERE id = 3").num_rows == 0
+    assert query(engine, "alice", f"SELECT v FROM {scratch} WHERE id = 4").to_pylist() == [{"v": "v4"}]
+
+    # A later append by the engine: its file has no deletes and is read by DataFusion's reader,
+    # in the same scan as the file with deletes.
+    run(engine, "alice", f"INSERT INTO {scratch} VALUES (3000, 'new'), (3003, 'new')")
+    plan = explain(engine, "alice", f"SELECT * FROM {scratch}")
+    assert "ParallelIcebergScan" in plan and "DataSourceExec" in plan, plan
+    got = query(engine, "alice", f"SELECT count(*) AS n, sum(id) AS s FROM {scratch}").to_pylist()
+    assert got == [{"n": 668, "s": sum(truth.column("id").to_pylist()) + 3000 + 3003}]
 
 
 def test_create_table_as_select_with_rows_commits_as_alice(engine, catalog, scratch):
