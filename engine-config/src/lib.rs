@@ -485,7 +485,10 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
             "warehouse: lake }",
             "warehouse: lake, vended_credentials: { assumed_lifetime_seconds: 60, refresh_margin_seconds: 60 } }",
         ));
-        assert!(e.contains("catalog.vended_credentials.refresh_margin_seconds"), "{e}");
+        assert!(
+            e.contains("catalog.vended_credentials.refresh_margin_seconds"),
+            "{e}"
+        );
     }
 
     #[test]

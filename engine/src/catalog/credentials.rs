@@ -200,7 +200,10 @@ mod tests {
     fn the_catalogs_expiry_wins_over_the_assumed_lifetime() {
         let p = policy(900, 120);
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        assert_eq!(p.expires_at(&HashMap::new(), t0), t0 + Duration::from_secs(900));
+        assert_eq!(
+            p.expires_at(&HashMap::new(), t0),
+            t0 + Duration::from_secs(900)
+        );
         let said = HashMap::from([(EXPIRES_AT_MS.to_owned(), "1800000300000".to_owned())]);
         assert_eq!(p.expires_at(&said, t0), t0 + Duration::from_secs(300));
         // Garbage is not trusted as an expiry.
@@ -223,7 +226,9 @@ mod tests {
                      message: \"The provided token has expired.\" }";
         assert!(says_expired(minio));
         assert!(says_expired("<Code>InvalidAccessKeyId</Code>"));
-        assert!(!says_expired("<Code>AccessDenied</Code><Message>Access Denied.</Message>"));
+        assert!(!says_expired(
+            "<Code>AccessDenied</Code><Message>Access Denied.</Message>"
+        ));
         assert!(!says_expired("NoSuchKey"));
     }
 
@@ -308,8 +313,12 @@ mod tests {
                 expires_at: SystemTime::now(),
             },
             Arc::new(|| {
-                async { Err(EngineError::PermissionDenied("table lake.demo.c: revoked".into())) }
-                    .boxed()
+                async {
+                    Err(EngineError::PermissionDenied(
+                        "table lake.demo.c: revoked".into(),
+                    ))
+                }
+                .boxed()
             }),
         );
         let e = io.current().await.unwrap_err();

@@ -117,7 +117,11 @@ impl fmt::Debug for UserCatalog {
 
 impl UserCatalog {
     /// Builds the client; nothing is sent until the first call (GET /v1/config).
-    pub fn new(access: CatalogAccess, token: &Secret, latest: LatestToken) -> Result<Self, EngineError> {
+    pub fn new(
+        access: CatalogAccess,
+        token: &Secret,
+        latest: LatestToken,
+    ) -> Result<Self, EngineError> {
         let runtime = Runtime::try_current()
             .map_err(|_| EngineError::Internal("catalog client needs a tokio runtime".into()))?;
         let rest = RestCatalogBuilder::default()

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -23,7 +24,6 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::Runtime;
@@ -246,10 +246,7 @@ fn read_file(
         let mut batches = read_with(file_io, runtime.clone(), task.clone(), batch_size)?;
         match batches.next().await {
             Some(Err(e)) if says_expired(&render_chain(&e)) => {
-                let (file_io, _) = io
-                    .renew_after_refusal(generation)
-                    .await
-                    .map_err(external)?;
+                let (file_io, _) = io.renew_after_refusal(generation).await.map_err(external)?;
                 read_with(file_io, runtime, task, batch_size)
             }
             Some(first) => Ok(futures::stream::once(async { first })

@@ -4,8 +4,8 @@ pub mod manager;
 pub mod refresh;
 pub mod store;
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
