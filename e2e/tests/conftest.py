@@ -122,14 +122,25 @@ class MinioAudit:
         with self.path.open(encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
 
-    def wait_for(self, predicate, timeout: float = 15.0) -> list[dict]:
-        """Delivery is asynchronous: poll until some entry matches."""
+    def wait_for(self, predicate, timeout: float = 15.0, since: int = 0) -> list[dict]:
+        """Delivery is asynchronous: poll until some entry (from index `since` on) matches."""
         deadline = time.monotonic() + timeout
         while True:
-            found = [e for e in self.entries() if predicate(e)]
+            found = [e for e in self.entries()[since:] if predicate(e)]
             if found or time.monotonic() > deadline:
                 return found
             time.sleep(0.25)
+
+
+    @staticmethod
+    def object_read(prefix: str):
+        """Predicate: a GET or HEAD of an object whose bucket-relative key starts with `prefix`."""
+
+        def match(e: dict) -> bool:
+            api = e.get("api", {})
+            return api.get("name") in {"GetObject", "HeadObject"} and api.get("object", "").startswith(prefix)
+
+        return match
 
 
 @pytest.fixture(scope="session")

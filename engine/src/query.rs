@@ -166,19 +166,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_context_is_reused_for_one_token_and_rebuilt_after_a_refresh() {
-        let f = Counting(
-            AtomicUsize::new(0),
-            LocalContextFactory {
-                memory_limit_bytes: 64 << 20,
-                target_partitions: 2,
-            },
-        );
-        let id = Identity {
+    fn local() -> LocalContextFactory {
+        LocalContextFactory {
+            memory_limit_bytes: 64 << 20,
+            target_partitions: 2,
+        }
+    }
+
+    fn alice() -> Identity {
+        Identity {
             user: "alice".into(),
             roles: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn the_context_is_reused_for_one_token_and_rebuilt_after_a_refresh() {
+        let f = Counting(AtomicUsize::new(0), local());
+        let id = alice();
         let state = QueryState::default();
         let a = state.context(&f, &id, &view("t1")).unwrap();
         let b = state.context(&f, &id, &view("t1")).unwrap();
@@ -194,14 +199,8 @@ mod tests {
 
     #[tokio::test]
     async fn set_options_and_session_tables_survive_a_token_refresh() {
-        let f = LocalContextFactory {
-            memory_limit_bytes: 64 << 20,
-            target_partitions: 2,
-        };
-        let id = Identity {
-            user: "alice".into(),
-            roles: vec![],
-        };
+        let f = local();
+        let id = alice();
         let state = QueryState::default();
         let before = state.context(&f, &id, &view("t1")).unwrap();
         for sql in [

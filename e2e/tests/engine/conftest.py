@@ -193,6 +193,13 @@ class Engine:
         return self.proc.returncode
 
 
+@pytest.fixture(scope="module")
+def needs_catalog(stack):
+    """For modules that query Iceberg tables: `pytestmark = pytest.mark.usefixtures("needs_catalog")`."""
+    if not stack.get("SQE_CATALOG_URI"):
+        pytest.skip("the local stack has no Iceberg REST catalog (SQE_CATALOG_URI unset)")
+
+
 @pytest.fixture(scope="session")
 def start_engine(engine_bin, stack, catalog_uri, tmp_path_factory):
     """Factory: start an engine with config overrides; all are stopped (SIGTERM) at the end

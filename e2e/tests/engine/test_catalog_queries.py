@@ -37,10 +37,7 @@ def wh(stack) -> str:
     return stack.get("SQE_CATALOG_WAREHOUSE", "lake")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _needs_the_catalog(stack):
-    if not stack.get("SQE_CATALOG_URI"):
-        pytest.skip("the local stack has no Iceberg REST catalog (SQE_CATALOG_URI unset)")
+pytestmark = pytest.mark.usefixtures("needs_catalog")
 
 
 def connect(engine, user: str):

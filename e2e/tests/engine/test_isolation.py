@@ -13,7 +13,6 @@ Expected answers come from pyiceberg reading the tables directly, not from the e
 import hashlib
 import random
 import re
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,10 +23,7 @@ import pytest
 from test_catalog_queries import assert_denied, connect, denied, query
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _needs_the_catalog(stack):
-    if not stack.get("SQE_CATALOG_URI"):
-        pytest.skip("the local stack has no Iceberg REST catalog (SQE_CATALOG_URI unset)")
+pytestmark = pytest.mark.usefixtures("needs_catalog")
 
 
 @pytest.fixture(scope="module")
@@ -190,19 +186,6 @@ def test_the_catalog_records_alice_for_her_reads_and_commits_and_bob_cannot_writ
     assert after.scan().to_arrow().num_rows == 3000
 
 
-def _object_requests(minio_audit, start: int, table: str) -> list[dict]:
-    def ours(e):
-        api = e.get("api", {})
-        return api.get("name") in {"GetObject", "HeadObject"} and ("/" + api.get("object", "")).startswith(f"/demo/{table}_")
-
-    deadline = time.monotonic() + 15
-    while True:
-        found = [e for e in minio_audit.entries()[start:] if ours(e)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.25)
-
-
 def test_each_users_reads_are_signed_only_with_keys_vended_to_that_user(engine, stack, minio_audit):
     static_keys = {stack["SQE_MINIO_ROOT_USER"]}
 
@@ -211,7 +194,7 @@ def test_each_users_reads_are_signed_only_with_keys_vended_to_that_user(engine, 
         vended_before = len(engine.events("storage_credentials"))
         audit_before = len(minio_audit.entries())
         query(engine, user, f"SELECT count(*) AS n, '{uuid.uuid4().hex}' AS nonce FROM lake.demo.{table}")
-        requests_seen = _object_requests(minio_audit, audit_before, table)
+        requests_seen = minio_audit.wait_for(minio_audit.object_read(f"demo/{table}_"), since=audit_before)
         assert requests_seen, f"no S3 request recorded for {user}'s read of demo.{table}"
         vended = {e["access_key_fp"] for e in engine.events("storage_credentials")[vended_before:]
                   if e["user"] == user}

@@ -16,10 +16,7 @@ from position_deletes import delete_positions
 from test_catalog_queries import assert_denied, connect, denied, query
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _needs_the_catalog(stack):
-    if not stack.get("SQE_CATALOG_URI"):
-        pytest.skip("the local stack has no Iceberg REST catalog (SQE_CATALOG_URI unset)")
+pytestmark = pytest.mark.usefixtures("needs_catalog")
 
 
 @pytest.fixture

@@ -160,7 +160,8 @@ impl VendedIo {
         Ok((st.vended.file_io.clone(), st.generation))
     }
 
-    pub async fn generation(&self) -> u64 {
+    #[cfg(test)]
+    async fn generation(&self) -> u64 {
         self.state.lock().await.generation
     }
 
@@ -232,45 +233,31 @@ mod tests {
         assert!(!says_expired("NoSuchKey"));
     }
 
-    fn counting_renew(calls: Arc<AtomicUsize>, lifetime: Duration) -> Renew {
-        Arc::new(move || {
+    fn lasting(secs: u64) -> Vended {
+        Vended {
+            file_io: file_io(),
+            expires_at: SystemTime::now() + Duration::from_secs(secs),
+        }
+    }
+
+    /// Keys `first`, renewed (counted in `calls`) with keys lasting 900 s; renewal 120 s ahead.
+    fn vended_io(first: Vended, calls: &Arc<AtomicUsize>) -> VendedIo {
+        let calls = calls.clone();
+        let renew: Renew = Arc::new(move || {
             calls.fetch_add(1, Ordering::SeqCst);
-            async move {
-                Ok(Vended {
-                    file_io: file_io(),
-                    expires_at: SystemTime::now() + lifetime,
-                })
-            }
-            .boxed()
-        })
+            async { Ok(lasting(900)) }.boxed()
+        });
+        VendedIo::new("table lake.demo.a".into(), policy(900, 120), first, renew)
     }
 
     #[tokio::test]
     async fn fresh_keys_are_used_as_they_are_and_expiring_keys_are_renewed_first() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let fresh = Vended {
-            file_io: file_io(),
-            expires_at: SystemTime::now() + Duration::from_secs(900),
-        };
-        let io = VendedIo::new(
-            "table lake.demo.a".into(),
-            policy(900, 120),
-            fresh,
-            counting_renew(calls.clone(), Duration::from_secs(900)),
-        );
+        let io = vended_io(lasting(900), &calls);
         assert_eq!(io.current().await.unwrap().1, 0);
         assert_eq!(calls.load(Ordering::SeqCst), 0);
 
-        let expiring = Vended {
-            file_io: file_io(),
-            expires_at: SystemTime::now() + Duration::from_secs(60),
-        };
-        let io = VendedIo::new(
-            "table lake.demo.a".into(),
-            policy(900, 120),
-            expiring,
-            counting_renew(calls.clone(), Duration::from_secs(900)),
-        );
+        let io = vended_io(lasting(60), &calls);
         assert_eq!(io.current().await.unwrap().1, 1);
         assert_eq!(io.current().await.unwrap().1, 1, "renewed keys are kept");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -279,15 +266,7 @@ mod tests {
     #[tokio::test]
     async fn many_readers_refused_with_the_same_keys_renew_once() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let io = Arc::new(VendedIo::new(
-            "table lake.demo.a".into(),
-            policy(900, 120),
-            Vended {
-                file_io: file_io(),
-                expires_at: SystemTime::now() + Duration::from_secs(900),
-            },
-            counting_renew(calls.clone(), Duration::from_secs(900)),
-        ));
+        let io = Arc::new(vended_io(lasting(900), &calls));
         let (_, seen) = io.current().await.unwrap();
         let readers: Vec<_> = (0..8)
             .map(|_| {
@@ -308,10 +287,7 @@ mod tests {
         let io = VendedIo::new(
             "table lake.demo.c".into(),
             policy(900, 120),
-            Vended {
-                file_io: file_io(),
-                expires_at: SystemTime::now(),
-            },
+            lasting(0),
             Arc::new(|| {
                 async {
                     Err(EngineError::PermissionDenied(

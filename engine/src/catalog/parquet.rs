@@ -154,6 +154,7 @@ impl ParquetFileReaderFactory for VendedReaderFactory {
             location,
             size: file.object_meta.size,
             inner: None,
+            generation: 0,
             metrics: file_metrics,
         }))
     }
@@ -166,8 +167,9 @@ struct VendedParquetReader {
     io: Arc<VendedIo>,
     location: String,
     size: u64,
-    /// The open reader and the generation of the keys it was opened with.
-    inner: Option<(ArrowFileReader, u64)>,
+    /// Open with the keys of `generation`; `None` until first use and after a renewal.
+    inner: Option<ArrowFileReader>,
+    generation: u64,
     metrics: ParquetFileMetrics,
 }
 
@@ -182,24 +184,22 @@ fn refused_as_expired(e: &ParquetError) -> bool {
 impl VendedParquetReader {
     async fn reader(&mut self) -> Result<&mut ArrowFileReader, ParquetError> {
         let (file_io, generation) = self.io.current().await.map_err(external)?;
-        if self.inner.as_ref().map(|(_, g)| *g) != Some(generation) {
+        if self.inner.is_none() || generation != self.generation {
+            // Named before opening, so a refused open reports the keys it was refused with.
+            self.inner = None;
+            self.generation = generation;
             let input = file_io.new_input(&self.location).map_err(external)?;
             let read = input.reader().await.map_err(external)?;
-            let reader = ArrowFileReader::new(FileMetadata { size: self.size }, read);
-            self.inner = Some((reader, generation));
+            self.inner = Some(ArrowFileReader::new(FileMetadata { size: self.size }, read));
         }
-        Ok(&mut self.inner.as_mut().expect("opened above").0)
+        Ok(self.inner.as_mut().expect("opened above"))
     }
 
     /// The object store refused the keys as expired: renew them (once for all readers of the
     /// scan) so that the next `reader()` opens with the new ones.
     async fn renew(&mut self) -> Result<(), ParquetError> {
-        let generation = match &self.inner {
-            Some((_, g)) => *g,
-            None => self.io.generation().await,
-        };
         self.io
-            .renew_after_refusal(generation)
+            .renew_after_refusal(self.generation)
             .await
             .map_err(external)?;
         self.inner = None;

@@ -90,6 +90,9 @@ pub struct UserCatalog {
     fingerprint: Fingerprint,
     /// Where to find the session's token later (see `current`).
     latest: LatestToken,
+    /// The client `current` built for the session's newer token, reused by every renewal
+    /// until the token changes again (building one costs a GET /v1/config).
+    successor: std::sync::Mutex<Option<Arc<UserCatalog>>>,
 }
 
 /// Everything but the token that a user's catalog client is built from.
@@ -141,6 +144,7 @@ impl UserCatalog {
             access,
             fingerprint: token.fingerprint(),
             latest,
+            successor: std::sync::Mutex::new(None),
         })
     }
 
@@ -157,14 +161,20 @@ impl UserCatalog {
     /// vended keys) keeps asking as the user. Fails once the session has ended.
     pub async fn current(self: &Arc<Self>) -> Result<Arc<Self>, EngineError> {
         let token = self.latest.get().await?;
-        if token.fingerprint() == self.fingerprint {
+        let fingerprint = token.fingerprint();
+        if fingerprint == self.fingerprint {
             return Ok(self.clone());
         }
-        Ok(Arc::new(Self::new(
-            self.access.clone(),
-            &token,
-            self.latest.clone(),
-        )?))
+        let mut successor = self
+            .successor
+            .lock()
+            .map_err(|_| EngineError::Internal("catalog client lock poisoned".into()))?;
+        if let Some(next) = successor.as_ref().filter(|c| c.fingerprint == fingerprint) {
+            return Ok(next.clone());
+        }
+        let next = Arc::new(Self::new(self.access.clone(), &token, self.latest.clone())?);
+        *successor = Some(next.clone());
+        Ok(next)
     }
 
     /// The table with a FileIO that can only use what the catalog vended for it; a table in
@@ -396,6 +406,10 @@ mod tests {
         *now.lock().unwrap() = Some(Secret::new("t2"));
         let next = c.current().await.unwrap();
         assert_eq!(next.fingerprint, Fingerprint::of("t2"));
+        assert!(
+            Arc::ptr_eq(&next, &c.current().await.unwrap()),
+            "built once per token"
+        );
         assert_eq!(next.access.user, "alice");
         // Session over: no client at all.
         *now.lock().unwrap() = None;

@@ -38,6 +38,27 @@ fn df_err(e: EngineError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
+/// The table as loaded now, and the keys vended with it (when they run out, by the catalog's
+/// word or the assumed lifetime counted from before the request).
+async fn load_vended(
+    catalog: &UserCatalog,
+    ident: &TableIdent,
+    subject: &str,
+) -> Result<(Table, Vended), EngineError> {
+    let vended_at = SystemTime::now();
+    let table = catalog
+        .load_table(ident)
+        .await
+        .map_err(|e| classify(&e, subject))?;
+    let vended = Vended {
+        file_io: table.file_io().clone(),
+        expires_at: catalog
+            .credential_policy()
+            .expires_at(table.file_io().config().props(), vended_at),
+    };
+    Ok((table, vended))
+}
+
 #[derive(Debug)]
 pub struct UserTable {
     catalog: Arc<UserCatalog>,
@@ -97,19 +118,8 @@ impl UserTable {
         Arc::new(move || {
             let (catalog, ident, subject) = (catalog.clone(), ident.clone(), subject.clone());
             async move {
-                let vended_at = SystemTime::now();
-                let table = catalog
-                    .current()
-                    .await?
-                    .load_table(&ident)
-                    .await
-                    .map_err(|e| classify(&e, &subject))?;
-                Ok(Vended {
-                    expires_at: catalog
-                        .credential_policy()
-                        .expires_at(table.file_io().config().props(), vended_at),
-                    file_io: table.file_io().clone(),
-                })
+                let catalog = catalog.current().await?;
+                Ok(load_vended(&catalog, &ident, &subject).await?.1)
             }
             .boxed()
         })
@@ -154,12 +164,9 @@ impl TableProvider for UserTable {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         // Loaded per query: the latest snapshot and credentials vended now, for this user.
-        let vended_at = SystemTime::now();
-        let table = self
-            .catalog
-            .load_table(&self.ident)
+        let (table, first) = load_vended(&self.catalog, &self.ident, &self.subject)
             .await
-            .map_err(|e| df_err(classify(&e, &self.subject)))?;
+            .map_err(df_err)?;
         let snapshot_id = match &self.pinned {
             Some((_, id)) => {
                 if table.metadata().snapshot_by_id(*id).is_none() {
@@ -206,14 +213,9 @@ impl TableProvider for UserTable {
             .into_iter()
             .partition(|t| datafusion_can_read(t, schemas));
         let partitions = state.config().target_partitions();
-        let policy = self.catalog.credential_policy();
-        let first = Vended {
-            file_io: table.file_io().clone(),
-            expires_at: policy.expires_at(table.file_io().config().props(), vended_at),
-        };
         let io = Arc::new(VendedIo::new(
             self.subject.clone(),
-            policy,
+            self.catalog.credential_policy(),
             first,
             self.renewal(),
         ));
