@@ -5,7 +5,10 @@ it. Through the real Keycloak, catalog (Nessie) and MinIO:
   the session's refreshed token (the catalog logs alice for every loadTable; a renewal after the
   first token expired still succeeds);
 - the rest of the scan is signed with the new keys, all vended to alice;
-- the answer is complete and exact.
+- the answer is complete and exact;
+- keys the store refuses (revoked: MinIO answers InvalidAccessKeyId, or AccessDenied to requests
+  that arrive during the revocation) are renewed once; keys that never covered a file are
+  refused again after that one renewal, and the query fails with PERMISSION_DENIED.
 
 Vended keys here live 15 minutes (MinIO's STS minimum), so the engine is told to assume 8 s and
 to renew 4 s ahead; the client reads slowly so the scan lasts about half a minute.
@@ -17,13 +20,14 @@ import uuid
 
 import pytest
 import requests
+from pyarrow import flight
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from flightsql import SqlClient
 from test_isolation import fingerprint
-from test_catalog_queries import connect
+from test_catalog_queries import assert_denied, connect, denied
 
 FILES = 24
 ROWS_PER_FILE = 100_000
@@ -145,6 +149,7 @@ def test_keys_revoked_mid_scan_are_replaced_and_the_scan_completes(engine, many_
     engine.remember_secret(c.login("alice", "alice-pw"))
     renewed_before = len(engine.events("storage_credentials_renewed"))
     audit_mark = len(minio_audit.entries())
+    log_mark = len(engine.logs())
 
     info = c.flight_info(f"SELECT id FROM lake.alice_ws.{name}")
     reader = c.client.do_get(info.endpoints[0].ticket, c.options())
@@ -156,6 +161,20 @@ def test_keys_revoked_mid_scan_are_replaced_and_the_scan_completes(engine, many_
             chunk = reader.read_chunk().data
         except StopIteration:
             break
+        except flight.FlightError as e:
+            # What the engine and the store did, so a failure says why and not only that.
+            seen = [
+                {k: ev.get(k) for k in ("event", "generation", "marker", "renewing", "reason", "access_key_fp")}
+                for ev in engine.logs()[log_mark:]
+                if str(ev.get("event", "")).startswith("storage_credentials")
+            ]
+            time.sleep(2)  # the store's audit arrives asynchronously
+            refusals = [
+                (fingerprint(a.get("accessKey", "")), a["api"].get("name"), a["api"].get("statusCode"), a.get("time"))
+                for a in minio_audit.entries()[audit_mark:]
+                if a.get("api", {}).get("statusCode", 200) >= 400
+            ]
+            pytest.fail(f"scan failed after the revocation: {e}\nengine: {seen}\nstore refusals: {refusals}")
         rows += chunk.num_rows
         total += sum(chunk.column("id").to_pylist())
 
@@ -172,3 +191,64 @@ def test_keys_revoked_mid_scan_are_replaced_and_the_scan_completes(engine, many_
     served = [e for e in reads if e.get("api", {}).get("statusCode") == 200]
     assert served and all(e.get("accessKey") for e in served)
     assert {fingerprint(e["accessKey"]) for e in served} <= vended_to_alice
+
+
+def test_a_file_the_vended_keys_do_not_cover_is_refused_after_one_renewal(
+    engine, stack, catalog, minio_audit
+):
+    """A data file outside the table's location (added by another writer) is beyond the keys the
+    catalog vends for the table. The store refuses them; the engine asks the catalog once more,
+    is refused again and fails with PERMISSION_DENIED naming the file. It never reads the file
+    with any key the catalog did not vend to alice for this table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+    from pyiceberg.table.snapshots import Operation
+    from pyiceberg.table.update.snapshot import _FastAppendFiles
+    from pyiceberg.typedef import Record
+
+    name = f"foreign_{uuid.uuid4().hex[:8]}"
+    with connect(engine, "alice") as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE lake.alice_ws.{name} (id BIGINT)")
+        cur.fetchall()
+    try:
+        # Written with the store's root key, outside s3://warehouse/alice_ws/<table>.
+        key = f"elsewhere/{name}.parquet"
+        root = fs.S3FileSystem(
+            access_key=stack["SQE_MINIO_ROOT_USER"], secret_key=stack["SQE_MINIO_ROOT_PASSWORD"],
+            endpoint_override=stack["SQE_S3_ENDPOINT"], region=stack["SQE_S3_REGION"],
+        )
+        pq.write_table(pa.table({"id": pa.array([1, 2, 3], pa.int64())}), f"warehouse/{key}", filesystem=root)
+        size = root.get_file_info(f"warehouse/{key}").size
+
+        table = catalog.pyiceberg(catalog.token("alice")).load_table(f"alice_ws.{name}")
+        data_file = DataFile.from_args(
+            content=DataFileContent.DATA, file_path=f"s3://warehouse/{key}", file_format=FileFormat.PARQUET,
+            partition=Record(), record_count=3, file_size_in_bytes=size,
+        )
+        data_file.spec_id = table.spec().spec_id
+        with table.transaction() as tx:
+            append = _FastAppendFiles(operation=Operation.APPEND, transaction=tx, io=table.io)
+            append.append_data_file(data_file)
+            append.commit()
+
+        renewed_before = len(engine.events("storage_credentials_renewed"))
+        audit_mark = len(minio_audit.entries())
+        sql = f"SELECT sum(id) AS s FROM lake.alice_ws.{name}"
+        err = denied(engine, "alice", sql)
+        assert_denied(err, sql)
+        assert "PermissionDenied" in str(err) and key in str(err), str(err)
+        renewals = engine.events("storage_credentials_renewed")[renewed_before:]
+        assert [r["reason"] for r in renewals] == ["Refused"], renewals
+
+        # Two refused reads of the file, one per key: the first vended and the renewed one.
+        minio_audit.wait_for(minio_audit.object_read(key), since=audit_mark)
+        time.sleep(2)  # the second refusal's audit entry may trail the first
+        reads = [e for e in minio_audit.entries()[audit_mark:] if minio_audit.object_read(key)(e)]
+        assert len(reads) == 2, reads
+        assert all(e["api"]["statusCode"] == 403 for e in reads), reads
+    finally:
+        with connect(engine, "alice") as conn, conn.cursor() as cur:
+            cur.execute(f"DROP TABLE lake.alice_ws.{name}")
+            cur.fetchall()

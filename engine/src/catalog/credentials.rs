@@ -3,8 +3,9 @@
 //! The catalog vends short-lived keys with each loadTable (STS: 15 minutes and up). A scan that
 //! outlives them would fail half-way, so every read of a scan takes its FileIO from one
 //! `VendedIo`, which asks the catalog again — as the user, with the session's token as it is
-//! now — shortly before the keys run out, and once more if the object store refuses them as
-//! expired anyway (a catalog that caches STS sessions can hand out keys older than they look).
+//! now — shortly before the keys run out, and once more if the object store refuses them anyway
+//! (a catalog that caches STS sessions can hand out keys older than they look; an administrator
+//! can revoke them).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,21 +61,27 @@ impl CredentialPolicy {
     }
 }
 
-/// S3 error codes (and MinIO's wording) for keys that are no longer valid: renewing may help.
-const EXPIRED_MARKERS: [&str; 5] = [
+/// S3 error codes (and MinIO's wording) for keys the store no longer accepts: asking the catalog
+/// for new ones may help. `AccessDenied` is among them because a store applying a revocation
+/// answers it, not `InvalidAccessKeyId`, to requests that arrive meanwhile (MinIO: 2 of 30
+/// requests in flight during a revoke). A denial that is real costs one more loadTable: the
+/// renewed keys are refused too and the query fails with PERMISSION_DENIED.
+const REFUSAL_MARKERS: [&str; 6] = [
     "ExpiredToken",
     "TokenRefreshRequired",
     "InvalidToken",
     "InvalidAccessKeyId",
     "The provided token has expired",
+    "AccessDenied",
 ];
 
-/// Whether an object-store error (its whole rendered chain) says the keys expired.
-pub fn says_expired(rendered: &str) -> bool {
-    EXPIRED_MARKERS.iter().any(|m| rendered.contains(m))
+/// Which marker an object-store error (its whole rendered chain) carries, if the store refused
+/// the keys: the reason the refusal is logged with.
+pub fn refusal_marker(rendered: &str) -> Option<&'static str> {
+    REFUSAL_MARKERS.into_iter().find(|m| rendered.contains(m))
 }
 
-/// An error and everything it wraps, as one string, for `says_expired`.
+/// An error and everything it wraps, as one string, for `refusal_marker`.
 pub fn render_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -150,11 +157,23 @@ impl VendedIo {
         Ok((st.vended.file_io.clone(), st.generation))
     }
 
-    /// The object store refused `generation`'s keys as expired: renew unless another reader
-    /// already did, and hand back what to retry with.
-    pub async fn renew_after_refusal(&self, generation: u64) -> Result<(FileIO, u64), EngineError> {
+    /// The object store refused `generation`'s keys (`marker` says how): renew
+    /// unless another reader already did, and hand back what to retry with.
+    pub async fn renew_after_refusal(
+        &self,
+        generation: u64,
+        marker: &str,
+    ) -> Result<(FileIO, u64), EngineError> {
         let mut st = self.state.lock().await;
-        if st.generation == generation {
+        let renewing = st.generation == generation;
+        tracing::info!(
+            event = "storage_credentials_refused",
+            subject = self.subject.as_str(),
+            generation,
+            marker,
+            renewing,
+        );
+        if renewing {
             self.renew_locked(&mut st, Why::Refused).await?;
         }
         Ok((st.vended.file_io.clone(), st.generation))
@@ -222,15 +241,21 @@ mod tests {
     }
 
     #[test]
-    fn expired_key_refusals_are_told_apart_from_other_denials() {
+    fn refused_keys_are_told_apart_from_other_failures() {
         let minio = "Unexpected (persistent) at read => S3Error { code: \"ExpiredToken\", \
                      message: \"The provided token has expired.\" }";
-        assert!(says_expired(minio));
-        assert!(says_expired("<Code>InvalidAccessKeyId</Code>"));
-        assert!(!says_expired(
-            "<Code>AccessDenied</Code><Message>Access Denied.</Message>"
-        ));
-        assert!(!says_expired("NoSuchKey"));
+        assert_eq!(refusal_marker(minio), Some("ExpiredToken"));
+        assert_eq!(
+            refusal_marker("<Code>InvalidAccessKeyId</Code>"),
+            Some("InvalidAccessKeyId")
+        );
+        // What MinIO answers while it revokes the keys.
+        assert_eq!(
+            refusal_marker("S3Error { code: \"AccessDenied\", message: \"Access Denied.\" }"),
+            Some("AccessDenied")
+        );
+        assert_eq!(refusal_marker("S3Error { code: \"NoSuchKey\" }"), None);
+        assert_eq!(refusal_marker("SlowDown: reduce your request rate"), None);
     }
 
     fn lasting(secs: u64) -> Vended {
@@ -271,7 +296,12 @@ mod tests {
         let readers: Vec<_> = (0..8)
             .map(|_| {
                 let io = io.clone();
-                tokio::spawn(async move { io.renew_after_refusal(seen).await.unwrap().1 })
+                tokio::spawn(async move {
+                    io.renew_after_refusal(seen, "ExpiredToken")
+                        .await
+                        .unwrap()
+                        .1
+                })
             })
             .collect();
         for r in readers {
@@ -279,7 +309,10 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A later refusal of the renewed keys renews again.
-        assert_eq!(io.renew_after_refusal(1).await.unwrap().1, 2);
+        assert_eq!(
+            io.renew_after_refusal(1, "ExpiredToken").await.unwrap().1,
+            2
+        );
     }
 
     #[tokio::test]

@@ -109,13 +109,44 @@ pub fn parse_rest_error(display: &str) -> RestError {
     }
 }
 
+/// What an object-store answer means for the caller. Reads and writes of data, manifests and
+/// metadata go to the object store, not the catalog, so they are reported as the store's.
+pub fn code_for_storage_error(kind: opendal::ErrorKind, temporary: bool) -> Code {
+    use opendal::ErrorKind as K;
+    match kind {
+        K::PermissionDenied => Code::PermissionDenied,
+        K::NotFound => Code::NotFound,
+        K::RateLimited => Code::Unavailable,
+        _ if temporary => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}
+
+/// An engine error for an object-store failure while working on `subject`. opendal's message is
+/// the store's own error (S3 code, message, resource, request id); never a key or signature.
+pub fn storage_error(e: &opendal::Error, subject: &str) -> EngineError {
+    let code = code_for_storage_error(e.kind(), e.is_temporary());
+    from_code(
+        code,
+        format!(
+            "object store answered {} for {subject}: {}",
+            e.kind(),
+            e.message()
+        ),
+    )
+}
+
 /// Classifies any iceberg error from a catalog call about `subject` (e.g. "table lake.demo.c").
 pub fn classify(err: &iceberg::Error, subject: &str) -> EngineError {
-    // Errors the engine raised itself inside an iceberg call (e.g. no vended credentials).
+    // Errors the engine raised itself inside an iceberg call (e.g. no vended credentials), and
+    // the object store's: their response text also carries an HTTP status, but not the catalog's.
     let mut source = StdError::source(err);
     while let Some(s) = source {
         if let Some(e) = s.downcast_ref::<EngineError>() {
             return from_code(e.code(), e.to_string());
+        }
+        if let Some(e) = s.downcast_ref::<opendal::Error>() {
+            return storage_error(e, subject);
         }
         if let Some(r) = s.downcast_ref::<reqwest::Error>() {
             if r.is_timeout() || r.is_connect() || r.is_request() {
@@ -278,6 +309,56 @@ mod tests {
         assert_eq!(classify(&dup, "table t").code(), Code::InvalidArgument);
         let other = iceberg::Error::new(ErrorKind::Unexpected, "no status here");
         assert_eq!(classify(&other, "x").code(), Code::Internal);
+    }
+
+    /// How iceberg's FileIO reports a refused S3 read: opendal's error, whose context holds the
+    /// response (with its status) — which must not be taken for the catalog's answer.
+    fn refused_read(kind: opendal::ErrorKind, code: &str) -> iceberg::Error {
+        let store = opendal::Error::new(kind, format!("S3Error {{ code: \"{code}\" }}"))
+            .with_context(
+                "uri",
+                "http://127.0.0.1:19000/warehouse/demo/a/data/x.parquet",
+            )
+            .with_context("response", "Parts { status: 403, version: HTTP/1.1 }");
+        iceberg::Error::new(ErrorKind::Unexpected, "Failure in doing io operation")
+            .with_source(store)
+    }
+
+    #[test]
+    fn object_store_failures_are_the_stores_not_the_catalogs() {
+        let e = classify(
+            &refused_read(opendal::ErrorKind::PermissionDenied, "AccessDenied"),
+            "the query",
+        );
+        assert_eq!(e.code(), Code::PermissionDenied);
+        let text = e.to_string();
+        assert!(text.starts_with("object store answered"), "{text}");
+        assert!(
+            text.contains("AccessDenied") && !text.contains("catalog"),
+            "{text}"
+        );
+
+        let missing = classify(
+            &refused_read(opendal::ErrorKind::NotFound, "NoSuchKey"),
+            "t",
+        );
+        assert_eq!(missing.code(), Code::NotFound);
+        let slow = refused_read(opendal::ErrorKind::RateLimited, "SlowDown");
+        assert_eq!(classify(&slow, "t").code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn a_temporary_store_failure_is_unavailable_and_a_permanent_one_ours() {
+        use opendal::ErrorKind as K;
+        assert_eq!(
+            code_for_storage_error(K::Unexpected, true),
+            Code::Unavailable
+        );
+        assert_eq!(code_for_storage_error(K::Unexpected, false), Code::Internal);
+        assert_eq!(
+            code_for_storage_error(K::ConfigInvalid, false),
+            Code::Internal
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ use iceberg::io::FileMetadata;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::DataFileFormat;
 
-use super::credentials::{VendedIo, render_chain, says_expired};
+use super::credentials::{VendedIo, refusal_marker, render_chain};
 use super::scan::{balance, task_bytes};
 
 /// The object-store URL DataFusion's plan names for these scans. The session registers an empty
@@ -177,8 +177,9 @@ fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ParquetEr
     ParquetError::External(e.into())
 }
 
-fn refused_as_expired(e: &ParquetError) -> bool {
-    says_expired(&render_chain(e))
+/// The S3 code (or wording) by which the store refused the keys, if it did.
+fn refused_keys(e: &ParquetError) -> Option<&'static str> {
+    refusal_marker(&render_chain(e))
 }
 
 impl VendedParquetReader {
@@ -195,11 +196,11 @@ impl VendedParquetReader {
         Ok(self.inner.as_mut().expect("opened above"))
     }
 
-    /// The object store refused the keys as expired: renew them (once for all readers of the
+    /// The object store refused the keys: renew them (once for all readers of the
     /// scan) so that the next `reader()` opens with the new ones.
-    async fn renew(&mut self) -> Result<(), ParquetError> {
+    async fn renew(&mut self, marker: &str) -> Result<(), ParquetError> {
         self.io
-            .renew_after_refusal(self.generation)
+            .renew_after_refusal(self.generation, marker)
             .await
             .map_err(external)?;
         self.inner = None;
@@ -207,17 +208,17 @@ impl VendedParquetReader {
     }
 }
 
-/// Runs `$call` on the current reader; if the keys were refused as expired, renews them and
+/// Runs `$call` on the current reader; if the keys were refused, renews them and
 /// runs it once more. Reads are idempotent, so the retry cannot duplicate rows.
-macro_rules! once_more_if_expired {
+macro_rules! once_more_if_refused {
     ($self:ident, |$r:ident| $call:expr) => {{
         let first = match $self.reader().await {
             Ok($r) => $call.await,
             Err(e) => Err(e),
         };
         match first {
-            Err(e) if refused_as_expired(&e) => {
-                $self.renew().await?;
+            Err(e) if let Some(marker) = refused_keys(&e) => {
+                $self.renew(marker).await?;
                 let $r = $self.reader().await?;
                 $call.await
             }
@@ -231,7 +232,7 @@ impl AsyncFileReader for VendedParquetReader {
         self.metrics
             .bytes_scanned
             .add((range.end - range.start) as usize);
-        async move { once_more_if_expired!(self, |r| r.get_bytes(range.clone())) }.boxed()
+        async move { once_more_if_refused!(self, |r| r.get_bytes(range.clone())) }.boxed()
     }
 
     fn get_byte_ranges(
@@ -240,14 +241,14 @@ impl AsyncFileReader for VendedParquetReader {
     ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
         let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         self.metrics.bytes_scanned.add(total as usize);
-        async move { once_more_if_expired!(self, |r| r.get_byte_ranges(ranges.clone())) }.boxed()
+        async move { once_more_if_refused!(self, |r| r.get_byte_ranges(ranges.clone())) }.boxed()
     }
 
     fn get_metadata<'a>(
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>, ParquetError>> {
-        async move { once_more_if_expired!(self, |r| r.get_metadata(options)) }.boxed()
+        async move { once_more_if_refused!(self, |r| r.get_metadata(options)) }.boxed()
     }
 }
 

@@ -31,7 +31,7 @@ use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 
-use super::credentials::{VendedIo, render_chain, says_expired};
+use super::credentials::{VendedIo, refusal_marker, render_chain};
 
 /// Files each partition reads at once: overlaps one file's S3 latency with another's decoding.
 const FILES_IN_FLIGHT_PER_PARTITION: usize = 2;
@@ -232,7 +232,7 @@ fn read_with(
         .boxed())
 }
 
-/// One file, with the table's current vended keys; if the object store refuses them as expired
+/// One file, with the table's current vended keys; if the object store refuses them
 /// before the file gave any row, once more with renewed keys. (A refusal after rows were
 /// returned fails the query: retrying would return those rows twice.)
 fn read_file(
@@ -245,8 +245,11 @@ fn read_file(
         let (file_io, generation) = io.current().await.map_err(external)?;
         let mut batches = read_with(file_io, runtime.clone(), task.clone(), batch_size)?;
         match batches.next().await {
-            Some(Err(e)) if says_expired(&render_chain(&e)) => {
-                let (file_io, _) = io.renew_after_refusal(generation).await.map_err(external)?;
+            Some(Err(e)) if let Some(marker) = refusal_marker(&render_chain(&e)) => {
+                let (file_io, _) = io
+                    .renew_after_refusal(generation, marker)
+                    .await
+                    .map_err(external)?;
                 read_with(file_io, runtime, task, batch_size)
             }
             Some(first) => Ok(futures::stream::once(async { first })
