@@ -62,10 +62,10 @@ impl CredentialPolicy {
 }
 
 /// S3 error codes (and MinIO's wording) for keys the store no longer accepts: asking the catalog
-/// for new ones may help. `AccessDenied` is among them because a store applying a revocation
-/// answers it, not `InvalidAccessKeyId`, to requests that arrive meanwhile (MinIO: 2 of 30
-/// requests in flight during a revoke). A denial that is real costs one more loadTable: the
-/// renewed keys are refused too and the query fails with PERMISSION_DENIED.
+/// for new ones may help. `AccessDenied` is among them because MinIO, while it revokes keys,
+/// answers it (not `InvalidAccessKeyId`) to some of the requests that arrive meanwhile. A denial
+/// that is real costs one more loadTable: the renewed keys are refused too and the query fails
+/// with PERMISSION_DENIED.
 const REFUSAL_MARKERS: [&str; 6] = [
     "ExpiredToken",
     "TokenRefreshRequired",
