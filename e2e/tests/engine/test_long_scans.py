@@ -75,10 +75,30 @@ def revoke_all_vended_keys(stack) -> None:
     assert r.status_code == 204, (r.status_code, r.text)
 
 
-def _table_reads(minio_audit, start: int, name: str) -> list[dict]:
+def _reads(minio_audit, start: int, prefix: str) -> list[dict]:
     # Give MinIO's asynchronous audit delivery time to bring in the last reads too.
     time.sleep(2)
-    return minio_audit.wait_for(minio_audit.object_read(f"alice_ws/{name}_"), since=start)
+    return minio_audit.wait_for(minio_audit.object_read(prefix), since=start)
+
+
+def _table_reads(minio_audit, start: int, name: str) -> list[dict]:
+    return _reads(minio_audit, start, f"alice_ws/{name}_")
+
+
+def _why_the_scan_failed(engine, log_mark: int, minio_audit, audit_mark: int) -> str:
+    """What the engine and the store did about keys, so a failure says why and not only that."""
+    seen = [
+        {k: ev.get(k) for k in ("event", "generation", "marker", "renewing", "reason", "access_key_fp")}
+        for ev in engine.logs()[log_mark:]
+        if str(ev.get("event", "")).startswith("storage_credentials")
+    ]
+    time.sleep(2)  # the store's audit arrives asynchronously
+    refusals = [
+        (fingerprint(a.get("accessKey", "")), a["api"].get("name"), a["api"].get("statusCode"), a.get("time"))
+        for a in minio_audit.entries()[audit_mark:]
+        if a.get("api", {}).get("statusCode", 200) >= 400
+    ]
+    return f"engine: {seen}\nstore refusals: {refusals}"
 
 
 def test_a_scan_outliving_its_keys_and_token_renews_them_as_the_user(
@@ -162,19 +182,8 @@ def test_keys_revoked_mid_scan_are_replaced_and_the_scan_completes(engine, many_
         except StopIteration:
             break
         except flight.FlightError as e:
-            # What the engine and the store did, so a failure says why and not only that.
-            seen = [
-                {k: ev.get(k) for k in ("event", "generation", "marker", "renewing", "reason", "access_key_fp")}
-                for ev in engine.logs()[log_mark:]
-                if str(ev.get("event", "")).startswith("storage_credentials")
-            ]
-            time.sleep(2)  # the store's audit arrives asynchronously
-            refusals = [
-                (fingerprint(a.get("accessKey", "")), a["api"].get("name"), a["api"].get("statusCode"), a.get("time"))
-                for a in minio_audit.entries()[audit_mark:]
-                if a.get("api", {}).get("statusCode", 200) >= 400
-            ]
-            pytest.fail(f"scan failed after the revocation: {e}\nengine: {seen}\nstore refusals: {refusals}")
+            why = _why_the_scan_failed(engine, log_mark, minio_audit, audit_mark)
+            pytest.fail(f"scan failed after the revocation: {e}\n{why}")
         rows += chunk.num_rows
         total += sum(chunk.column("id").to_pylist())
 
@@ -243,9 +252,7 @@ def test_a_file_the_vended_keys_do_not_cover_is_refused_after_one_renewal(
         assert [r["reason"] for r in renewals] == ["Refused"], renewals
 
         # Two refused reads of the file, one per key: the first vended and the renewed one.
-        minio_audit.wait_for(minio_audit.object_read(key), since=audit_mark)
-        time.sleep(2)  # the second refusal's audit entry may trail the first
-        reads = [e for e in minio_audit.entries()[audit_mark:] if minio_audit.object_read(key)(e)]
+        reads = _reads(minio_audit, audit_mark, key)
         assert len(reads) == 2, reads
         assert all(e["api"]["statusCode"] == 403 for e in reads), reads
     finally:

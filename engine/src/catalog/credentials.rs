@@ -75,14 +75,18 @@ const REFUSAL_MARKERS: [&str; 6] = [
     "AccessDenied",
 ];
 
-/// Which marker an object-store error (its whole rendered chain) carries, if the store refused
-/// the keys: the reason the refusal is logged with.
-pub fn refusal_marker(rendered: &str) -> Option<&'static str> {
+/// If a read failed because the store refused the keys, the marker it carries (anywhere in its
+/// chain): the reason the refusal is logged with.
+pub fn store_refusal(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    refusal_marker(&render_chain(e))
+}
+
+fn refusal_marker(rendered: &str) -> Option<&'static str> {
     REFUSAL_MARKERS.into_iter().find(|m| rendered.contains(m))
 }
 
-/// An error and everything it wraps, as one string, for `refusal_marker`.
-pub fn render_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and everything it wraps, as one string.
+fn render_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -111,7 +111,7 @@ pub fn parse_rest_error(display: &str) -> RestError {
 
 /// What an object-store answer means for the caller. Reads and writes of data, manifests and
 /// metadata go to the object store, not the catalog, so they are reported as the store's.
-pub fn code_for_storage_error(kind: opendal::ErrorKind, temporary: bool) -> Code {
+fn code_for_storage_error(kind: opendal::ErrorKind, temporary: bool) -> Code {
     use opendal::ErrorKind as K;
     match kind {
         K::PermissionDenied => Code::PermissionDenied,
@@ -124,7 +124,7 @@ pub fn code_for_storage_error(kind: opendal::ErrorKind, temporary: bool) -> Code
 
 /// An engine error for an object-store failure while working on `subject`. opendal's message is
 /// the store's own error (S3 code, message, resource, request id); never a key or signature.
-pub fn storage_error(e: &opendal::Error, subject: &str) -> EngineError {
+fn storage_error(e: &opendal::Error, subject: &str) -> EngineError {
     let code = code_for_storage_error(e.kind(), e.is_temporary());
     from_code(
         code,

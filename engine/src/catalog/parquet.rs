@@ -42,7 +42,7 @@ use iceberg::io::FileMetadata;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::DataFileFormat;
 
-use super::credentials::{VendedIo, refusal_marker, render_chain};
+use super::credentials::{VendedIo, store_refusal};
 use super::scan::{balance, task_bytes};
 
 /// The object-store URL DataFusion's plan names for these scans. The session registers an empty
@@ -177,11 +177,6 @@ fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ParquetEr
     ParquetError::External(e.into())
 }
 
-/// The S3 code (or wording) by which the store refused the keys, if it did.
-fn refused_keys(e: &ParquetError) -> Option<&'static str> {
-    refusal_marker(&render_chain(e))
-}
-
 impl VendedParquetReader {
     async fn reader(&mut self) -> Result<&mut ArrowFileReader, ParquetError> {
         let (file_io, generation) = self.io.current().await.map_err(external)?;
@@ -217,7 +212,7 @@ macro_rules! once_more_if_refused {
             Err(e) => Err(e),
         };
         match first {
-            Err(e) if let Some(marker) = refused_keys(&e) => {
+            Err(e) if let Some(marker) = store_refusal(&e) => {
                 $self.renew(marker).await?;
                 let $r = $self.reader().await?;
                 $call.await

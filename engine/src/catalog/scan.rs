@@ -31,7 +31,7 @@ use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 
-use super::credentials::{VendedIo, refusal_marker, render_chain};
+use super::credentials::{VendedIo, store_refusal};
 
 /// Files each partition reads at once: overlaps one file's S3 latency with another's decoding.
 const FILES_IN_FLIGHT_PER_PARTITION: usize = 2;
@@ -245,7 +245,7 @@ fn read_file(
         let (file_io, generation) = io.current().await.map_err(external)?;
         let mut batches = read_with(file_io, runtime.clone(), task.clone(), batch_size)?;
         match batches.next().await {
-            Some(Err(e)) if let Some(marker) = refusal_marker(&render_chain(&e)) => {
+            Some(Err(e)) if let Some(marker) = store_refusal(&e) => {
                 let (file_io, _) = io
                     .renew_after_refusal(generation, marker)
                     .await
