@@ -78,9 +78,6 @@ pub struct SqeClusterSpec {
     validation = Rule::new("has(self.keycloak) != has(self.issuer)")
         .message("exactly one of oidc.keycloak or oidc.issuer must be set")
         .reason(Reason::FieldValueInvalid),
-    validation = Rule::new("!('clientCredentials' in self.modes) || has(self.clientSecretRef)")
-        .message("oidc.clientSecretRef is required when oidc.modes contains clientCredentials")
-        .reason(Reason::FieldValueRequired)
 )]
 pub struct OidcSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +108,11 @@ pub struct OidcSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub roles_claim: Option<String>,
+    /// Bearer mode: the clients (`azp`) whose access tokens are accepted; defaults to the
+    /// engine's own `clientId`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_clients: Vec<String>,
 }
 
 fn default_modes() -> Vec<AuthMode> {
@@ -248,6 +250,10 @@ pub struct SessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_sessions: Option<u32>,
+    /// Sessions one user may hold at once (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_sessions_per_user: Option<u32>,
 }
 
 /// Query limits; unset fields take the engine's defaults.
@@ -257,15 +263,28 @@ pub struct QuerySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 86400))]
     pub timeout_seconds: Option<u32>,
-    /// Memory pool limit per query as a Kubernetes quantity, e.g. `1Gi` (at least 16Mi).
+    /// The most memory one session's queries and session tables may hold, as a Kubernetes
+    /// quantity, e.g. `1Gi` (at least 16Mi; at most the pool). Defaults to 1Gi or the pool,
+    /// whichever is smaller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).compareTo(quantity('16Mi')) >= 0")
         .message("engine.query.memoryLimit must be a quantity of at least 16Mi, e.g. 1Gi"))]
     #[schemars(length(max = 64))]
     pub memory_limit: Option<String>,
+    /// The engine process's one memory pool, shared by all sessions, as a Kubernetes quantity.
+    /// Defaults to 75% of the engine container's memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).compareTo(quantity('16Mi')) >= 0")
+        .message("engine.query.memoryPool must be a quantity of at least 16Mi, e.g. 2Gi"))]
+    #[schemars(length(max = 64))]
+    pub memory_pool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_concurrent: Option<u32>,
+    /// Queries one user may run at once, open result streams included (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_concurrent_per_user: Option<u32>,
     /// How long running queries may finish on shutdown before the pod is killed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]

@@ -75,7 +75,8 @@ pub struct TlsConfig {
 pub enum AuthMode {
     /// Handshake user/password → OIDC password grant (ROPC); refreshed with the refresh token.
     Password,
-    /// The engine's client identity; the username is a label only. Re-fetched before expiry.
+    /// Machine clients: Basic `client_id:client_secret` runs the client-credentials grant as
+    /// *that* client at the IdP (never as the engine's own client). Re-fetched before expiry.
     ClientCredentials,
     /// The client presents its own IdP JWT; validated and passed through unchanged.
     Bearer,
@@ -110,6 +111,9 @@ pub struct OidcConfig {
     /// JWS algorithms accepted in bearer mode; anything else (notably `none`, HS*) is refused.
     #[serde(default = "default_algorithms")]
     pub allowed_algorithms: Vec<String>,
+    /// Bearer mode: clients (`azp`) whose access tokens are accepted. Empty: only `client_id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_clients: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +171,8 @@ pub struct SessionConfig {
     pub idle_timeout_seconds: u64,
     pub max_lifetime_seconds: u64,
     pub max_sessions: usize,
+    /// Sessions one user may hold at once, so one user cannot fill `max_sessions`.
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for SessionConfig {
@@ -176,6 +182,7 @@ impl Default for SessionConfig {
             idle_timeout_seconds: 15 * 60,
             max_lifetime_seconds: 8 * 3600,
             max_sessions: 1000,
+            max_sessions_per_user: 50,
         }
     }
 }
@@ -196,9 +203,15 @@ impl SessionConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     pub timeout_seconds: u64,
-    /// Memory pool limit per query, in bytes.
+    /// The most memory one session's queries and in-memory tables may hold together, in bytes.
     pub memory_limit_bytes: u64,
+    /// The process-wide memory pool every session draws from, in bytes (the operator derives it
+    /// from the pod's memory limit). At least `memory_limit_bytes`.
+    pub memory_pool_bytes: u64,
     pub max_concurrent: usize,
+    /// Queries one user may run at once (open result streams included), so one user cannot hold
+    /// every slot.
+    pub max_concurrent_per_user: usize,
     /// Grace period on SIGTERM for running queries.
     pub shutdown_grace_seconds: u64,
 }
@@ -208,7 +221,9 @@ impl Default for QueryConfig {
         Self {
             timeout_seconds: 300,
             memory_limit_bytes: 1 << 30,
+            memory_pool_bytes: 2 << 30,
             max_concurrent: 16,
+            max_concurrent_per_user: 4,
             shutdown_grace_seconds: 30,
         }
     }
@@ -394,31 +409,32 @@ impl EngineConfig {
         if q.max_concurrent == 0 {
             return Err(invalid("query.max_concurrent", "must be at least 1"));
         }
+        if q.max_concurrent_per_user == 0 {
+            return Err(invalid(
+                "query.max_concurrent_per_user",
+                "must be at least 1",
+            ));
+        }
+        if s.max_sessions_per_user == 0 {
+            return Err(invalid(
+                "session.max_sessions_per_user",
+                "must be at least 1",
+            ));
+        }
         if q.memory_limit_bytes < (16 << 20) {
             return Err(invalid(
                 "query.memory_limit_bytes",
                 "must be at least 16 MiB",
             ));
         }
+        if q.memory_pool_bytes < q.memory_limit_bytes {
+            return Err(invalid(
+                "query.memory_pool_bytes",
+                "must be at least query.memory_limit_bytes (one session's share of it)",
+            ));
+        }
         if self.listen.flight == self.listen.http {
             return Err(invalid("listen.http", "must differ from listen.flight"));
-        }
-        Ok(())
-    }
-
-    /// Start-up checks that need the environment: a confidential client needs its secret for
-    /// the password and client-credentials grants.
-    pub fn validate_secrets(&self, secrets: &Secrets) -> Result<(), ConfigError> {
-        let needs_secret = self
-            .oidc
-            .modes
-            .iter()
-            .any(|m| matches!(m, AuthMode::ClientCredentials));
-        if needs_secret && secrets.client_secret.is_none() {
-            return Err(invalid(
-                "oidc.modes",
-                format!("client_credentials mode needs the client secret in ${CLIENT_SECRET_ENV}"),
-            ));
         }
         Ok(())
     }
@@ -577,22 +593,6 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
         assert!(e.contains("catalog.uri"), "{e}");
         let e = err_of(&MINIMAL.replace("\"127.0.0.1:50051\"", "\"not-an-address\""));
         assert!(e.contains("listen.flight"), "{e}");
-    }
-
-    #[test]
-    fn client_credentials_needs_the_secret_from_env() {
-        let yaml = MINIMAL.replace(
-            "client_id: sqe",
-            "client_id: sqe\n  modes: [client_credentials]",
-        );
-        let c = EngineConfig::from_yaml(&yaml).unwrap();
-        let e = c
-            .validate_secrets(&Secrets::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains(CLIENT_SECRET_ENV), "{e}");
-        let s = Secrets::from_lookup(|k| (k == CLIENT_SECRET_ENV).then(|| "x".to_string()));
-        c.validate_secrets(&s).unwrap();
     }
 
     #[test]

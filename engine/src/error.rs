@@ -29,6 +29,8 @@ pub enum EngineError {
     ModeNotEnabled(&'static str),
     #[error("too many sessions on this server; retry later")]
     TooManySessions,
+    #[error("too many sessions for this user (at most {max}); close one or retry later")]
+    TooManyUserSessions { max: usize },
     #[error("server is shutting down; reconnect")]
     ShuttingDown,
     /// The catalog refused the user's token (expired at the catalog, wrong audience).
@@ -64,9 +66,10 @@ impl EngineError {
             Unauthenticated | MissingCredentials | SessionInvalid | CatalogUnauthenticated(_) => {
                 Code::Unauthenticated
             }
-            LoginThrottled { .. } | TooManySessions | ResourceExhausted(_) => {
-                Code::ResourceExhausted
-            }
+            LoginThrottled { .. }
+            | TooManySessions
+            | TooManyUserSessions { .. }
+            | ResourceExhausted(_) => Code::ResourceExhausted,
             IdpUnavailable | ShuttingDown | Unavailable(_) => Code::Unavailable,
             IdpMisconfigured | Internal(_) => Code::Internal,
             ModeNotEnabled(_) => Code::Unauthenticated,
@@ -101,9 +104,50 @@ pub fn code_label(code: Code) -> &'static str {
     }
 }
 
+impl EngineError {
+    /// The error for `code` with `message`: the inverse of `code()` for the codes that carry a
+    /// message. The message is scrubbed of credentials.
+    pub fn from_code(code: Code, message: String) -> EngineError {
+        let message = crate::redact::scrub(&message).into_owned();
+        match code {
+            Code::Unauthenticated => EngineError::CatalogUnauthenticated(message),
+            Code::PermissionDenied => EngineError::PermissionDenied(message),
+            Code::NotFound => EngineError::NotFound(message),
+            Code::InvalidArgument => EngineError::InvalidArgument(message),
+            Code::Unavailable => EngineError::Unavailable(message),
+            Code::ResourceExhausted => EngineError::ResourceExhausted(message),
+            Code::Unimplemented => EngineError::Unimplemented(message),
+            Code::DeadlineExceeded => EngineError::DeadlineExceeded(message),
+            Code::Cancelled => EngineError::Cancelled(message),
+            _ => EngineError::Internal(message),
+        }
+    }
+
+    /// The same error with any credential scrubbed out of its message (text that came from a
+    /// catalog, a store or a library).
+    pub fn scrubbed(self) -> EngineError {
+        use EngineError::*;
+        let scrub = |m: String| crate::redact::scrub(&m).into_owned();
+        match self {
+            CatalogUnauthenticated(m) => CatalogUnauthenticated(scrub(m)),
+            InvalidArgument(m) => InvalidArgument(scrub(m)),
+            NotFound(m) => NotFound(scrub(m)),
+            PermissionDenied(m) => PermissionDenied(scrub(m)),
+            ResourceExhausted(m) => ResourceExhausted(scrub(m)),
+            Unimplemented(m) => Unimplemented(scrub(m)),
+            Unavailable(m) => Unavailable(scrub(m)),
+            DeadlineExceeded(m) => DeadlineExceeded(scrub(m)),
+            Cancelled(m) => Cancelled(scrub(m)),
+            Internal(m) => Internal(scrub(m)),
+            other => other,
+        }
+    }
+}
+
+/// Every status the engine sends goes through here, so its message is scrubbed once more.
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Self {
-        Status::new(e.code(), e.to_string())
+        Status::new(e.code(), crate::redact::scrub(&e.to_string()).into_owned())
     }
 }
 
@@ -111,14 +155,14 @@ impl From<EngineError> for Status {
 /// codes; anything else is ours.
 impl From<DataFusionError> for EngineError {
     fn from(e: DataFusionError) -> Self {
-        let message = e.to_string();
+        let message = crate::redact::scrub(&e.to_string()).into_owned();
         let root = e.find_root();
         // Catalog and storage failures travel through DataFusion as `External` (or inside a
         // Parquet reader's error, from the scans' own readers); they keep their own code.
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(root);
         while let Some(inner) = cause {
             if let Some(engine) = inner.downcast_ref::<EngineError>() {
-                return crate::catalog::errors::from_code(engine.code(), engine.to_string());
+                return EngineError::from_code(engine.code(), engine.to_string());
             }
             if let Some(iceberg) = inner.downcast_ref::<iceberg::Error>() {
                 return crate::catalog::errors::classify(iceberg, "the query");

@@ -1,13 +1,15 @@
 //! Per-session query state: the DataFusion context a session's queries run in.
 //!
 //! The context is built for one (identity, token fingerprint) pair and rebuilt when the token
-//! changes, so anything attached to it — today only settings, with issue "per-user catalog" the
-//! user's Iceberg REST catalog client carrying the token — can never outlive the token it was
-//! made with.
+//! changes, so anything attached to it (the user's Iceberg REST catalog client carrying the
+//! token) can never outlive the token it was made with. The session's memory share is made once
+//! and shared by all its contexts.
 
 use std::sync::{Arc, Mutex};
 
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
 use futures::FutureExt;
@@ -15,6 +17,7 @@ use futures::future::BoxFuture;
 
 use crate::auth::Identity;
 use crate::error::EngineError;
+use crate::memory::{ScratchSchema, SessionPool};
 use crate::secret::{Fingerprint, Secret};
 
 /// The current token of a session, as a query sees it.
@@ -57,18 +60,38 @@ impl std::fmt::Debug for LatestToken {
     }
 }
 
-/// Builds the context for one user and token. The catalog-aware factory replaces
-/// `LocalContextFactory` once the per-user catalog exists.
+/// Builds the context for one user and token (`CatalogContextFactory` in the engine; the local
+/// one in tests).
 pub trait QueryContextFactory: Send + Sync {
-    fn create(&self, identity: &Identity, token: &TokenView)
-    -> Result<SessionContext, EngineError>;
+    /// `memory` is the session's share of the process pool (from `session_pool`), the same for
+    /// every context of one session.
+    fn create(
+        &self,
+        identity: &Identity,
+        token: &TokenView,
+        memory: &Arc<dyn MemoryPool>,
+    ) -> Result<SessionContext, EngineError>;
+
+    /// A new session's share of the process-wide memory pool.
+    fn session_pool(&self) -> Arc<dyn MemoryPool>;
 }
 
-/// Plain DataFusion with a per-session memory limit and no tables: enough to run
-/// `SELECT`/`VALUES`/table functions continuously across token refreshes.
+/// Plain DataFusion with the session's memory share, an in-memory `datafusion.public` and no
+/// warehouse: enough to run `SELECT`/`VALUES`/table functions across token refreshes (tests).
 pub struct LocalContextFactory {
+    pub shared_pool: Arc<dyn MemoryPool>,
     pub memory_limit_bytes: usize,
     pub target_partitions: usize,
+}
+
+impl LocalContextFactory {
+    pub fn new(memory_limit_bytes: usize, target_partitions: usize) -> Self {
+        Self {
+            shared_pool: crate::memory::shared_pool(memory_limit_bytes.saturating_mul(4)),
+            memory_limit_bytes,
+            target_partitions,
+        }
+    }
 }
 
 impl QueryContextFactory for LocalContextFactory {
@@ -76,19 +99,36 @@ impl QueryContextFactory for LocalContextFactory {
         &self,
         _identity: &Identity,
         _token: &TokenView,
+        memory: &Arc<dyn MemoryPool>,
     ) -> Result<SessionContext, EngineError> {
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.memory_limit_bytes, 1.0)
+            .with_memory_pool(memory.clone())
             .build_arc()?;
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(self.target_partitions.max(1));
-        Ok(SessionContext::new_with_config_rt(config, runtime))
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_catalog(SESSION_CATALOG, scratch_catalog(memory)?);
+        Ok(ctx)
+    }
+
+    fn session_pool(&self) -> Arc<dyn MemoryPool> {
+        SessionPool::new(self.shared_pool.clone(), self.memory_limit_bytes)
     }
 }
 
 /// The session-local catalog (`datafusion.public`, in memory) that outlives token refreshes.
 pub const SESSION_CATALOG: &str = "datafusion";
+pub const SESSION_SCHEMA: &str = "public";
+
+/// `datafusion.public`: the session's in-memory tables, paid for out of its memory share.
+pub fn scratch_catalog(
+    memory: &Arc<dyn MemoryPool>,
+) -> Result<Arc<dyn CatalogProvider>, EngineError> {
+    let catalog = MemoryCatalogProvider::new();
+    catalog.register_schema(SESSION_SCHEMA, Arc::new(ScratchSchema::new(memory.clone())))?;
+    Ok(Arc::new(catalog))
+}
 
 /// What the user set up in the session and expects to keep when the token (and so the context)
 /// is renewed: `SET` options and the tables in the session's own in-memory catalog. Nothing
@@ -104,6 +144,7 @@ fn carry_over(previous: &SessionContext, next: &SessionContext) {
 #[derive(Default)]
 pub struct QueryState {
     current: Mutex<Option<(Fingerprint, SessionContext)>>,
+    memory: std::sync::OnceLock<Arc<dyn MemoryPool>>,
 }
 
 impl QueryState {
@@ -123,7 +164,8 @@ impl QueryState {
                 return Ok(ctx.clone());
             }
         }
-        let ctx = factory.create(identity, token)?;
+        let memory = self.memory.get_or_init(|| factory.session_pool());
+        let ctx = factory.create(identity, token, memory)?;
         if let Some((_, previous)) = slot.as_ref() {
             carry_over(previous, &ctx);
         }
@@ -152,9 +194,17 @@ mod tests {
 
     struct Counting(AtomicUsize, LocalContextFactory);
     impl QueryContextFactory for Counting {
-        fn create(&self, i: &Identity, t: &TokenView) -> Result<SessionContext, EngineError> {
+        fn create(
+            &self,
+            i: &Identity,
+            t: &TokenView,
+            m: &Arc<dyn MemoryPool>,
+        ) -> Result<SessionContext, EngineError> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            self.1.create(i, t)
+            self.1.create(i, t, m)
+        }
+        fn session_pool(&self) -> Arc<dyn MemoryPool> {
+            self.1.session_pool()
         }
     }
 
@@ -167,10 +217,7 @@ mod tests {
     }
 
     fn local() -> LocalContextFactory {
-        LocalContextFactory {
-            memory_limit_bytes: 64 << 20,
-            target_partitions: 2,
-        }
+        LocalContextFactory::new(64 << 20, 2)
     }
 
     fn alice() -> Identity {

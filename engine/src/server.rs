@@ -64,6 +64,11 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
                 .clone()
                 .unwrap_or_else(|| config.oidc.client_id.clone()),
             algorithms,
+            allowed_clients: if config.oidc.allowed_clients.is_empty() {
+                vec![config.oidc.client_id.clone()]
+            } else {
+                config.oidc.allowed_clients.clone()
+            },
         };
         let source = DiscoveredJwks {
             oidc: oidc.clone(),
@@ -75,8 +80,13 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
     };
 
     // Each session's queries run against the user's own catalog client (issue 4).
+    // One memory pool for the whole process; each session gets a capped share of it.
+    let shared_pool = crate::memory::shared_pool(
+        usize::try_from(config.query.memory_pool_bytes).unwrap_or(usize::MAX),
+    );
     let factory = Arc::new(CatalogContextFactory::new(
         &config.catalog,
+        shared_pool,
         usize::try_from(config.query.memory_limit_bytes).unwrap_or(usize::MAX),
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -97,6 +107,7 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
     let limits = QueryLimits::new(
         Duration::from_secs(config.query.timeout_seconds),
         config.query.max_concurrent,
+        config.query.max_concurrent_per_user,
     );
     let service =
         SqeFlightSqlService::new(sessions.clone(), drain.clone(), metrics.clone(), limits)?;

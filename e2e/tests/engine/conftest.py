@@ -85,8 +85,11 @@ class Engine:
             "audience": stack["SQE_OIDC_CLIENT_ID"],
         }
         oidc.update(overrides.pop("oidc", {}))
+        # `listen_all=True` binds Flight on every address so a test can reach it from two loopback
+        # sources (127.0.0.1 and 127.0.0.2); test traffic still goes only to loopback.
+        flight_host = "0.0.0.0" if overrides.pop("listen_all", False) else "127.0.0.1"
         config = {
-            "listen": {"flight": f"127.0.0.1:{self.flight_port}", "http": f"127.0.0.1:{self.http_port}"},
+            "listen": {"flight": f"{flight_host}:{self.flight_port}", "http": f"127.0.0.1:{self.http_port}"},
             "oidc": oidc,
             "catalog": {
                 "uri": catalog_uri,
@@ -117,6 +120,10 @@ class Engine:
     @property
     def uri(self) -> str:
         return f"grpc://127.0.0.1:{self.flight_port}"
+
+    def uri_from(self, loopback: str) -> str:
+        """The Flight URI at another loopback address: connections to it come from that address."""
+        return f"grpc://{loopback}:{self.flight_port}"
 
     @property
     def http(self) -> str:

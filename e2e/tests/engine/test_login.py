@@ -91,23 +91,6 @@ def test_repeated_failures_for_one_user_are_throttled(engine):
     assert SqlClient(engine.uri).login("carol", "carol-pw")
 
 
-def test_client_credentials_mode_acts_as_the_engine_client(engine, keycloak):
-    since = int(time.time() * 1000) - 1000
-    c = SqlClient(engine.uri)
-    c.login("nightly-etl", "", headers=[(b"x-sqe-auth-mode", b"client_credentials")])
-    assert c.query("SELECT 1 AS x").num_rows == 1
-    assert keycloak.events(types=["CLIENT_LOGIN"], since_ms=since)
-    [login] = engine.events("login", mode="client_credentials", outcome="ok")[-1:]
-    assert login["user"] == "service-account-sqe[nightly-etl]"
-
-
-def test_an_engine_with_only_client_credentials_uses_it_for_basic_logins(start_engine):
-    e = start_engine(oidc={"modes": ["client_credentials"]})
-    c = SqlClient(e.uri)
-    c.login("label-only", "ignored")
-    assert c.query("SELECT 1 AS x").num_rows == 1
-
-
 def test_max_sessions_is_resource_exhausted(start_engine):
     e = start_engine(session={"max_sessions": 2})
     a, b = SqlClient(e.uri), SqlClient(e.uri)

@@ -2,6 +2,7 @@
 that no credential ever shows up in its logs."""
 
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -154,3 +155,36 @@ def test_no_credential_appears_in_logs_or_errors(start_engine, keycloak):
         # No recognisable slice of a token either.
         assert s[-16:] not in text
     assert '"event":"login"' in text
+
+
+def test_no_vended_storage_key_appears_in_logs_or_errors(start_engine, needs_catalog, minio_audit, stack):
+    """The keys the catalog vends for alice's reads (seen by MinIO) never reach a log line or an
+    error message, even when reads and loads fail."""
+    e = start_engine()
+    mark = len(minio_audit.entries())
+    c = SqlClient(e.uri)
+    c.login("alice", "alice-pw")
+    assert c.query("SELECT count(*) AS n FROM lake.demo.a").to_pylist() == [{"n": 3000}]
+    errors = []
+    bob = SqlClient(e.uri)
+    bob.login("bob", "bob-pw")
+    for client, sql in [
+        (bob, "SELECT * FROM lake.demo.c"),
+        (c, "SELECT * FROM lake.demo.missing_table"),
+        (c, "SELECT no_such_column FROM lake.demo.b"),
+    ]:
+        try:
+            client.query(sql)
+        except flight.FlightError as exc:
+            errors.append(str(exc))
+        except Exception as exc:  # INVALID_ARGUMENT / NOT_FOUND surface as Arrow errors
+            errors.append(str(exc))
+    assert len(errors) == 3, errors
+    reads = minio_audit.wait_for(minio_audit.object_read("demo/a_"), since=mark)
+    vended = {r["accessKey"] for r in reads if r.get("accessKey")}
+    assert vended and stack["SQE_MINIO_ROOT_USER"] not in vended
+    assert e.stop() == 0
+    text = e.logs_text() + "\n".join(errors)
+    for key in vended:
+        assert key not in text, f"vended key {key[:4]}… in the engine's logs or errors"
+    assert not re.search(r"(secret-access-key|session-token)\W+[A-Za-z0-9/+]{12,}", text), "a credential property"

@@ -1,5 +1,6 @@
-//! Slows down repeated failed logins, per username and per client address, so the IdP cannot
-//! be brute-forced through the engine. A throttled attempt is refused before the IdP is asked.
+//! Slows down repeated failed logins, per (username, client address) and per client address, so
+//! the IdP cannot be brute-forced through the engine and a stranger cannot lock a user out. A
+//! throttled attempt is refused before the IdP is asked.
 //!
 //! Counting is by the *attempted* username whether or not it exists, so the throttle itself
 //! reveals nothing about which users exist.
@@ -11,6 +12,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::secret::Fingerprint;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffPolicy {
@@ -36,6 +39,13 @@ impl BackoffPolicy {
         max_delay: Duration::from_secs(60),
         forget_after: Duration::from_secs(15 * 60),
     };
+    /// A token that failed validation stays invalid: after one retry, it waits.
+    pub const PER_TOKEN: Self = Self {
+        free_failures: 1,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(60),
+        forget_after: Duration::from_secs(15 * 60),
+    };
 
     /// How long to refuse attempts after `failures` consecutive failures: nothing within the
     /// free allowance, then doubling from `base_delay` up to `max_delay`.
@@ -57,19 +67,21 @@ struct Record {
     blocked_until: Instant,
 }
 
-/// Bounded map: beyond this many records, forgotten ones are pruned first, so a flood of
-/// random usernames cannot grow memory without bound.
+/// Hard cap per kind of record: at the cap, forgotten records are pruned first and then the
+/// oldest, so a flood of random usernames or tokens cannot grow memory without bound.
 const MAX_RECORDS: usize = 100_000;
 
 struct Tracker<K> {
     policy: BackoffPolicy,
+    capacity: usize,
     records: Mutex<HashMap<K, Record>>,
 }
 
 impl<K: Eq + Hash + Clone> Tracker<K> {
-    fn new(policy: BackoffPolicy) -> Self {
+    fn new(policy: BackoffPolicy, capacity: usize) -> Self {
         Self {
             policy,
+            capacity: capacity.max(1),
             records: Mutex::new(HashMap::new()),
         }
     }
@@ -84,9 +96,19 @@ impl<K: Eq + Hash + Clone> Tracker<K> {
         let Ok(mut records) = self.records.lock() else {
             return;
         };
-        if records.len() >= MAX_RECORDS {
+        if records.len() >= self.capacity && !records.contains_key(&key) {
             let forget = self.policy.forget_after;
             records.retain(|_, r| now.duration_since(r.last_failure) < forget);
+            while records.len() >= self.capacity {
+                let Some(oldest) = records
+                    .iter()
+                    .min_by_key(|(_, r)| r.last_failure)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                records.remove(&oldest);
+            }
         }
         let forget = self.policy.forget_after;
         let r = records.entry(key).or_insert(Record {
@@ -107,11 +129,28 @@ impl<K: Eq + Hash + Clone> Tracker<K> {
             records.remove(key);
         }
     }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.records.lock().map(|r| r.len()).unwrap_or(0)
+    }
 }
 
+/// Where a login came from; `None` when the transport has no peer address (a Unix socket, or
+/// tests), which is then one source of its own.
+pub type Source = Option<IpAddr>;
+
+/// Failed logins, counted so that a stranger cannot lock a user out and one bad token cannot
+/// lock out everyone:
+/// - Basic logins per (user, source): guessing alice's password from one address slows down
+///   that address's attempts at alice, not alice's logins from anywhere else;
+/// - every failure per source as well, with more slack (many users share a NAT), so one address
+///   guessing many users is slowed too;
+/// - bearer logins per source and per token fingerprint, never under a shared name.
 pub struct LoginThrottle {
-    users: Tracker<String>,
-    peers: Tracker<IpAddr>,
+    user_source: Tracker<(String, Source)>,
+    sources: Tracker<Source>,
+    tokens: Tracker<Fingerprint>,
 }
 
 impl Default for LoginThrottle {
@@ -122,33 +161,68 @@ impl Default for LoginThrottle {
 
 impl LoginThrottle {
     pub fn new(per_user: BackoffPolicy, per_peer: BackoffPolicy) -> Self {
+        Self::with_capacity(per_user, per_peer, MAX_RECORDS)
+    }
+
+    /// The same with at most `capacity` records per kind (tests use a small one).
+    pub fn with_capacity(
+        per_user: BackoffPolicy,
+        per_peer: BackoffPolicy,
+        capacity: usize,
+    ) -> Self {
         Self {
-            users: Tracker::new(per_user),
-            peers: Tracker::new(per_peer),
+            user_source: Tracker::new(per_user, capacity),
+            sources: Tracker::new(per_peer, capacity),
+            tokens: Tracker::new(BackoffPolicy::PER_TOKEN, capacity),
         }
     }
 
-    /// `Err(retry_after)` if this user or this peer must wait.
-    pub fn check(&self, user: &str, peer: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
-        let by_user = self.users.retry_after(&normalize(user), now);
-        let by_peer = peer.and_then(|p| self.peers.retry_after(&p, now));
-        match by_user.max(by_peer) {
-            Some(wait) => Err(wait),
-            None => Ok(()),
-        }
+    /// `Err(retry_after)` if this user from this source, or this source, must wait.
+    pub fn check(&self, user: &str, source: Source, now: Instant) -> Result<(), Duration> {
+        let by_user = self
+            .user_source
+            .retry_after(&(normalize(user), source), now);
+        let by_source = self.sources.retry_after(&source, now);
+        wait(by_user.max(by_source))
     }
 
-    pub fn record_failure(&self, user: &str, peer: Option<IpAddr>, now: Instant) {
-        self.users.fail(normalize(user), now);
-        if let Some(p) = peer {
-            self.peers.fail(p, now);
-        }
+    pub fn record_failure(&self, user: &str, source: Source, now: Instant) {
+        self.user_source.fail((normalize(user), source), now);
+        self.sources.fail(source, now);
     }
 
-    /// A success clears the user's record; the peer's record decays on its own, so one
-    /// valid account cannot be used to reset an address that is guessing others.
-    pub fn record_success(&self, user: &str) {
-        self.users.clear(&normalize(user));
+    /// A success clears this user's record at this source; the source's own record decays on
+    /// its own, so one valid account cannot reset an address that is guessing others.
+    pub fn record_success(&self, user: &str, source: Source) {
+        self.user_source.clear(&(normalize(user), source));
+    }
+
+    /// `Err(retry_after)` if this source, or this very token, must wait before validating.
+    pub fn check_bearer(
+        &self,
+        token: &Fingerprint,
+        source: Source,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let by_token = self.tokens.retry_after(token, now);
+        let by_source = self.sources.retry_after(&source, now);
+        wait(by_token.max(by_source))
+    }
+
+    pub fn record_bearer_failure(&self, token: Fingerprint, source: Source, now: Instant) {
+        self.tokens.fail(token, now);
+        self.sources.fail(source, now);
+    }
+
+    pub fn record_bearer_success(&self, token: &Fingerprint) {
+        self.tokens.clear(token);
+    }
+}
+
+fn wait(longest: Option<Duration>) -> Result<(), Duration> {
+    match longest {
+        Some(w) => Err(w),
+        None => Ok(()),
     }
 }
 
@@ -175,26 +249,62 @@ mod tests {
         assert_eq!(P.delay_after(u32::MAX), Duration::from_secs(60));
     }
 
+    const HOME: Source = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+    const STRANGER: Source = Some(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9)));
+
     #[test]
-    fn a_user_is_blocked_after_repeated_failures_whatever_the_case() {
+    fn a_user_is_slowed_down_at_the_guessing_source_whatever_the_case() {
         let t = LoginThrottle::default();
         let now = Instant::now();
         for _ in 0..4 {
-            assert!(t.check("mallory", None, now).is_ok());
-            t.record_failure("mallory", None, now);
+            assert!(t.check("mallory", STRANGER, now).is_ok());
+            t.record_failure("mallory", STRANGER, now);
         }
-        assert_eq!(t.check("MALLORY", None, now), Err(Duration::from_secs(1)));
+        assert_eq!(
+            t.check("MALLORY", STRANGER, now),
+            Err(Duration::from_secs(1))
+        );
         assert!(
-            t.check("mallory", None, now + Duration::from_secs(1))
+            t.check("mallory", STRANGER, now + Duration::from_secs(1))
                 .is_ok()
         );
         // Other users are unaffected.
-        assert!(t.check("alice", None, now).is_ok());
+        assert!(t.check("alice", STRANGER, now).is_ok());
     }
 
     #[test]
-    fn success_clears_the_user_but_not_the_peer() {
-        let peer: IpAddr = "10.0.0.7".parse().unwrap();
+    fn a_stranger_guessing_alices_password_does_not_lock_alice_out() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        for _ in 0..10 {
+            t.record_failure("alice", STRANGER, now);
+        }
+        assert!(t.check("alice", STRANGER, now).is_err());
+        assert!(
+            t.check("alice", HOME, now).is_ok(),
+            "alice's own address is not refused"
+        );
+    }
+
+    #[test]
+    fn one_source_guessing_many_users_is_slowed_for_everyone_it_tries() {
+        let t = LoginThrottle::new(
+            P,
+            BackoffPolicy {
+                free_failures: 3,
+                ..P
+            },
+        );
+        let now = Instant::now();
+        for u in ["u1", "u2", "u3", "u4"] {
+            t.record_failure(u, STRANGER, now);
+        }
+        assert!(t.check("u5", STRANGER, now).is_err());
+        assert!(t.check("u5", HOME, now).is_ok());
+    }
+
+    #[test]
+    fn success_clears_the_user_at_that_source_but_not_the_source() {
         let t = LoginThrottle::new(
             P,
             BackoffPolicy {
@@ -203,12 +313,57 @@ mod tests {
             },
         );
         let now = Instant::now();
-        t.record_failure("u1", Some(peer), now);
-        t.record_failure("u2", Some(peer), now);
-        assert!(t.check("someone-else", Some(peer), now).is_err());
-        t.record_success("u2");
-        assert!(t.check("someone-else", Some(peer), now).is_err());
-        assert!(t.check("someone-else", None, now).is_ok());
+        t.record_failure("u1", STRANGER, now);
+        t.record_failure("u2", STRANGER, now);
+        assert!(t.check("someone-else", STRANGER, now).is_err());
+        t.record_success("u2", STRANGER);
+        assert!(t.check("someone-else", STRANGER, now).is_err());
+        assert!(t.check("someone-else", HOME, now).is_ok());
+    }
+
+    #[test]
+    fn bad_bearer_tokens_slow_down_their_source_and_themselves_only() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        let bad = Fingerprint::of("forged.jwt.1");
+        for _ in 0..4 {
+            t.record_bearer_failure(bad, STRANGER, now);
+        }
+        assert!(
+            t.check_bearer(&bad, HOME, now).is_err(),
+            "that token waits everywhere"
+        );
+        let good = Fingerprint::of("alice.jwt");
+        assert!(
+            t.check_bearer(&good, HOME, now).is_ok(),
+            "other bearers log in"
+        );
+        assert!(
+            t.check_bearer(&good, STRANGER, now).is_ok(),
+            "the source has slack left"
+        );
+        assert!(
+            t.check("alice", HOME, now).is_ok(),
+            "password logins are not touched"
+        );
+        t.record_bearer_success(&bad);
+        assert!(t.check_bearer(&bad, HOME, now).is_ok());
+    }
+
+    #[test]
+    fn the_record_map_has_a_hard_cap_and_drops_the_oldest_first() {
+        let t = LoginThrottle::with_capacity(P, P, 3);
+        let now = Instant::now();
+        for (i, u) in ["a", "b", "c", "d"].iter().enumerate() {
+            t.record_failure(u, HOME, now + Duration::from_secs(i as u64));
+        }
+        assert_eq!(t.user_source.len(), 3);
+        let recs = t.user_source.records.lock().unwrap();
+        assert!(
+            !recs.contains_key(&("a".to_string(), HOME)),
+            "the oldest went first"
+        );
+        assert!(recs.contains_key(&("d".to_string(), HOME)));
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Bearer mode: a client presents its own IdP access token (a JWT). The engine checks it
-//! against the IdP's published keys and the configured issuer and audience, and then uses it
-//! unchanged. Keys are fetched once and re-fetched when a token names an unknown `kid`
-//! (key rotation), at most once per `MIN_REFETCH` so garbage `kid`s cannot hammer the IdP.
+//! against the IdP's published keys, the configured issuer and audience, that it is an access
+//! token (`typ`: not an ID or refresh token) and that it was issued to an allowed client
+//! (`azp`, where present), and then uses it unchanged. Keys are re-fetched every `KEYS_MAX_AGE`
+//! (a key the IdP withdrew stops being trusted then), and when a token names an unknown `kid`
+//! (key rotation), at most once per `MIN_REFETCH` so garbage `kid`s cannot hammer the IdP. If the
+//! IdP cannot be reached, the keys in hand serve until `KEYS_MAX_STALE`, then bearer logins are
+//! UNAVAILABLE.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -18,6 +22,10 @@ use super::IdpError;
 use super::oidc::OidcProvider;
 
 const MIN_REFETCH: Duration = Duration::from_secs(5);
+/// How long fetched keys are trusted before they are fetched again.
+pub const KEYS_MAX_AGE: Duration = Duration::from_secs(300);
+/// How long keys may serve while the IdP cannot be reached to refresh them.
+pub const KEYS_MAX_STALE: Duration = Duration::from_secs(3600);
 /// Clock skew tolerated on `exp`/`nbf`. Small: a bearer session ends when its token does.
 pub const LEEWAY_SECS: u64 = 5;
 
@@ -77,6 +85,35 @@ pub struct BearerPolicy {
     pub issuer: String,
     pub audience: String,
     pub algorithms: Vec<Algorithm>,
+    /// Clients (`azp`) whose tokens are accepted; a token without `azp` is judged by its
+    /// audience alone.
+    pub allowed_clients: Vec<String>,
+}
+
+/// Whether the token is an access token by its `typ` header and claim. Keycloak writes
+/// `typ: "Bearer"` into access tokens, `"ID"` into ID tokens and `"Refresh"` into refresh
+/// tokens; RFC 9068 access tokens carry the header `typ: at+jwt`. A token that says nothing is
+/// taken for an access token (other IdPs omit both).
+pub fn is_access_token(header_typ: Option<&str>, claims: &Value) -> bool {
+    let header_ok = header_typ.is_none_or(|t| {
+        let t = t.trim().to_ascii_lowercase();
+        let t = t.strip_prefix("application/").unwrap_or(&t);
+        t == "jwt" || t == "at+jwt"
+    });
+    let claim_ok = claims
+        .get("typ")
+        .is_none_or(|t| t.as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")));
+    header_ok && claim_ok
+}
+
+/// Whether the token's authorized party (`azp`), if it names one, is an allowed client.
+pub fn authorized_party_allowed(claims: &Value, allowed: &[String]) -> bool {
+    match claims.get("azp") {
+        None => true,
+        Some(azp) => azp
+            .as_str()
+            .is_some_and(|azp| allowed.iter().any(|a| a == azp)),
+    }
 }
 
 /// A token that passed every check.
@@ -91,7 +128,10 @@ pub struct BearerValidator {
     policy: BearerPolicy,
     source: Box<dyn JwksSource>,
     keys: RwLock<Vec<Jwk>>,
+    /// Last attempt (bounds re-fetches on unknown `kid`s).
     last_fetch: Mutex<Option<Instant>>,
+    /// Last success: the age of the keys in hand.
+    fetched_at: Mutex<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
 }
 
@@ -102,6 +142,7 @@ impl BearerValidator {
             source,
             keys: RwLock::new(Vec::new()),
             last_fetch: Mutex::new(None),
+            fetched_at: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
         }
     }
@@ -111,6 +152,7 @@ impl BearerValidator {
         if !self.policy.algorithms.contains(&header.alg) {
             return Err(BearerError::Invalid("algorithm not allowed"));
         }
+        self.keep_keys_fresh().await?;
         let jwk = match self.find_key(header.kid.as_deref(), header.alg) {
             Some(k) => k,
             None => {
@@ -128,6 +170,14 @@ impl BearerValidator {
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or(BearerError::Invalid("no exp"))?;
+        if !is_access_token(header.typ.as_deref(), &claims) {
+            return Err(BearerError::Invalid("not an access token"));
+        }
+        if !authorized_party_allowed(&claims, &self.policy.allowed_clients) {
+            return Err(BearerError::Invalid(
+                "issued to a client that is not allowed",
+            ));
+        }
         Ok(ValidBearer {
             claims,
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),
@@ -177,6 +227,28 @@ impl BearerValidator {
         }
     }
 
+    fn keys_age(&self) -> Option<Duration> {
+        self.fetched_at
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .map(|t| t.elapsed())
+    }
+
+    /// Keys older than `KEYS_MAX_AGE` are fetched again before use; if that fails they serve
+    /// on until `KEYS_MAX_STALE`.
+    async fn keep_keys_fresh(&self) -> Result<(), BearerError> {
+        match self.keys_age() {
+            Some(age) if age < KEYS_MAX_AGE => Ok(()),
+            None => Ok(()), // nothing fetched yet: the key lookup fetches
+            Some(age) => match self.refetch().await {
+                Ok(()) => Ok(()),
+                Err(_) if age < KEYS_MAX_STALE => Ok(()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     async fn refetch(&self) -> Result<(), BearerError> {
         let _single = self.fetching.lock().await;
         let recent = self
@@ -188,6 +260,9 @@ impl BearerValidator {
         if recent {
             return Ok(());
         }
+        if let Ok(mut t) = self.last_fetch.lock() {
+            *t = Some(Instant::now());
+        }
         let keys = self
             .source
             .fetch()
@@ -196,7 +271,7 @@ impl BearerValidator {
         if let Ok(mut slot) = self.keys.write() {
             *slot = keys;
         }
-        if let Ok(mut t) = self.last_fetch.lock() {
+        if let Ok(mut t) = self.fetched_at.lock() {
             *t = Some(Instant::now());
         }
         Ok(())
@@ -272,6 +347,7 @@ mod tests {
             issuer: ISS.into(),
             audience: "sqe".into(),
             algorithms: vec![Algorithm::RS256],
+            allowed_clients: vec!["sqe".into(), "sqe-cli".into()],
         };
         (BearerValidator::new(policy, Box::new(source)), fetches)
     }
@@ -296,7 +372,7 @@ mod tests {
 
     fn good_claims() -> Value {
         json!({"iss": ISS, "aud": ["sqe", "account"], "exp": now() + 300, "nbf": now() - 1,
-               "preferred_username": "alice"})
+               "typ": "Bearer", "azp": "sqe", "preferred_username": "alice"})
     }
 
     #[tokio::test]
@@ -327,6 +403,127 @@ mod tests {
             let err = v.validate(&token(KEY1, "k1", claims)).await.unwrap_err();
             assert_eq!(err, BearerError::Invalid(why));
         }
+    }
+
+    fn with(patch: Value) -> Value {
+        let mut claims = good_claims();
+        for (k, val) in patch.as_object().unwrap() {
+            if val.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = val.clone();
+            }
+        }
+        claims
+    }
+
+    #[tokio::test]
+    async fn only_access_tokens_are_accepted_not_id_or_refresh_tokens() {
+        let (v, _) = validator(vec![jwk(KEY1, "k1")]);
+        for typ in ["ID", "Refresh", "Logout"] {
+            let err = v
+                .validate(&token(KEY1, "k1", with(json!({"typ": typ}))))
+                .await
+                .unwrap_err();
+            assert_eq!(err, BearerError::Invalid("not an access token"), "{typ}");
+        }
+        assert!(
+            v.validate(&token(KEY1, "k1", with(json!({"typ": null}))))
+                .await
+                .is_ok()
+        );
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("k1".into());
+        for (typ, ok) in [
+            ("at+jwt", true),
+            ("application/at+jwt", true),
+            ("JWT", true),
+            ("id+jwt", false),
+        ] {
+            h.typ = Some(typ.into());
+            let t = encode(
+                &h,
+                &with(json!({"typ": null})),
+                &EncodingKey::from_rsa_pem(KEY1.as_bytes()).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(v.validate(&t).await.is_ok(), ok, "header typ {typ}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_issued_to_a_client_that_is_not_allowed_is_refused() {
+        let (v, _) = validator(vec![jwk(KEY1, "k1")]);
+        let err = v
+            .validate(&token(KEY1, "k1", with(json!({"azp": "some-other-app"}))))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BearerError::Invalid("issued to a client that is not allowed")
+        );
+        for azp in [json!("sqe-cli"), Value::Null] {
+            assert!(
+                v.validate(&token(KEY1, "k1", with(json!({"azp": azp}))))
+                    .await
+                    .is_ok()
+            );
+        }
+    }
+
+    /// A JWKS endpoint the test can change or take down.
+    #[derive(Clone, Default)]
+    struct Endpoint(Arc<Mutex<Option<Vec<Jwk>>>>);
+    impl JwksSource for Endpoint {
+        fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, IdpError>> {
+            let keys = self.0.lock().unwrap().clone();
+            Box::pin(async move { keys.ok_or_else(|| IdpError::Unavailable("down".into())) })
+        }
+    }
+
+    fn validator_at(endpoint: &Endpoint) -> BearerValidator {
+        let policy = BearerPolicy {
+            issuer: ISS.into(),
+            audience: "sqe".into(),
+            algorithms: vec![Algorithm::RS256],
+            allowed_clients: vec!["sqe".into()],
+        };
+        BearerValidator::new(policy, Box::new(endpoint.clone()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_the_idp_withdrew_stops_being_trusted_after_the_refresh_interval() {
+        let endpoint = Endpoint::default();
+        *endpoint.0.lock().unwrap() = Some(vec![jwk(KEY1, "k1"), jwk(KEY2, "k2")]);
+        let v = validator_at(&endpoint);
+        let old = token(KEY1, "k1", good_claims());
+        assert!(v.validate(&old).await.is_ok());
+        // k1 is withdrawn: still trusted until the keys are due again, then refused.
+        *endpoint.0.lock().unwrap() = Some(vec![jwk(KEY2, "k2")]);
+        tokio::time::advance(KEYS_MAX_AGE - Duration::from_secs(1)).await;
+        assert!(v.validate(&old).await.is_ok());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            v.validate(&old).await.unwrap_err(),
+            BearerError::Invalid("unknown signing key")
+        );
+        assert!(v.validate(&token(KEY2, "k2", good_claims())).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_in_hand_serve_while_the_idp_is_down_but_not_forever() {
+        let endpoint = Endpoint::default();
+        *endpoint.0.lock().unwrap() = Some(vec![jwk(KEY1, "k1")]);
+        let v = validator_at(&endpoint);
+        assert!(v.validate(&token(KEY1, "k1", good_claims())).await.is_ok());
+        *endpoint.0.lock().unwrap() = None;
+        tokio::time::advance(KEYS_MAX_AGE + Duration::from_secs(1)).await;
+        assert!(v.validate(&token(KEY1, "k1", good_claims())).await.is_ok());
+        tokio::time::advance(KEYS_MAX_STALE).await;
+        assert!(matches!(
+            v.validate(&token(KEY1, "k1", good_claims())).await,
+            Err(BearerError::Unavailable(_))
+        ));
     }
 
     #[tokio::test]
@@ -400,6 +597,7 @@ mod tests {
             issuer: ISS.into(),
             audience: "sqe".into(),
             algorithms: vec![Algorithm::RS256],
+            allowed_clients: vec!["sqe".into()],
         };
         let v = BearerValidator::new(policy, Box::new(Shared(source.clone())));
         v.validate(&token(KEY1, "k1", good_claims())).await.unwrap();

@@ -1,8 +1,9 @@
 //! Authentication: how a client's credentials become the user's own IdP tokens.
 //!
-//! - `oidc`: discovery and the grants (password, client credentials, refresh) at the IdP.
+//! - `oidc`: discovery and the grants (password, a machine client's client credentials,
+//!   refresh) at the IdP.
 //! - `bearer`: validation of a JWT the client brings itself (JWKS, iss/aud/exp/nbf).
-//! - `backoff`: per-username and per-peer slow-down of failed logins.
+//! - `backoff`: slow-down of failed logins per (user, source), per source and per bad token.
 
 pub mod backoff;
 pub mod bearer;
@@ -76,7 +77,13 @@ pub trait TokenIssuer: Send + Sync {
         password: &'a Secret,
     ) -> BoxFuture<'a, Result<TokenGrant, IdpError>>;
 
-    fn client_credentials(&self) -> BoxFuture<'_, Result<TokenGrant, IdpError>>;
+    /// The client-credentials grant as the *calling* machine client (its own id and secret),
+    /// never as the engine's client. A refusal of those credentials is `Rejected`.
+    fn client_credentials<'a>(
+        &'a self,
+        client_id: &'a str,
+        client_secret: &'a Secret,
+    ) -> BoxFuture<'a, Result<TokenGrant, IdpError>>;
 
     fn refresh<'a>(
         &'a self,

@@ -37,6 +37,8 @@ type TokenError = RequestTokenError<
 /// What discovery told us about the IdP.
 pub struct Discovered {
     client: Client,
+    /// Kept to build a client for a machine client's own credentials.
+    metadata: CoreProviderMetadata,
     pub issuer: String,
     pub jwks_uri: Url,
 }
@@ -114,12 +116,13 @@ impl OidcProvider {
             .map_err(|e| IdpError::Misconfigured(format!("jwks_uri: {e}")))?;
         let issuer = metadata.issuer().as_str().to_string();
         let client = CoreClient::from_provider_metadata(
-            metadata,
+            metadata.clone(),
             self.client_id.clone(),
             self.client_secret.clone(),
         );
         let d = Arc::new(Discovered {
             client,
+            metadata,
             issuer,
             jwks_uri,
         });
@@ -147,15 +150,29 @@ impl OidcProvider {
         Ok(to_grant(&response))
     }
 
-    async fn grant_client_credentials(&self) -> Result<TokenGrant, IdpError> {
+    /// The caller's own client at the IdP's token endpoint. Whatever the IdP says about these
+    /// credentials (unknown client, wrong secret, no service account) is the caller's problem,
+    /// so it is a rejection, not a misconfiguration of the engine.
+    async fn grant_client_credentials(
+        &self,
+        client_id: &str,
+        client_secret: &Secret,
+    ) -> Result<TokenGrant, IdpError> {
         let d = self.discovered().await?;
-        let response = d
-            .client
+        let client = CoreClient::from_provider_metadata(
+            d.metadata.clone(),
+            ClientId::new(client_id.to_string()),
+            Some(ClientSecret::new(client_secret.expose().to_string())),
+        );
+        let response = client
             .exchange_client_credentials()
             .map_err(|e| IdpError::Misconfigured(e.to_string()))?
             .request_async(&self.http)
             .await
-            .map_err(map_token_error)?;
+            .map_err(|e| match map_token_error(e) {
+                IdpError::Misconfigured(code) => IdpError::Rejected { code },
+                other => other,
+            })?;
         Ok(to_grant(&response))
     }
 
@@ -187,8 +204,12 @@ impl TokenIssuer for OidcProvider {
         Box::pin(self.grant_password(username, password))
     }
 
-    fn client_credentials(&self) -> BoxFuture<'_, Result<TokenGrant, IdpError>> {
-        Box::pin(self.grant_client_credentials())
+    fn client_credentials<'a>(
+        &'a self,
+        client_id: &'a str,
+        client_secret: &'a Secret,
+    ) -> BoxFuture<'a, Result<TokenGrant, IdpError>> {
+        Box::pin(self.grant_client_credentials(client_id, client_secret))
     }
 
     fn refresh<'a>(

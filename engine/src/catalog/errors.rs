@@ -55,7 +55,7 @@ pub fn http_error(status: u16, error: &RestError, subject: &str) -> EngineError 
         .as_deref()
         .and_then(code_for_error_type)
         .unwrap_or_else(|| code_for_http_status(status));
-    from_code(code, message)
+    EngineError::from_code(code, message)
 }
 
 /// What a failed REST call said, read back from iceberg's error text.
@@ -64,21 +64,6 @@ pub struct RestError {
     pub status: Option<u16>,
     pub message: Option<String>,
     pub error_type: Option<String>,
-}
-
-/// The engine error for `code` with `message` (the inverse of `EngineError::code`, for the codes
-/// catalog failures can have).
-pub fn from_code(code: Code, message: String) -> EngineError {
-    match code {
-        Code::Unauthenticated => EngineError::CatalogUnauthenticated(message),
-        Code::PermissionDenied => EngineError::PermissionDenied(message),
-        Code::NotFound => EngineError::NotFound(message),
-        Code::InvalidArgument => EngineError::InvalidArgument(message),
-        Code::Unavailable => EngineError::Unavailable(message),
-        Code::ResourceExhausted => EngineError::ResourceExhausted(message),
-        Code::Unimplemented => EngineError::Unimplemented(message),
-        _ => EngineError::Internal(message),
-    }
 }
 
 /// Reads `status: NNN` and the REST error model's `error.message`/`error.type` out of an
@@ -126,7 +111,7 @@ fn code_for_storage_error(kind: opendal::ErrorKind, temporary: bool) -> Code {
 /// the store's own error (S3 code, message, resource, request id); never a key or signature.
 fn storage_error(e: &opendal::Error, subject: &str) -> EngineError {
     let code = code_for_storage_error(e.kind(), e.is_temporary());
-    from_code(
+    EngineError::from_code(
         code,
         format!(
             "object store answered {} for {subject}: {}",
@@ -137,13 +122,19 @@ fn storage_error(e: &opendal::Error, subject: &str) -> EngineError {
 }
 
 /// Classifies any iceberg error from a catalog call about `subject` (e.g. "table lake.demo.c").
+/// The message is scrubbed of credentials: iceberg puts whole catalog answers (vended keys
+/// included) into its errors.
 pub fn classify(err: &iceberg::Error, subject: &str) -> EngineError {
+    classify_unscrubbed(err, subject).scrubbed()
+}
+
+fn classify_unscrubbed(err: &iceberg::Error, subject: &str) -> EngineError {
     // Errors the engine raised itself inside an iceberg call (e.g. no vended credentials), and
     // the object store's: their response text also carries an HTTP status, but not the catalog's.
     let mut source = StdError::source(err);
     while let Some(s) = source {
         if let Some(e) = s.downcast_ref::<EngineError>() {
-            return from_code(e.code(), e.to_string());
+            return EngineError::from_code(e.code(), e.to_string());
         }
         if let Some(e) = s.downcast_ref::<opendal::Error>() {
             return storage_error(e, subject);
@@ -369,6 +360,31 @@ mod tests {
         let out = classify(&e, "table lake.demo.a");
         assert_eq!(out.code(), Code::PermissionDenied);
         assert!(out.to_string().contains("no credentials vended"));
+    }
+
+    #[test]
+    fn an_unparseable_load_table_answer_never_carries_its_vended_keys_on() {
+        // iceberg-catalog-rest 0.10.1 (client.rs, deserialize_catalog_response) puts the whole
+        // body into the error when it cannot parse it, vended keys included.
+        let body = r#"{"metadata-location":"s3://warehouse/demo/a/m.json","metadata":{"format-version":9},"config":{"s3.access-key-id":"ASIAVENDED0001","s3.secret-access-key":"vended-secret-0001/xyz","s3.session-token":"vended-session-token-0001=="}}"#;
+        let e = iceberg::Error::new(
+            ErrorKind::Unexpected,
+            "Failed to parse response from rest catalog server",
+        )
+        .with_context("json", body)
+        .with_source(serde_json::from_str::<u8>("x").unwrap_err());
+        let out = classify(&e, "table lake.demo.a");
+        let status = tonic::Status::from(classify(&e, "table lake.demo.a"));
+        for text in [out.to_string(), status.message().to_string()] {
+            for secret in [
+                "ASIAVENDED0001",
+                "vended-secret-0001",
+                "vended-session-token-0001",
+            ] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert!(text.contains("table lake.demo.a"), "{text}");
+        }
     }
 
     #[tokio::test]

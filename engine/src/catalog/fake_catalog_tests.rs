@@ -157,7 +157,8 @@ fn context_as(uri: &url::Url, user: &str, token: &str) -> SessionContext {
         ca_file: None,
         vended_credentials: Default::default(),
     };
-    let f = CatalogContextFactory::new(&config, 64 << 20, 2).unwrap();
+    let f = CatalogContextFactory::new(&config, crate::memory::shared_pool(256 << 20), 64 << 20, 2)
+        .unwrap();
     let id = Identity {
         user: user.into(),
         roles: vec![],
@@ -167,7 +168,7 @@ fn context_as(uri: &url::Url, user: &str, token: &str) -> SessionContext {
         fingerprint: Fingerprint::of(token),
         latest: LatestToken::fixed(Secret::new(token)),
     };
-    f.create(&id, &view).unwrap()
+    f.create(&id, &view, &f.session_pool()).unwrap()
 }
 
 async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {

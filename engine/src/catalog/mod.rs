@@ -22,8 +22,8 @@ pub mod time_travel;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::object_store::memory::InMemory;
 use datafusion::prelude::SessionConfig;
@@ -33,7 +33,8 @@ use sqe_engine_config::CatalogConfig;
 
 use crate::auth::Identity;
 use crate::error::EngineError;
-use crate::query::{QueryContextFactory, TokenView};
+use crate::memory::SessionPool;
+use crate::query::{QueryContextFactory, TokenView, scratch_catalog};
 use credentials::CredentialPolicy;
 use rest::{CatalogAccess, UserCatalog};
 use schema::{CatalogState, WarehouseProvider};
@@ -47,7 +48,6 @@ pub const DEFAULT_SCHEMA: &str = "default";
 
 /// The session-local in-memory catalog kept next to the warehouse.
 pub const SCRATCH_CATALOG: &str = crate::query::SESSION_CATALOG;
-pub const SCRATCH_SCHEMA: &str = "public";
 
 /// Builds each session's context around the user's own catalog client.
 pub struct CatalogContextFactory {
@@ -56,6 +56,8 @@ pub struct CatalogContextFactory {
     http: reqwest::Client,
     storage: Arc<dyn StorageFactory>,
     credentials: CredentialPolicy,
+    /// The process's one memory pool; each session gets `memory_limit_bytes` of it at most.
+    shared_pool: Arc<dyn MemoryPool>,
     pub memory_limit_bytes: usize,
     pub target_partitions: usize,
     pub listing_ttl: Duration,
@@ -64,6 +66,7 @@ pub struct CatalogContextFactory {
 impl CatalogContextFactory {
     pub fn new(
         catalog: &CatalogConfig,
+        shared_pool: Arc<dyn MemoryPool>,
         memory_limit_bytes: usize,
         target_partitions: usize,
     ) -> Result<Self, EngineError> {
@@ -93,6 +96,7 @@ impl CatalogContextFactory {
                 customized_credential_load: None,
             }),
             credentials: (&catalog.vended_credentials).into(),
+            shared_pool,
             memory_limit_bytes,
             target_partitions,
             listing_ttl: DEFAULT_LISTING_TTL,
@@ -105,6 +109,7 @@ impl QueryContextFactory for CatalogContextFactory {
         &self,
         identity: &Identity,
         token: &TokenView,
+        memory: &Arc<dyn MemoryPool>,
     ) -> Result<SessionContext, EngineError> {
         let access = CatalogAccess {
             uri: self.uri.clone(),
@@ -117,7 +122,7 @@ impl QueryContextFactory for CatalogContextFactory {
         let catalog = UserCatalog::new(access, &token.access_token, token.latest.clone())?;
         let state = CatalogState::new(catalog, self.listing_ttl);
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.memory_limit_bytes, 1.0)
+            .with_memory_pool(memory.clone())
             .build_arc()?;
         // No object store with any reach: the engine's own file system is not the user's to
         // read, and the scans' label URL resolves to an empty store (bytes come from FileIO).
@@ -132,13 +137,14 @@ impl QueryContextFactory for CatalogContextFactory {
             .with_default_catalog_and_schema(&self.warehouse, DEFAULT_SCHEMA);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_catalog(&self.warehouse, Arc::new(WarehouseProvider::new(state)));
-        // `datafusion.public`: session-local scratch tables in memory (under the session's
-        // memory limit, gone with the context), as before the catalog existed. Unqualified names
-        // resolve in the warehouse.
-        let scratch = MemoryCatalogProvider::new();
-        scratch.register_schema(SCRATCH_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
-        ctx.register_catalog(SCRATCH_CATALOG, Arc::new(scratch));
+        // `datafusion.public`: session-local tables in memory, paid for out of the session's
+        // memory share. Unqualified names resolve in the warehouse.
+        ctx.register_catalog(SCRATCH_CATALOG, scratch_catalog(memory)?);
         Ok(ctx)
+    }
+
+    fn session_pool(&self) -> Arc<dyn MemoryPool> {
+        SessionPool::new(self.shared_pool.clone(), self.memory_limit_bytes)
     }
 }
 

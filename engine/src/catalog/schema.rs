@@ -492,6 +492,27 @@ impl SchemaProvider for NamespaceProvider {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        // DataFusion hands over CTAS rows already computed (in the session's context, under its
+        // memory share) as a MemTable. A view would be a plan to run here, outside any pool and
+        // as no Iceberg view: the catalog gets no views from this engine.
+        if table.table_type() == TableType::View {
+            return Err(DataFusionError::NotImplemented(format!(
+                "CREATE VIEW in {}: the engine does not create Iceberg views; create it in \
+                 datafusion.public (session-local) instead",
+                self.state.warehouse()
+            )));
+        }
+        if table
+            .as_any()
+            .downcast_ref::<datafusion::datasource::MemTable>()
+            .is_none()
+        {
+            return Err(DataFusionError::NotImplemented(format!(
+                "registering a {:?} table in {}",
+                table.table_type(),
+                self.state.warehouse()
+            )));
+        }
         let schema = arrow_schema_to_schema_auto_assign_ids(table.schema().as_ref())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let ns = NamespaceIdent::new(self.namespace.clone());

@@ -23,52 +23,84 @@ use crate::error::EngineError;
 
 /// How long a finished or pre-cancelled ticket is remembered.
 const REMEMBER: Duration = Duration::from_secs(600);
-/// Bound on remembered tickets, so a client cannot grow memory without limit.
+/// Bound on remembered tickets, so clients cannot grow memory without limit.
 const MAX_REMEMBERED: usize = 10_000;
+/// Bound per user: one user's flood of cancels forgets only that user's own oldest marks, never
+/// another user's.
+const MAX_REMEMBERED_PER_USER: usize = 1_000;
 
 type Key = [u8; 32];
 
 fn key(user: &str, ticket: &[u8]) -> Key {
     let mut h = Sha256::new();
+    h.update((user.len() as u64).to_le_bytes());
     h.update(user.as_bytes());
-    h.update([0]);
     h.update(ticket);
     h.finalize().into()
 }
 
-enum Entry {
-    Running(oneshot::Sender<()>),
+enum State {
+    /// Every DoGet running this ticket (a client may fetch one ticket twice); a cancel stops all.
+    Running(Vec<(u64, oneshot::Sender<()>)>),
     CancelledBeforeStart(Instant),
     Finished(Instant),
+}
+
+struct Entry {
+    user: String,
+    state: State,
+}
+
+impl Entry {
+    fn remembered_since(&self) -> Option<Instant> {
+        match self.state {
+            State::Running(_) => None,
+            State::CancelledBeforeStart(at) | State::Finished(at) => Some(at),
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct Cancellations {
     entries: Mutex<HashMap<Key, Entry>>,
+    next_run: std::sync::atomic::AtomicU64,
+}
+
+/// The oldest remembered (not running) entries beyond `keep`, among those `pick` selects.
+fn excess(map: &HashMap<Key, Entry>, keep: usize, pick: impl Fn(&Entry) -> bool) -> Vec<Key> {
+    let mut old: Vec<(Key, Instant)> = map
+        .iter()
+        .filter(|(_, e)| pick(e))
+        .filter_map(|(k, e)| e.remembered_since().map(|at| (*k, at)))
+        .collect();
+    if old.len() <= keep {
+        return Vec::new();
+    }
+    old.sort_by_key(|(_, at)| *at);
+    let n = old.len() - keep;
+    old.into_iter().take(n).map(|(k, _)| k).collect()
 }
 
 impl Cancellations {
     fn purge(map: &mut HashMap<Key, Entry>, now: Instant) {
-        map.retain(|_, e| match e {
-            Entry::Running(_) => true,
-            Entry::CancelledBeforeStart(at) | Entry::Finished(at) => {
-                now.duration_since(*at) < REMEMBER
-            }
+        map.retain(|_, e| {
+            e.remembered_since()
+                .is_none_or(|at| now.duration_since(at) < REMEMBER)
         });
         if map.len() > MAX_REMEMBERED {
             // Oldest remembered first; running queries are never dropped.
-            let mut old: Vec<(Key, Instant)> = map
-                .iter()
-                .filter_map(|(k, e)| match e {
-                    Entry::CancelledBeforeStart(at) | Entry::Finished(at) => Some((*k, *at)),
-                    Entry::Running(_) => None,
-                })
-                .collect();
-            old.sort_by_key(|(_, at)| *at);
-            let excess = map.len() - MAX_REMEMBERED;
-            for (k, _) in old.into_iter().take(excess) {
+            for k in excess(map, MAX_REMEMBERED, |_| true) {
                 map.remove(&k);
             }
+        }
+    }
+
+    /// Makes room for one more remembered entry of `user`, from that user's own oldest.
+    fn bound_user(map: &mut HashMap<Key, Entry>, user: &str) {
+        for k in excess(map, MAX_REMEMBERED_PER_USER.saturating_sub(1), |e| {
+            e.user == user
+        }) {
+            map.remove(&k);
         }
     }
 
@@ -84,18 +116,39 @@ impl Cancellations {
             .lock()
             .map_err(|_| EngineError::Internal("cancellation registry poisoned".into()))?;
         Self::purge(&mut map, Instant::now());
-        if matches!(map.get(&k), Some(Entry::CancelledBeforeStart(_))) {
-            map.remove(&k);
-            return Err(EngineError::Cancelled(
-                "the query was cancelled before it started".into(),
-            ));
-        }
         let (tx, rx) = oneshot::channel();
-        map.insert(k, Entry::Running(tx));
+        let run = self
+            .next_run
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match map.get_mut(&k) {
+            Some(Entry {
+                state: State::CancelledBeforeStart(_),
+                ..
+            }) => {
+                map.remove(&k);
+                return Err(EngineError::Cancelled(
+                    "the query was cancelled before it started".into(),
+                ));
+            }
+            Some(Entry {
+                state: State::Running(runs),
+                ..
+            }) => runs.push((run, tx)),
+            _ => {
+                map.insert(
+                    k,
+                    Entry {
+                        user: user.to_owned(),
+                        state: State::Running(vec![(run, tx)]),
+                    },
+                );
+            }
+        }
         Ok((
             Running {
                 registry: self.clone(),
                 key: k,
+                run,
             },
             rx,
         ))
@@ -109,57 +162,85 @@ impl Cancellations {
         };
         let now = Instant::now();
         Self::purge(&mut map, now);
-        match map.remove(&k) {
-            Some(Entry::Running(tx)) => {
-                let _ = tx.send(());
+        let previous = map.remove(&k).map(|e| e.state);
+        let (state, status) = match previous {
+            Some(State::Running(runs)) => {
+                for (_, tx) in runs {
+                    let _ = tx.send(());
+                }
                 // Stays known as finished: a second cancel is NOT_CANCELLABLE.
-                map.insert(k, Entry::Finished(now));
-                CancelStatus::Cancelled
+                (State::Finished(now), CancelStatus::Cancelled)
             }
-            Some(Entry::Finished(at)) => {
-                map.insert(k, Entry::Finished(at));
-                CancelStatus::NotCancellable
-            }
-            Some(Entry::CancelledBeforeStart(at)) => {
-                map.insert(k, Entry::CancelledBeforeStart(at));
-                CancelStatus::Cancelled
+            Some(State::Finished(at)) => (State::Finished(at), CancelStatus::NotCancellable),
+            Some(State::CancelledBeforeStart(at)) => {
+                (State::CancelledBeforeStart(at), CancelStatus::Cancelled)
             }
             None => {
-                map.insert(k, Entry::CancelledBeforeStart(now));
-                CancelStatus::Cancelled
+                Self::bound_user(&mut map, user);
+                (State::CancelledBeforeStart(now), CancelStatus::Cancelled)
             }
-        }
+        };
+        map.insert(
+            k,
+            Entry {
+                user: user.to_owned(),
+                state,
+            },
+        );
+        status
     }
 
-    fn finish(&self, k: Key) {
+    fn finish(&self, k: Key, run: u64) {
         if let Ok(mut map) = self.entries.lock() {
-            if matches!(map.get(&k), Some(Entry::Running(_))) {
-                map.insert(k, Entry::Finished(Instant::now()));
+            if let Some(Entry {
+                state: State::Running(runs),
+                ..
+            }) = map.get_mut(&k)
+            {
+                runs.retain(|(r, _)| *r != run);
+                if runs.is_empty() {
+                    if let Some(e) = map.get_mut(&k) {
+                        e.state = State::Finished(Instant::now());
+                    }
+                }
             }
         }
     }
 
+    /// Queries running now (each DoGet counts).
     pub fn running(&self) -> usize {
         self.entries
             .lock()
             .map(|m| {
                 m.values()
-                    .filter(|e| matches!(e, Entry::Running(_)))
-                    .count()
+                    .map(|e| match &e.state {
+                        State::Running(runs) => runs.len(),
+                        _ => 0,
+                    })
+                    .sum()
             })
+            .unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    fn remembered_for(&self, user: &str) -> usize {
+        self.entries
+            .lock()
+            .map(|m| m.values().filter(|e| e.user == user).count())
             .unwrap_or(0)
     }
 }
 
-/// Held while the query streams; marks the ticket finished when dropped.
+/// Held while the query streams; marks the ticket finished when its last run is dropped.
 pub struct Running {
     registry: Arc<Cancellations>,
     key: Key,
+    run: u64,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.registry.finish(self.key);
+        self.registry.finish(self.key, self.run);
     }
 }
 
@@ -255,6 +336,52 @@ mod tests {
         assert_eq!(reg.cancel("bob", b"t3"), CancelStatus::Cancelled);
         let got: Vec<u32> = s.map(|r| r.unwrap()).collect().await;
         assert_eq!(got, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn two_doget_calls_of_one_ticket_are_both_cancelled() {
+        let reg = Arc::new(Cancellations::default());
+        let (r1, s1) = reg.start("alice", b"t5").unwrap();
+        let (r2, s2) = reg.start("alice", b"t5").unwrap();
+        let pending = || futures::stream::pending::<Result<u32, Status>>();
+        let mut a = Cancellable::new(pending(), r1, s1);
+        let mut b = Cancellable::new(pending(), r2, s2);
+        assert_eq!(reg.running(), 2);
+        assert_eq!(reg.cancel("alice", b"t5"), CancelStatus::Cancelled);
+        assert_eq!(a.next().await.unwrap().unwrap_err().code(), Code::Cancelled);
+        assert_eq!(b.next().await.unwrap().unwrap_err().code(), Code::Cancelled);
+        drop((a, b));
+        assert_eq!(reg.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_run_ending_leaves_the_other_run_of_the_ticket_cancellable() {
+        let reg = Arc::new(Cancellations::default());
+        let (r1, s1) = reg.start("alice", b"t6").unwrap();
+        let (r2, s2) = reg.start("alice", b"t6").unwrap();
+        drop(Cancellable::new(
+            futures::stream::empty::<Result<u32, Status>>(),
+            r1,
+            s1,
+        ));
+        let mut b = Cancellable::new(futures::stream::pending::<Result<u32, Status>>(), r2, s2);
+        assert_eq!(reg.cancel("alice", b"t6"), CancelStatus::Cancelled);
+        assert_eq!(b.next().await.unwrap().unwrap_err().code(), Code::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn one_users_flood_of_cancels_never_evicts_another_users_marks() {
+        let reg = Arc::new(Cancellations::default());
+        assert_eq!(reg.cancel("alice", b"mine"), CancelStatus::Cancelled);
+        for i in 0..(MAX_REMEMBERED_PER_USER * 3) {
+            reg.cancel("mallory", format!("t{i}").as_bytes());
+        }
+        assert_eq!(reg.remembered_for("mallory"), MAX_REMEMBERED_PER_USER);
+        // alice's cancel-before-DoGet still holds.
+        assert_eq!(
+            reg.start("alice", b"mine").err().unwrap().code(),
+            Code::Cancelled
+        );
     }
 
     #[tokio::test]

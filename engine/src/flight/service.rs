@@ -31,7 +31,7 @@ use arrow_flight::{
     SchemaAsIpc, Ticket,
 };
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
@@ -137,20 +137,6 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, EngineError> {
         .try_into()
         .map_err(|e: arrow::error::ArrowError| EngineError::Internal(e.to_string()))?;
     Ok(bytes)
-}
-
-/// Refuses statements that reach storage by path instead of through the catalog as the user:
-/// `CREATE EXTERNAL TABLE … LOCATION` and `COPY … TO`. They would read or write with whatever
-/// the engine process can reach (its file system), not with credentials vended for the user.
-fn refuse_path_access(plan: &LogicalPlan) -> Result<(), EngineError> {
-    let what = match plan {
-        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(_)) => "CREATE EXTERNAL TABLE",
-        LogicalPlan::Copy(_) => "COPY ... TO",
-        _ => return Ok(()),
-    };
-    Err(EngineError::PermissionDenied(format!(
-        "{what} is not allowed: tables are read and written only through the catalog, as you"
-    )))
 }
 
 /// DDL and session statements take effect when planned-and-run in GetFlightInfo; queries and
@@ -266,7 +252,7 @@ impl SqeFlightSqlService {
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let guard = self.drain.enter()?;
         let peer = request.remote_addr().map(|a| a.ip());
-        let (session, issued) = self.authenticate(request.metadata(), peer).await?;
+        let (session, issued) = self.authenticate(request.metadata(), peer, true).await?;
         Ok(Caller {
             session,
             issued,
@@ -274,10 +260,13 @@ impl SqeFlightSqlService {
         })
     }
 
+    /// `reuse`: Basic credentials on an ordinary call find the session the same credentials
+    /// opened before from this address; a handshake (a new connection) always opens its own.
     async fn authenticate(
         &self,
         metadata: &MetadataMap,
         peer: Option<IpAddr>,
+        reuse: bool,
     ) -> Result<(Arc<Session>, Option<SessionHandle>), EngineError> {
         let value = metadata
             .get("authorization")
@@ -295,7 +284,7 @@ impl SqeFlightSqlService {
                 let mode = self.sessions.basic_mode(requested)?;
                 let (handle, session) = self
                     .sessions
-                    .login_basic(&user, &password, peer, mode)
+                    .login_basic(&user, &password, peer, mode, reuse)
                     .await?;
                 Ok((session, Some(handle)))
             }
@@ -321,7 +310,7 @@ impl SqeFlightSqlService {
         };
         let sql = crate::catalog::time_travel::fold_clauses(&sql)?;
         let plan = ctx.state().create_logical_plan(&sql).await?;
-        refuse_path_access(&plan)?;
+        crate::policy::check(&plan)?;
         Ok((plan, ctx))
     }
 
@@ -334,12 +323,14 @@ impl SqeFlightSqlService {
         let started = Instant::now();
         let sql = handle.sql.as_str();
         // With values bound, the result schema is the bound plan's (a `?` alone has no type).
-        let planned = async {
-            let values = params::single_row(handle.bound_rows()?)?;
-            let (plan, ctx) = self.plan(caller, sql).await?;
-            Ok::<_, EngineError>((params::bind(plan, values)?, ctx))
-        }
-        .await;
+        let planned = self
+            .limits
+            .within_timeout(async {
+                let values = params::single_row(handle.bound_rows()?)?;
+                let (plan, ctx) = self.plan(caller, sql).await?;
+                Ok::<_, EngineError>((params::bind(plan, values)?, ctx))
+            })
+            .await;
         let (plan, _) = match planned {
             Ok(p) => p,
             Err(e) => {
@@ -393,7 +384,7 @@ impl SqeFlightSqlService {
         let sql = handle.sql.clone();
         let admitted = self
             .limits
-            .admit()
+            .admit(&caller.session.identity.user)
             .and_then(|a| params::single_row(handle.bound_rows()?).map(|values| (a, values)));
         let admitted = admitted.and_then(|(a, values)| {
             let (running, signal) = self.cancels.start(&caller.session.identity.user, ticket)?;
@@ -471,7 +462,7 @@ impl SqeFlightSqlService {
     ) -> Result<i64, EngineError> {
         let started = Instant::now();
         let result = async {
-            let admission = self.limits.admit()?;
+            let admission = self.limits.admit(&caller.session.identity.user)?;
             let timeout = admission.timeout;
             tokio::time::timeout_at(admission.deadline, async {
                 let (plan, ctx) = self.plan(caller, sql).await?;
@@ -651,7 +642,7 @@ impl FlightSqlService for SqeFlightSqlService {
             .to_str()
             .map_err(|_| EngineError::Unauthenticated)?
             .to_string();
-        let (session, issued) = self.authenticate(request.metadata(), peer).await?;
+        let (session, issued) = self.authenticate(request.metadata(), peer, false).await?;
         // A handle or JWT presented to the handshake is echoed back: it is already the bearer.
         let bearer = match &issued {
             Some(h) => h.secret().expose().to_string(),
@@ -713,7 +704,11 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = self.caller(&request).await?;
         let started = Instant::now();
-        let (plan, _) = match self.plan(&caller, &query.query).await {
+        let (plan, _) = match self
+            .limits
+            .within_timeout(self.plan(&caller, &query.query))
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 self.record_query(&caller, &query.query, started, code_label(e.code()), 0);
@@ -884,7 +879,10 @@ impl FlightSqlService for SqeFlightSqlService {
             table_types: query.table_types.clone(),
             include_schema: query.include_schema,
         };
-        let found = metadata::tables(&ctx, &filter).await?;
+        let found = self
+            .limits
+            .within_timeout(metadata::tables(&ctx, &filter))
+            .await?;
         let mut builder = query.into_builder();
         for t in found {
             builder
@@ -1074,28 +1072,6 @@ mod tests {
     fn logs_get_the_statement_kind_not_its_literals() {
         assert_eq!(statement_kind("  select * from t where pw = 'x'"), "SELECT");
         assert_eq!(statement_kind(""), "");
-    }
-
-    #[tokio::test]
-    async fn statements_that_reach_storage_by_path_are_refused() {
-        let ctx = SessionContext::new();
-        for sql in [
-            "CREATE EXTERNAL TABLE t (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
-            "COPY (SELECT 1 AS x) TO '/tmp/x.csv' STORED AS CSV",
-        ] {
-            let plan = ctx.state().create_logical_plan(sql).await.unwrap();
-            let e = refuse_path_access(&plan).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{sql}");
-        }
-        for sql in [
-            "SELECT 1",
-            "CREATE TABLE t (x INT)",
-            "INSERT INTO t VALUES (1)",
-        ] {
-            if let Ok(plan) = ctx.state().create_logical_plan(sql).await {
-                assert!(refuse_path_access(&plan).is_ok(), "{sql}");
-            }
-        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::time::{Instant, sleep};
 
 use super::manager::{RefreshOutcome, SessionManager, SessionPolicy};
 use super::store::InMemorySessionStore;
-use super::{EndReason, Session};
+use super::{EndReason, Session, SessionHandle};
 use crate::auth::{IdpError, TokenGrant, TokenIssuer};
 use crate::error::EngineError;
 use crate::metrics::Metrics;
@@ -34,6 +34,8 @@ struct FakeIdp {
 }
 
 const PASSWORD: &str = "PASSWORD-hunter2";
+const MACHINE_CLIENT: &str = "etl-job";
+const MACHINE_SECRET: &str = "PASSWORD-etl-secret";
 
 fn fake_jwt(user: &str, n: usize) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
@@ -89,8 +91,19 @@ impl TokenIssuer for FakeIdp {
             self.grant(user).await
         })
     }
-    fn client_credentials(&self) -> BoxFuture<'_, Result<TokenGrant, IdpError>> {
-        Box::pin(self.grant("service-account-sqe"))
+    fn client_credentials<'a>(
+        &'a self,
+        client_id: &'a str,
+        secret: &'a Secret,
+    ) -> BoxFuture<'a, Result<TokenGrant, IdpError>> {
+        Box::pin(async move {
+            if client_id != MACHINE_CLIENT || secret.expose() != MACHINE_SECRET {
+                return Err(IdpError::Rejected {
+                    code: "unauthorized_client".into(),
+                });
+            }
+            self.grant(&format!("service-account-{client_id}")).await
+        })
     }
     fn refresh<'a>(&'a self, rt: &'a Secret) -> BoxFuture<'a, Result<TokenGrant, IdpError>> {
         self.refreshes.fetch_add(1, Ordering::SeqCst);
@@ -108,18 +121,17 @@ fn policy() -> SessionPolicy {
         idle_timeout: Duration::from_secs(900),
         max_lifetime: Duration::from_secs(8 * 3600),
         max_sessions: 3,
+        max_sessions_per_user: 3,
         modes: vec![AuthMode::Password, AuthMode::ClientCredentials],
         username_claim: "preferred_username".into(),
         roles_claim: "realm_access.roles".into(),
+        engine_client_id: "sqe".into(),
     }
 }
 
 fn manager(idp: Arc<FakeIdp>, policy: SessionPolicy) -> (Arc<SessionManager>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let factory = Arc::new(LocalContextFactory {
-        memory_limit_bytes: 64 << 20,
-        target_partitions: 1,
-    });
+    let factory = Arc::new(LocalContextFactory::new(64 << 20, 1));
     let m = Arc::new(SessionManager::new(
         policy,
         Arc::new(InMemorySessionStore::new()),
@@ -134,7 +146,13 @@ fn manager(idp: Arc<FakeIdp>, policy: SessionPolicy) -> (Arc<SessionManager>, Ar
 
 async fn login(m: &SessionManager, user: &str) -> Result<(String, Arc<Session>), EngineError> {
     let (h, s) = m
-        .login_basic(user, &Secret::new(PASSWORD), None, AuthMode::Password)
+        .login_basic(
+            user,
+            &Secret::new(PASSWORD),
+            None,
+            AuthMode::Password,
+            false,
+        )
         .await?;
     Ok((h.secret().expose().to_string(), s))
 }
@@ -164,7 +182,13 @@ async fn bad_credentials_give_one_generic_error_and_repeated_ones_are_throttled(
     let (m, _) = manager(idp.clone(), policy());
     for _ in 0..4 {
         let e = m
-            .login_basic("mallory", &Secret::new("guess"), None, AuthMode::Password)
+            .login_basic(
+                "mallory",
+                &Secret::new("guess"),
+                None,
+                AuthMode::Password,
+                false,
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, EngineError::Unauthenticated));
@@ -390,28 +414,116 @@ async fn close_ends_the_session_and_drops_its_query_state() {
     );
 }
 
+async fn machine_login(
+    m: &SessionManager,
+    client: &str,
+    secret: &str,
+) -> Result<(SessionHandle, Arc<Session>), EngineError> {
+    m.login_basic(
+        client,
+        &Secret::new(secret),
+        None,
+        AuthMode::ClientCredentials,
+        false,
+    )
+    .await
+}
+
 #[tokio::test(start_paused = true)]
-async fn client_credentials_sessions_are_labelled_and_re_fetch_their_token() {
+async fn a_machine_client_logs_in_as_itself_and_re_fetches_its_own_token() {
     let idp = FakeIdp::new(20);
     let (m, _) = manager(idp.clone(), policy());
-    let (_, s) = m
-        .login_basic(
-            "etl-job",
-            &Secret::new(""),
-            None,
-            AuthMode::ClientCredentials,
-        )
+    let (_, s) = machine_login(&m, MACHINE_CLIENT, MACHINE_SECRET)
         .await
         .unwrap();
-    assert_eq!(s.identity.user, "service-account-sqe[etl-job]");
+    assert_eq!(s.identity.user, "service-account-etl-job");
     sleep(Duration::from_secs(25)).await;
     assert!(m.token_for(&s).await.is_ok());
     assert_eq!(
         idp.refreshes.load(Ordering::SeqCst),
         0,
-        "no refresh token: a new grant instead"
+        "no refresh token: a new grant with the client's own credentials instead"
     );
     assert!(idp.issued.load(Ordering::SeqCst) >= 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_machine_login_yields_the_engine_s_own_service_account() {
+    let idp = FakeIdp::new(300);
+    let (m, _) = manager(idp.clone(), policy());
+    for (client, secret) in [
+        (MACHINE_CLIENT, "wrong-secret"),
+        ("sqe", "anything"),
+        ("SQE", MACHINE_SECRET),
+        ("nightly-etl", ""),
+        ("", MACHINE_SECRET),
+    ] {
+        let e = machine_login(&m, client, secret).await.unwrap_err();
+        assert!(matches!(e, EngineError::Unauthenticated), "{client}: {e:?}");
+    }
+    assert_eq!(idp.issued.load(Ordering::SeqCst), 0, "no token was issued");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_user_at_the_session_cap_does_not_stop_another() {
+    let p = SessionPolicy {
+        max_sessions: 10,
+        max_sessions_per_user: 2,
+        ..policy()
+    };
+    let (m, _) = manager(FakeIdp::new(300), p);
+    login(&m, "mallory").await.unwrap();
+    login(&m, "mallory").await.unwrap();
+    let e = login(&m, "mallory").await.unwrap_err();
+    assert!(
+        matches!(e, EngineError::TooManyUserSessions { max: 2 }),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    login(&m, "alice").await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_basic_calls_from_one_client_share_a_session_but_handshakes_do_not() {
+    let idp = FakeIdp::new(300);
+    let (m, _) = manager(idp.clone(), policy());
+    let here: Option<std::net::IpAddr> = Some("10.1.2.3".parse().unwrap());
+    let call = |peer, password: &'static str| {
+        let m = m.clone();
+        async move {
+            m.login_basic(
+                "alice",
+                &Secret::new(password),
+                peer,
+                AuthMode::Password,
+                true,
+            )
+            .await
+        }
+    };
+    let (h1, s1) = call(here, PASSWORD).await.unwrap();
+    let (h2, s2) = call(here, PASSWORD).await.unwrap();
+    assert!(Arc::ptr_eq(&s1, &s2));
+    assert_eq!(h1.secret().expose(), h2.secret().expose());
+    assert_eq!(
+        idp.issued.load(Ordering::SeqCst),
+        1,
+        "the IdP was asked once"
+    );
+    // Another address, or a handshake, opens its own session.
+    let (_, s3) = call(Some("10.9.9.9".parse().unwrap()), PASSWORD)
+        .await
+        .unwrap();
+    assert!(!Arc::ptr_eq(&s1, &s3));
+    let (_, s4) = login(&m, "alice").await.unwrap();
+    assert!(!Arc::ptr_eq(&s1, &s4));
+    // A wrong password never finds the session.
+    assert!(call(here, "PASSWORD-wrong").await.is_err());
+    // Once the session is closed, the same credentials log in anew.
+    m.end(&s1, EndReason::Closed).await;
+    let (h5, s5) = call(here, PASSWORD).await.unwrap();
+    assert!(!Arc::ptr_eq(&s1, &s5));
+    assert_ne!(h1.secret().expose(), h5.secret().expose());
 }
 
 #[test]
@@ -483,6 +595,7 @@ fn no_password_token_refresh_token_or_handle_appears_in_logs_or_errors() {
                 &Secret::new("PASSWORD-wrong-1"),
                 None,
                 AuthMode::Password,
+                false,
             )
             .await
             .unwrap_err()
@@ -517,5 +630,86 @@ fn no_password_token_refresh_token_or_handle_appears_in_logs_or_errors() {
     for h in &handles {
         assert!(!text.contains(h.as_str()), "a session handle leaked");
         assert!(!text.contains(&h[4..20]), "part of a session handle leaked");
+    }
+}
+
+mod bearer_logins {
+    use super::*;
+    use crate::auth::IdpError;
+    use crate::auth::bearer::{BearerPolicy, BearerValidator, JwksSource};
+    use jsonwebtoken::jwk::Jwk;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::{Value, json};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    const KEY: &str = include_str!("../auth/testdata/test-rsa-1.pem");
+    const ISS: &str = "https://idp.test/realms/sqe";
+
+    struct OneKey;
+    impl JwksSource for OneKey {
+        fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, IdpError>> {
+            let ek = EncodingKey::from_rsa_pem(KEY.as_bytes()).unwrap();
+            let mut j = Jwk::from_encoding_key(&ek, Algorithm::RS256).unwrap();
+            j.common.key_id = Some("k1".into());
+            Box::pin(async move { Ok(vec![j]) })
+        }
+    }
+
+    fn bearer_manager() -> Arc<SessionManager> {
+        let validator = BearerValidator::new(
+            BearerPolicy {
+                issuer: ISS.into(),
+                audience: "sqe".into(),
+                algorithms: vec![Algorithm::RS256],
+                allowed_clients: vec!["sqe".into()],
+            },
+            Box::new(OneKey),
+        );
+        Arc::new(SessionManager::new(
+            policy(),
+            Arc::new(InMemorySessionStore::new()),
+            FakeIdp::new(300),
+            Some(Arc::new(validator)),
+            Arc::new(Metrics::new()),
+            Arc::new(LocalContextFactory::new(64 << 20, 1)),
+        ))
+    }
+
+    fn jwt(claims: Value) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("k1".into());
+        encode(
+            &h,
+            &claims,
+            &EncodingKey::from_rsa_pem(KEY.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn claims(user: Option<&str>) -> Value {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut c =
+            json!({"iss": ISS, "aud": "sqe", "azp": "sqe", "typ": "Bearer", "exp": now + 300});
+        if let Some(u) = user {
+            c["preferred_username"] = json!(u);
+        }
+        c
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_that_names_no_user_is_refused_not_run_as_unknown() {
+        let m = bearer_manager();
+        for c in [claims(None), claims(Some("")), claims(Some("  "))] {
+            let e = m.login_bearer(&jwt(c), None).await.unwrap_err();
+            assert!(matches!(e, EngineError::Unauthenticated), "{e:?}");
+        }
+        let s = m
+            .login_bearer(&jwt(claims(Some("alice"))), None)
+            .await
+            .unwrap();
+        assert_eq!(s.identity.user, "alice");
     }
 }

@@ -11,11 +11,14 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::refresh::{self, DeadlineQueue, Step, Timeline};
+use super::reuse::{BasicReuse, ReuseKey};
 use super::store::{SessionStore, StoreError};
-use super::{EndReason, Session, SessionHandle, SessionKey, TokenState, mode_name};
+use super::{EndReason, MachineClient, Session, SessionHandle, SessionKey, TokenState, mode_name};
 use crate::auth::backoff::LoginThrottle;
 use crate::auth::bearer::{BearerError, BearerValidator, remaining};
-use crate::auth::{IdpError, TokenGrant, TokenIssuer, identity_from_claims, unverified_claims};
+use crate::auth::{
+    IdpError, TokenGrant, TokenIssuer, claim_at, identity_from_claims, unverified_claims,
+};
 use crate::error::EngineError;
 use crate::metrics::Metrics;
 use crate::query::{QueryContextFactory, TokenView};
@@ -27,9 +30,12 @@ pub struct SessionPolicy {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub max_sessions: usize,
+    pub max_sessions_per_user: usize,
     pub modes: Vec<AuthMode>,
     pub username_claim: String,
     pub roles_claim: String,
+    /// The engine's own OIDC client: never accepted as a machine client's login.
+    pub engine_client_id: String,
 }
 
 impl SessionPolicy {
@@ -39,9 +45,11 @@ impl SessionPolicy {
             idle_timeout: c.session.idle_timeout(),
             max_lifetime: c.session.max_lifetime(),
             max_sessions: c.session.max_sessions,
+            max_sessions_per_user: c.session.max_sessions_per_user,
             modes: c.oidc.modes.clone(),
             username_claim: c.oidc.username_claim.clone(),
             roles_claim: c.oidc.roles_claim.clone(),
+            engine_client_id: c.oidc.client_id.clone(),
         }
     }
 }
@@ -72,6 +80,7 @@ pub struct SessionManager {
     queue: DeadlineQueue<Job>,
     metrics: Arc<Metrics>,
     factory: Arc<dyn QueryContextFactory>,
+    reuse: BasicReuse,
 }
 
 fn secs_ceil(d: Duration) -> u64 {
@@ -100,6 +109,7 @@ impl SessionManager {
             queue: DeadlineQueue::default(),
             metrics,
             factory,
+            reuse: BasicReuse::default(),
         }
     }
 
@@ -136,16 +146,26 @@ impl SessionManager {
         }
     }
 
-    /// Basic credentials → the user's own tokens → a new session.
+    /// Basic credentials → the user's own tokens → a new session. With `reuse`, the same
+    /// credentials from the same source find the session they opened before (calls that send
+    /// Basic on every request instead of the handle would otherwise each open a session and ask
+    /// the IdP); a handshake never reuses, so each connection keeps its own session state.
     pub async fn login_basic(
         &self,
         username: &str,
         password: &Secret,
         peer: Option<IpAddr>,
         mode: AuthMode,
+        reuse: bool,
     ) -> Result<(SessionHandle, Arc<Session>), EngineError> {
         let started = Instant::now();
         let mode_label = mode_name(mode);
+        let reuse_key = reuse.then(|| self.reuse.key(mode, username, password, peer));
+        if let Some(k) = &reuse_key {
+            if let Some((handle, session)) = self.reused(k).await {
+                return Ok((handle, session));
+            }
+        }
         if let Err(wait) = self.throttle.check(username, peer, started) {
             self.metrics.login(mode_label, "throttled");
             warn!(
@@ -160,41 +180,58 @@ impl SessionManager {
             });
         }
         self.ensure_capacity(mode_label, username)?;
+        let empty = username.is_empty() || password.expose().is_empty();
         let grant = match mode {
-            AuthMode::Password if username.is_empty() || password.expose().is_empty() => {
+            _ if empty => Err(IdpError::Rejected {
+                code: "empty credentials".into(),
+            }),
+            AuthMode::Password => self.issuer.password(username, password).await,
+            // The engine's own client is for the password grant only: a machine client logs in
+            // as itself, and nobody gets the engine's service account.
+            AuthMode::ClientCredentials
+                if username.eq_ignore_ascii_case(&self.policy.engine_client_id) =>
+            {
                 Err(IdpError::Rejected {
-                    code: "empty credentials".into(),
+                    code: "the engine's own client".into(),
                 })
             }
-            AuthMode::Password => self.issuer.password(username, password).await,
-            AuthMode::ClientCredentials => self.issuer.client_credentials().await,
+            AuthMode::ClientCredentials => self.issuer.client_credentials(username, password).await,
             AuthMode::Bearer => return Err(EngineError::ModeNotEnabled("bearer")),
         };
         let grant = match grant {
             Ok(g) => g,
             Err(e) => return Err(self.login_failed(mode_label, username, peer, &e, started)),
         };
-        self.throttle.record_success(username);
+        self.throttle.record_success(username, peer);
         let claims = unverified_claims(grant.access_token.expose());
-        let label = if username.is_empty() {
-            "client_credentials"
-        } else {
-            username
-        };
-        let mut identity = identity_from_claims(
+        let identity = identity_from_claims(
             claims.as_ref(),
             &self.policy.username_claim,
             &self.policy.roles_claim,
-            label,
+            username,
         );
-        if mode == AuthMode::ClientCredentials {
-            // The username is only a label: the identity is the engine's client, and logs and
-            // metrics must say so rather than pretend to be the label.
-            identity.user = format!("{}[{}]", identity.user, label);
-        }
+        let renewal = (mode == AuthMode::ClientCredentials).then(|| MachineClient {
+            client_id: username.to_string(),
+            secret: password.clone(),
+        });
         let handle = SessionHandle::generate();
-        let session = self.open(handle.key(), identity, mode, grant, started)?;
+        let session = self.open(handle.key(), identity, mode, grant, renewal, started)?;
+        if let Some(k) = reuse_key {
+            self.reuse.remember(k, &handle, self.policy.max_sessions);
+        }
         Ok((handle, session))
+    }
+
+    /// The live session earlier Basic credentials opened, with its handle.
+    async fn reused(&self, key: &ReuseKey) -> Option<(SessionHandle, Arc<Session>)> {
+        let handle = self.reuse.handle(key)?;
+        match self.lookup(&handle.key()).await {
+            Ok(Some(session)) => Some((handle, session)),
+            _ => {
+                self.reuse.forget(key);
+                None
+            }
+        }
     }
 
     /// A client-supplied JWT → its session (created on first sight, keyed by the JWT's hash).
@@ -218,31 +255,36 @@ impl SessionManager {
             );
             return Err(EngineError::Unauthenticated);
         };
-        if let Some(p) = peer {
-            if let Err(wait) = self.throttle.check("", Some(p), started) {
-                self.metrics.login("bearer", "throttled");
-                return Err(EngineError::LoginThrottled {
-                    retry_after_secs: secs_ceil(wait),
-                });
-            }
+        if let Err(wait) = self.throttle.check_bearer(&key, peer, started) {
+            self.metrics.login("bearer", "throttled");
+            warn!(
+                event = "login",
+                mode = "bearer",
+                fp = %key,
+                outcome = "throttled",
+                retry_after_s = secs_ceil(wait)
+            );
+            return Err(EngineError::LoginThrottled {
+                retry_after_secs: secs_ceil(wait),
+            });
         }
         self.ensure_capacity("bearer", "")?;
+        let rejected = |reason: &str| {
+            self.throttle.record_bearer_failure(key, peer, started);
+            self.metrics.login("bearer", "rejected");
+            warn!(
+                event = "login",
+                mode = "bearer",
+                fp = %key,
+                outcome = "rejected",
+                reason,
+                duration_ms = ms(started)
+            );
+            EngineError::Unauthenticated
+        };
         let valid = match validator.validate(jwt).await {
             Ok(v) => v,
-            Err(BearerError::Invalid(reason)) => {
-                if let Some(p) = peer {
-                    self.throttle.record_failure("", Some(p), started);
-                }
-                self.metrics.login("bearer", "rejected");
-                warn!(
-                    event = "login",
-                    mode = "bearer",
-                    outcome = "rejected",
-                    reason,
-                    duration_ms = ms(started)
-                );
-                return Err(EngineError::Unauthenticated);
-            }
+            Err(BearerError::Invalid(reason)) => return Err(rejected(reason)),
             Err(BearerError::Unavailable(detail)) => {
                 self.metrics.login("bearer", "idp_unavailable");
                 warn!(
@@ -255,18 +297,27 @@ impl SessionManager {
                 return Err(EngineError::IdpUnavailable);
             }
         };
+        // Everything a session does is attributed to its user: a token that does not name one
+        // is refused rather than run as an anonymous "unknown" shared by all such tokens.
+        let Some(user) = claim_at(&valid.claims, &self.policy.username_claim)
+            .and_then(serde_json::Value::as_str)
+            .filter(|u| !u.trim().is_empty())
+        else {
+            return Err(rejected("no username claim"));
+        };
+        self.throttle.record_bearer_success(&key);
         let identity = identity_from_claims(
             Some(&valid.claims),
             &self.policy.username_claim,
             &self.policy.roles_claim,
-            "unknown",
+            user,
         );
         let grant = TokenGrant {
             access_token: Secret::new(jwt),
             refresh_token: None,
             expires_in: remaining(valid.expires_at),
         };
-        match self.open(key, identity, AuthMode::Bearer, grant, started) {
+        match self.open(key, identity, AuthMode::Bearer, grant, None, started) {
             // Two first calls with the same JWT raced; the other one won.
             Err(EngineError::Internal(_)) => {
                 self.lookup(&key).await?.ok_or(EngineError::SessionInvalid)
@@ -329,6 +380,8 @@ impl SessionManager {
         e: &IdpError,
         started: Instant,
     ) -> EngineError {
+        let user = user.chars().take(128).collect::<String>();
+        let user = user.as_str();
         match e {
             IdpError::Rejected { code } => {
                 self.throttle.record_failure(user, peer, started);
@@ -376,8 +429,29 @@ impl SessionManager {
         identity: crate::auth::Identity,
         mode: AuthMode,
         grant: TokenGrant,
+        renewal: Option<MachineClient>,
         started: Instant,
     ) -> Result<Arc<Session>, EngineError> {
+        let mode_label = mode_name(mode);
+        let held = self
+            .store
+            .all()
+            .iter()
+            .filter(|s| s.identity.user == identity.user)
+            .count();
+        if held >= self.policy.max_sessions_per_user {
+            self.metrics.login(mode_label, "too_many_sessions");
+            warn!(
+                event = "login",
+                mode = mode_label,
+                user = identity.user.as_str(),
+                outcome = "too_many_sessions_for_user",
+                max = self.policy.max_sessions_per_user
+            );
+            return Err(EngineError::TooManyUserSessions {
+                max: self.policy.max_sessions_per_user,
+            });
+        }
         let now = Instant::now();
         let mut tokens = TokenState::new(
             grant.access_token,
@@ -387,14 +461,10 @@ impl SessionManager {
         );
         tokens.refresh_at = self.first_refresh_at(mode, &tokens);
         let fp = tokens.fingerprint;
-        let session = Arc::new(Session::new(
-            key,
-            identity,
-            mode,
-            tokens,
-            self.policy.max_lifetime,
-        ));
-        let mode_label = mode_name(mode);
+        let session = Arc::new(
+            Session::new(key, identity, mode, tokens, self.policy.max_lifetime)
+                .with_renewal(renewal),
+        );
         match self.store.insert(session.clone(), self.policy.max_sessions) {
             Ok(()) => {}
             Err(StoreError::Full) => {
@@ -516,7 +586,16 @@ impl SessionManager {
                     code: "no refresh token".into(),
                 }),
             },
-            AuthMode::ClientCredentials => self.issuer.client_credentials().await,
+            AuthMode::ClientCredentials => match &session.renewal {
+                Some(c) => {
+                    self.issuer
+                        .client_credentials(&c.client_id, &c.secret)
+                        .await
+                }
+                None => Err(IdpError::Rejected {
+                    code: "no client credentials".into(),
+                }),
+            },
             AuthMode::Bearer => Err(IdpError::Rejected {
                 code: "bearer tokens cannot be refreshed".into(),
             }),

@@ -2,6 +2,7 @@
 
 pub mod manager;
 pub mod refresh;
+pub mod reuse;
 pub mod store;
 
 use std::sync::atomic::AtomicU64;
@@ -163,6 +164,13 @@ impl TokenState {
     }
 }
 
+/// A machine client's own credentials, kept for the session's life to fetch its next token
+/// (client-credentials grants come without a refresh token).
+pub struct MachineClient {
+    pub client_id: String,
+    pub secret: Secret,
+}
+
 pub struct Session {
     /// Random id for logs; unrelated to the handle.
     pub id: String,
@@ -176,6 +184,8 @@ pub struct Session {
     /// Only the newest scheduled wake-up for this session counts.
     pub(crate) schedule_seq: AtomicU64,
     pub query: QueryState,
+    /// Client-credentials sessions: how to get the next token.
+    pub(crate) renewal: Option<MachineClient>,
 }
 
 /// Only what logs may show: never a token or the handle.
@@ -210,7 +220,13 @@ impl Session {
             tokens: tokio::sync::RwLock::new(tokens),
             schedule_seq: AtomicU64::new(0),
             query: QueryState::default(),
+            renewal: None,
         }
+    }
+
+    pub(crate) fn with_renewal(mut self, renewal: Option<MachineClient>) -> Self {
+        self.renewal = renewal;
+        self
     }
 
     pub fn touch(&self, now: Instant) {

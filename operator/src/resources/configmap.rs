@@ -64,13 +64,17 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
     let sd = SessionConfig::default();
     let q = &spec.engine.query;
     let qd = QueryConfig::default();
+    let quantity = |field: &str, m: &str| {
+        parse_quantity(m)
+            .ok_or_else(|| Error::InvalidSpec(format!("{field}: `{m}` is not a quantity")))
+    };
+    let memory_pool_bytes = match &q.memory_pool {
+        Some(m) => quantity("spec.engine.query.memoryPool", m)?,
+        None => default_memory_pool(container_memory_limit(spec)?),
+    };
     let memory_limit_bytes = match &q.memory_limit {
-        Some(m) => parse_quantity(m).ok_or_else(|| {
-            Error::InvalidSpec(format!(
-                "spec.engine.query.memoryLimit: `{m}` is not a quantity"
-            ))
-        })?,
-        None => qd.memory_limit_bytes,
+        Some(m) => quantity("spec.engine.query.memoryLimit", m)?,
+        None => qd.memory_limit_bytes.min(memory_pool_bytes),
     };
     let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     let cfg = EngineConfig {
@@ -91,6 +95,7 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
             username_claim: o.username_claim.clone().unwrap_or(defaults_oidc.0),
             roles_claim: o.roles_claim.clone().unwrap_or(defaults_oidc.1),
             allowed_algorithms: vec!["RS256".into()],
+            allowed_clients: o.allowed_clients.clone(),
         },
         catalog: CatalogConfig {
             uri: url("spec.polaris.uri", &spec.polaris.uri)?,
@@ -113,11 +118,18 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
                 .max_lifetime_seconds
                 .map_or(sd.max_lifetime_seconds, u64::from),
             max_sessions: s.max_sessions.map_or(sd.max_sessions, |v| v as usize),
+            max_sessions_per_user: s
+                .max_sessions_per_user
+                .map_or(sd.max_sessions_per_user, |v| v as usize),
         },
         query: QueryConfig {
             timeout_seconds: q.timeout_seconds.map_or(qd.timeout_seconds, u64::from),
             memory_limit_bytes,
+            memory_pool_bytes,
             max_concurrent: q.max_concurrent.map_or(qd.max_concurrent, |v| v as usize),
+            max_concurrent_per_user: q
+                .max_concurrent_per_user
+                .map_or(qd.max_concurrent_per_user, |v| v as usize),
             shutdown_grace_seconds: q
                 .shutdown_grace_seconds
                 .map_or(qd.shutdown_grace_seconds, u64::from),
@@ -130,6 +142,34 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
     cfg.validate()
         .map_err(|e| Error::InvalidSpec(format!("engine configuration: {e}")))?;
     Ok(cfg)
+}
+
+/// The engine container's memory limit: the spec's, else the operator's default (2Gi).
+fn container_memory_limit(spec: &SqeClusterSpec) -> Result<Option<u64>> {
+    let resources = spec
+        .engine
+        .resources
+        .clone()
+        .unwrap_or_else(super::deployment::default_resources);
+    match resources.limits.as_ref().and_then(|l| l.get("memory")) {
+        Some(q) => parse_quantity(&q.0).map(Some).ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "spec.engine.resources.limits.memory: `{}` is not a quantity",
+                q.0
+            ))
+        }),
+        None => Ok(None),
+    }
+}
+
+/// The pool is 75% of the container's memory limit: the rest is the process itself (Arrow
+/// buffers in flight to clients, the catalog and IdP clients, the allocator's slack). Without a
+/// limit, the engine's default.
+pub fn default_memory_pool(container_limit: Option<u64>) -> u64 {
+    match container_limit {
+        Some(limit) => limit / 4 * 3,
+        None => QueryConfig::default().memory_pool_bytes,
+    }
 }
 
 /// Kubernetes quantity → bytes (`1Gi`, `512Mi`, `1G`, `1500000`). Fractions are truncated.

@@ -30,7 +30,7 @@ const RUN_AS: i64 = 65532;
 /// Time on top of the engine's own query drain grace for the process to exit.
 const EXIT_MARGIN_SECONDS: i64 = 15;
 
-fn default_resources() -> ResourceRequirements {
+pub(super) fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity("500m".into())),

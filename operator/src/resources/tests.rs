@@ -350,6 +350,45 @@ fn engine_rules_make_an_invalid_spec() {
 }
 
 #[test]
+fn the_memory_pool_follows_the_pods_memory_limit_and_bounds_each_session() {
+    let (_, minimal) = examples()
+        .into_iter()
+        .find(|(n, _)| n == "minimal")
+        .unwrap();
+    let query = |c: &SqeCluster| super::configmap::engine_config(&c.spec).unwrap().query;
+    // Default container limit 2Gi: a 1.5Gi pool, sessions at the engine's 1Gi default.
+    let q = query(&minimal);
+    assert_eq!(
+        (q.memory_pool_bytes, q.memory_limit_bytes),
+        (3 << 29, 1 << 30)
+    );
+    // A 1Gi pod: a 768Mi pool, and no session may have more than the pool.
+    let mut small = minimal.clone();
+    let mut resources = small.spec.engine.resources.clone().unwrap_or_default();
+    resources.limits = Some(
+        [(
+            "memory".to_string(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+        )]
+        .into(),
+    );
+    small.spec.engine.resources = Some(resources);
+    let q = query(&small);
+    assert_eq!(
+        (q.memory_pool_bytes, q.memory_limit_bytes),
+        (768 << 20, 768 << 20)
+    );
+    // Set explicitly, a session may not have more than the pool.
+    let mut explicit = minimal.clone();
+    explicit.spec.engine.query.memory_pool = Some("512Mi".into());
+    explicit.spec.engine.query.memory_limit = Some("1Gi".into());
+    let e = build(&explicit, &SecretDigests::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("query.memory_pool_bytes"), "{e}");
+}
+
+#[test]
 fn quantities() {
     assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
     assert_eq!(parse_quantity("512Mi"), Some(512 << 20));

@@ -1,0 +1,125 @@
+//! What a client's statement may do, decided on its logical plan before anything runs.
+//!
+//! - No path access: `CREATE EXTERNAL TABLE … LOCATION` and `COPY … TO` would read or write with
+//!   whatever the engine process can reach (its file system), not with credentials vended for the
+//!   user. They are refused anywhere in the plan, so `EXPLAIN ANALYZE COPY …` is refused too.
+//! - No runtime settings: `SET`/`RESET datafusion.runtime.*` would replace the session's memory
+//!   pool (lifting the limits) or move spill files anywhere; the catalog-location settings would
+//!   make DataFusion list a local directory as tables. The operator sets these, not the client.
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
+
+use crate::error::EngineError;
+
+/// Settings no client may change; everything else under `datafusion.` is the session's own.
+const OPERATOR_SETTINGS: &[&str] = &[
+    "datafusion.runtime.",
+    "datafusion.catalog.location",
+    "datafusion.catalog.format",
+    "datafusion.catalog.has_header",
+    "datafusion.catalog.create_default_catalog_and_schema",
+    "datafusion.catalog.default_catalog",
+];
+
+/// Whether a client may `SET`/`RESET` this variable (names are case-insensitive in SQL).
+pub fn settable(variable: &str) -> Result<(), EngineError> {
+    let v = variable.trim().to_ascii_lowercase();
+    if OPERATOR_SETTINGS.iter().any(|p| v.starts_with(p)) {
+        return Err(EngineError::PermissionDenied(format!(
+            "`{variable}` is set by the operator for the whole engine and cannot be changed from a session"
+        )));
+    }
+    Ok(())
+}
+
+/// The first reason `plan` (any node of it, subqueries included) may not run.
+pub fn check(plan: &LogicalPlan) -> Result<(), EngineError> {
+    let mut refusal = None;
+    plan.apply_with_subqueries(|node| {
+        refusal = refusal_of(node).err();
+        Ok(if refusal.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    refusal.map_or(Ok(()), Err)
+}
+
+fn refusal_of(node: &LogicalPlan) -> Result<(), EngineError> {
+    let path = match node {
+        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(_)) => Some("CREATE EXTERNAL TABLE"),
+        LogicalPlan::Copy(_) => Some("COPY ... TO"),
+        _ => None,
+    };
+    if let Some(what) = path {
+        return Err(EngineError::PermissionDenied(format!(
+            "{what} is not allowed: tables are read and written only through the catalog, as you"
+        )));
+    }
+    match node {
+        LogicalPlan::Statement(Statement::SetVariable(s)) => settable(&s.variable),
+        LogicalPlan::Statement(Statement::ResetVariable(r)) => settable(&r.variable),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+    use tonic::Code;
+
+    async fn verdict(sql: &str) -> Result<(), EngineError> {
+        let ctx = SessionContext::new();
+        let plan = ctx.state().create_logical_plan(sql).await.unwrap();
+        check(&plan)
+    }
+
+    #[tokio::test]
+    async fn statements_that_reach_storage_by_path_are_refused_wherever_they_appear() {
+        for sql in [
+            "CREATE EXTERNAL TABLE t (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+            "COPY (SELECT 1 AS x) TO '/tmp/x.csv' STORED AS CSV",
+            "EXPLAIN COPY (SELECT 1 AS x) TO '/tmp/x.csv' STORED AS CSV",
+            "EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '/tmp/x.csv' STORED AS CSV",
+        ] {
+            let e = verdict(sql).await.unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "EXPLAIN SELECT 1",
+            "CREATE TABLE t (x INT)",
+            "INSERT INTO t VALUES (1)",
+        ] {
+            let ctx = SessionContext::new();
+            if let Ok(plan) = ctx.state().create_logical_plan(sql).await {
+                assert!(check(&plan).is_ok(), "{sql}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn runtime_and_catalog_location_settings_are_the_operators() {
+        for sql in [
+            "SET datafusion.runtime.memory_limit = '100G'",
+            "SET DATAFUSION.RUNTIME.MEMORY_LIMIT = '100G'",
+            "RESET datafusion.runtime.memory_limit",
+            "SET datafusion.runtime.temp_directory = '/'",
+            "SET datafusion.catalog.location = '/etc'",
+        ] {
+            let e = verdict(sql).await.unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{sql}");
+            assert!(e.to_string().contains("set by the operator"), "{e}");
+        }
+        for sql in [
+            "SET datafusion.execution.batch_size = 1234",
+            "RESET datafusion.execution.batch_size",
+            "SET datafusion.execution.parquet.pushdown_filters = true",
+        ] {
+            assert!(verdict(sql).await.is_ok(), "{sql}");
+        }
+    }
+}

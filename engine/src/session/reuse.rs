@@ -1,0 +1,116 @@
+//! Repeated Basic logins from one client find the session they opened before.
+//!
+//! Some clients send `authorization: Basic …` on every call instead of the handle the first call
+//! returned; each such call would otherwise open a session and ask the IdP. A call with the same
+//! mode, username, password and source address as an earlier successful login gets that login's
+//! session back while it lives. The credentials are kept only as a keyed SHA-256 (the key is
+//! random per process), so nothing here can be turned back into a password.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqe_engine_config::AuthMode;
+
+use super::SessionHandle;
+use crate::secret::Secret;
+
+pub type ReuseKey = [u8; 32];
+
+pub struct BasicReuse {
+    key: [u8; 32],
+    handles: Mutex<HashMap<ReuseKey, Secret>>,
+}
+
+impl Default for BasicReuse {
+    fn default() -> Self {
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        Self {
+            key,
+            handles: Mutex::default(),
+        }
+    }
+}
+
+impl BasicReuse {
+    /// Length-prefixed fields, so no two different logins hash the same input.
+    pub fn key(
+        &self,
+        mode: AuthMode,
+        user: &str,
+        password: &Secret,
+        peer: Option<IpAddr>,
+    ) -> ReuseKey {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+        for field in [
+            super::mode_name(mode).as_bytes(),
+            user.as_bytes(),
+            password.expose().as_bytes(),
+            peer.as_bytes(),
+        ] {
+            h.update((field.len() as u64).to_le_bytes());
+            h.update(field);
+        }
+        h.finalize().into()
+    }
+
+    pub fn handle(&self, key: &ReuseKey) -> Option<SessionHandle> {
+        let handles = self.handles.lock().ok()?;
+        handles
+            .get(key)
+            .map(|s| SessionHandle::from_secret(s.clone()))
+    }
+
+    /// Remembers a login's handle; at `capacity` entries the map starts over (the sessions stay,
+    /// only the shortcut to them is lost).
+    pub fn remember(&self, key: ReuseKey, handle: &SessionHandle, capacity: usize) {
+        if let Ok(mut handles) = self.handles.lock() {
+            if handles.len() >= capacity.max(1) {
+                handles.clear();
+            }
+            handles.insert(key, handle.secret().clone());
+        }
+    }
+
+    pub fn forget(&self, key: &ReuseKey) {
+        if let Ok(mut handles) = self.handles.lock() {
+            handles.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_depends_on_every_part_of_the_login() {
+        let r = BasicReuse::default();
+        let pw = Secret::new("pw");
+        let here: Option<IpAddr> = Some("10.0.0.1".parse().unwrap());
+        let base = r.key(AuthMode::Password, "alice", &pw, here);
+        assert_eq!(base, r.key(AuthMode::Password, "alice", &pw, here));
+        assert_ne!(
+            base,
+            r.key(AuthMode::Password, "alice", &Secret::new("pw2"), here)
+        );
+        assert_ne!(base, r.key(AuthMode::Password, "alicE", &pw, here));
+        assert_ne!(base, r.key(AuthMode::ClientCredentials, "alice", &pw, here));
+        assert_ne!(base, r.key(AuthMode::Password, "alice", &pw, None));
+        // Field boundaries count: ("ab", "c") is not ("a", "bc").
+        assert_ne!(
+            r.key(AuthMode::Password, "ab", &Secret::new("c"), None),
+            r.key(AuthMode::Password, "a", &Secret::new("bc"), None)
+        );
+        // Another process (another random key) hashes differently.
+        assert_ne!(
+            base,
+            BasicReuse::default().key(AuthMode::Password, "alice", &pw, here)
+        );
+    }
+}
