@@ -85,9 +85,9 @@ class Engine:
             "audience": stack["SQE_OIDC_CLIENT_ID"],
         }
         oidc.update(overrides.pop("oidc", {}))
-        # `listen_all=True` binds Flight on every address so a test can reach it from two loopback
-        # sources (127.0.0.1 and 127.0.0.2); test traffic still goes only to loopback.
-        flight_host = "0.0.0.0" if overrides.pop("listen_all", False) else "127.0.0.1"
+        # `listen_all=True` binds Flight dual-stack on every address so a test can reach it from
+        # two loopback sources (127.0.0.1 and ::1); test traffic still goes only to loopback.
+        flight_host = "[::]" if overrides.pop("listen_all", False) else "127.0.0.1"
         config = {
             "listen": {"flight": f"{flight_host}:{self.flight_port}", "http": f"127.0.0.1:{self.http_port}"},
             "oidc": oidc,

@@ -251,7 +251,9 @@ impl SqeFlightSqlService {
     /// Any call: Basic logs in, a handle resolves, a JWT (bearer mode) validates.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let guard = self.drain.enter()?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        // Canonical: an IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d, and must
+        // count as the same source as when it connects over IPv4.
+        let peer = request.remote_addr().map(|a| a.ip().to_canonical());
         let (session, issued) = self.authenticate(request.metadata(), peer, true).await?;
         Ok(Caller {
             session,
@@ -634,7 +636,7 @@ impl FlightSqlService for SqeFlightSqlService {
         Status,
     > {
         let _guard = self.drain.enter()?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = request.remote_addr().map(|a| a.ip().to_canonical());
         let value = request
             .metadata()
             .get("authorization")
