@@ -20,5 +20,6 @@ pub mod redact;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod sql_text;
 
 pub use error::EngineError;

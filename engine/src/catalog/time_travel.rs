@@ -7,12 +7,12 @@
 //! well in errors and EXPLAIN, and no real table is plausibly called that.
 
 use arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace, Word};
+use datafusion::sql::sqlparser::tokenizer::Token;
 use iceberg::spec::TableMetadata;
 
 use crate::error::EngineError;
+use crate::sql_text;
 
 const VERSION_INFIX: &str = " FOR VERSION AS OF ";
 const TIMESTAMP_INFIX: &str = " FOR TIMESTAMP AS OF ";
@@ -71,14 +71,15 @@ pub fn parse_timestamp_ms(text: &str) -> Result<i64, EngineError> {
 }
 
 /// Folds every `FOR VERSION|TIMESTAMP AS OF …` clause into the name of the table before it.
-/// Statements without one come back unchanged.
+/// Statements without one come back unchanged; in those with one, only the table name and the
+/// clause are replaced and every other byte is kept as written.
 pub fn fold_clauses(sql: &str) -> Result<String, EngineError> {
-    let dialect = GenericDialect {};
-    let Ok(mut tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
-        // The planner reports the syntax error with its own position information.
+    // The planner reports a syntax error with its own position information.
+    let Some(sql_text::Tokens { tokens, ranges }) = sql_text::tokenize(sql) else {
         return Ok(sql.to_string());
     };
-    let mut changed = false;
+    // (first token replaced, last token replaced, the folded name)
+    let mut folds: Vec<(usize, usize, String)> = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
         if !is_word(&tokens[i], Keyword::FOR) {
@@ -109,7 +110,7 @@ pub fn fold_clauses(sql: &str) -> Result<String, EngineError> {
         else {
             return Err(invalid("FOR ... AS OF must follow a table name"));
         };
-        let Token::Word(name) = tokens[name_at].clone() else {
+        let Token::Word(name) = &tokens[name_at] else {
             return Err(invalid("FOR ... AS OF must follow a table name"));
         };
         let mut value_at = next[3];
@@ -139,24 +140,31 @@ pub fn fold_clauses(sql: &str) -> Result<String, EngineError> {
             }
             _ => return Err(invalid("FOR TIMESTAMP AS OF needs a timestamp literal")),
         };
-        tokens[name_at] = Token::Word(Word {
-            value: format!("{}{as_of}", name.value),
-            quote_style: Some('"'),
-            keyword: Keyword::NoKeyword,
-        });
-        tokens.drain(i..=value_at);
-        // Drop the whitespace between the name and where FOR was.
-        while name_at + 1 < tokens.len() && matches!(tokens[name_at + 1], Token::Whitespace(_)) {
-            tokens.remove(name_at + 1);
-        }
-        tokens.insert(name_at + 1, Token::Whitespace(Whitespace::Space));
-        changed = true;
-        i = name_at + 1;
+        folds.push((
+            name_at,
+            value_at,
+            quote_identifier(&format!("{}{as_of}", name.value)),
+        ));
+        i = value_at + 1;
     }
-    if !changed {
+    if folds.is_empty() {
         return Ok(sql.to_string());
     }
-    Ok(tokens.iter().map(ToString::to_string).collect())
+    let Some(ranges) = ranges else {
+        return Err(invalid(
+            "FOR ... AS OF cannot be used in a statement with /*! … */ comment hints",
+        ));
+    };
+    let edits: Vec<_> = folds
+        .into_iter()
+        .map(|(from, to, name)| (ranges[from].start..ranges[to].end, name))
+        .collect();
+    Ok(sql_text::splice(sql, &edits))
+}
+
+/// `name` as a double-quoted identifier (an embedded `"` is doubled).
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Splits a folded name back into the table and what version of it was asked for.
@@ -249,6 +257,35 @@ mod tests {
             out.contains("\"b FOR TIMESTAMP AS OF 1795514400000\" USING"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn text_outside_the_clause_is_kept_byte_for_byte() {
+        let sql = "SELECT 'it''s' AS s, \"we\"\"ird\" -- é?\nFROM a FOR VERSION AS OF 1\n\
+                   WHERE b = 'x'' OR ''1''=''1' AND c = E'\\'' AND d = $$a''b$$";
+        assert_eq!(
+            fold_clauses(sql).unwrap(),
+            "SELECT 'it''s' AS s, \"we\"\"ird\" -- é?\nFROM \"a FOR VERSION AS OF 1\"\n\
+             WHERE b = 'x'' OR ''1''=''1' AND c = E'\\'' AND d = $$a''b$$"
+        );
+    }
+
+    #[test]
+    fn quoted_names_stay_quoted_when_folded() {
+        assert_eq!(
+            fold_clauses("SELECT * FROM s.\"we\"\"ird\" FOR VERSION AS OF 'it''s'").unwrap(),
+            "SELECT * FROM s.\"we\"\"ird FOR VERSION AS OF 'it's'\""
+        );
+        assert_eq!(
+            split_name("we\"ird FOR VERSION AS OF 'it's'").unwrap(),
+            ("we\"ird", Some(AsOf::Ref("it's".into())))
+        );
+    }
+
+    #[test]
+    fn a_clause_next_to_a_comment_hint_is_refused_not_misplaced() {
+        let e = fold_clauses("SELECT * /*! x */ FROM a FOR VERSION AS OF 1").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     }
 
     #[test]

@@ -14,32 +14,30 @@ use arrow::ipc::writer::StreamWriter;
 use base64::Engine as _;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
+use crate::sql_text;
 
 /// Bound values larger than this are refused: they would be echoed in every handle.
 pub const MAX_BOUND_BYTES: usize = 1 << 20;
 
 /// Numbers `?` placeholders as `$1, $2, …`. SQL already using `$n` is returned unchanged;
-/// mixing both styles is refused because the numbering would be ambiguous.
+/// mixing both styles is refused because the numbering would be ambiguous. Only the
+/// placeholders are replaced: every other byte of the statement is kept as written.
 pub fn number_placeholders(sql: &str) -> Result<String, EngineError> {
-    let dialect = GenericDialect {};
-    let tokens = match Tokenizer::new(&dialect, sql).tokenize() {
-        Ok(t) => t,
-        // Let the planner report the syntax error with its own position information.
-        Err(_) => return Ok(sql.to_string()),
+    // If it does not tokenize, let the planner report the syntax error with its own position
+    // information.
+    let Some(tokens) = sql_text::tokenize(sql) else {
+        return Ok(sql.to_string());
     };
-    let questions = tokens
-        .iter()
-        .filter(|t| matches!(t, Token::Placeholder(p) if p == "?"))
-        .count();
-    if questions == 0 {
+    let is_question = |t: &Token| matches!(t, Token::Placeholder(p) if p == "?");
+    if !tokens.tokens.iter().any(is_question) {
         return Ok(sql.to_string());
     }
     if tokens
+        .tokens
         .iter()
         .any(|t| matches!(t, Token::Placeholder(p) if p.starts_with('$')))
     {
@@ -47,18 +45,22 @@ pub fn number_placeholders(sql: &str) -> Result<String, EngineError> {
             "use either `?` or `$n` placeholders in one statement, not both".into(),
         ));
     }
-    let mut n = 0;
-    let mut out = String::with_capacity(sql.len() + questions * 2);
-    for t in tokens {
-        match t {
-            Token::Placeholder(p) if p == "?" => {
-                n += 1;
-                out.push_str(&format!("${n}"));
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    Ok(out)
+    let Some(ranges) = tokens.ranges else {
+        return Err(EngineError::InvalidArgument(
+            "`?` placeholders cannot be numbered in a statement with /*! … */ comment hints; \
+             write $1, $2, … instead"
+                .into(),
+        ));
+    };
+    let edits: Vec<_> = tokens
+        .tokens
+        .iter()
+        .zip(ranges)
+        .filter(|(t, _)| is_question(t))
+        .enumerate()
+        .map(|(n, (_, range))| (range, format!("${}", n + 1)))
+        .collect();
+    Ok(sql_text::splice(sql, &edits))
 }
 
 /// The parameter schema a client binds against: one field per placeholder, `$1` first, with
@@ -248,6 +250,83 @@ mod tests {
         assert_eq!(number_placeholders("SELECT $1").unwrap(), "SELECT $1");
         assert_eq!(number_placeholders("SELECT 1").unwrap(), "SELECT 1");
         assert!(number_placeholders("SELECT ?, $1").is_err());
+    }
+
+    #[test]
+    fn quoted_literals_keep_their_escapes() {
+        assert_eq!(
+            number_placeholders("INSERT INTO t VALUES (?, 'it''s')").unwrap(),
+            "INSERT INTO t VALUES ($1, 'it''s')"
+        );
+        let injection = "SELECT * FROM t WHERE a = ? AND b = 'a'' OR ''1''=''1'";
+        assert_eq!(
+            number_placeholders(injection).unwrap(),
+            "SELECT * FROM t WHERE a = $1 AND b = 'a'' OR ''1''=''1'"
+        );
+    }
+
+    #[test]
+    fn question_marks_in_strings_and_comments_are_not_placeholders() {
+        let sql = "SELECT ?, E'it\\'s ?', $$a ? ''b$$, $q$?$q$, \"c?\" /* ? */ -- ?\n, ?";
+        assert_eq!(
+            number_placeholders(sql).unwrap(),
+            "SELECT $1, E'it\\'s ?', $$a ? ''b$$, $q$?$q$, \"c?\" /* ? */ -- ?\n, $2"
+        );
+    }
+
+    #[test]
+    fn multi_line_statements_with_non_ascii_text_are_numbered_in_place() {
+        let sql =
+            "SELECT 'é' AS \"ü\",\r\n  ? AS a -- ñ?\n\tFROM t\n WHERE s = '日本''?' AND x = ?";
+        assert_eq!(
+            number_placeholders(sql).unwrap(),
+            "SELECT 'é' AS \"ü\",\r\n  $1 AS a -- ñ?\n\tFROM t\n WHERE s = '日本''?' AND x = $2"
+        );
+    }
+
+    #[test]
+    fn question_marks_next_to_comment_hints_are_refused_not_misplaced() {
+        let e = number_placeholders("SELECT ? /*! , 1 */").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        // Without a `?` there is nothing to number and the statement is left alone.
+        assert_eq!(
+            number_placeholders("SELECT 1 /*! , 2 */").unwrap(),
+            "SELECT 1 /*! , 2 */"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_escaped_quote_is_still_one_quote_when_the_statement_runs() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a BIGINT, s VARCHAR)")
+            .await
+            .unwrap();
+        let insert = number_placeholders("INSERT INTO t VALUES (?, 'it''s')").unwrap();
+        let plan = ctx.state().create_logical_plan(&insert).await.unwrap();
+        let plan = bind(plan, vec![ScalarValue::Int64(Some(1))]).unwrap();
+        ctx.execute_logical_plan(plan)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+
+        let select =
+            number_placeholders("SELECT s, 'it''s' = s AS same FROM t WHERE a = ?").unwrap();
+        let plan = ctx.state().create_logical_plan(&select).await.unwrap();
+        let plan = bind(plan, vec![ScalarValue::Int64(Some(1))]).unwrap();
+        let batches = ctx
+            .execute_logical_plan(plan)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        let s = ScalarValue::try_from_array(batches[0].column(0), 0).unwrap();
+        assert_eq!(s.to_string(), "it's");
+        let same = ScalarValue::try_from_array(batches[0].column(1), 0).unwrap();
+        assert_eq!(same, ScalarValue::Boolean(Some(true)));
     }
 
     #[tokio::test]
