@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod handshake;
+pub mod ipc_input;
 pub mod limits;
 pub mod metadata;
 pub mod params;

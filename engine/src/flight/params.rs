@@ -17,11 +17,26 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use serde::{Deserialize, Serialize};
 
+use super::ipc_input::{self, IpcLimits};
 use crate::error::EngineError;
 use crate::sql_text;
 
 /// Bound values larger than this are refused: they would be echoed in every handle.
 pub const MAX_BOUND_BYTES: usize = 1 << 20;
+
+/// What the parameters inside a handle may hold (the handle is client-built as far as the
+/// engine knows: it is checked each time it comes back). A query binds one row; each row of a
+/// prepared update runs the statement once.
+pub const BOUND_LIMITS: IpcLimits = IpcLimits {
+    max_bytes: MAX_BOUND_BYTES,
+    max_rows: 100_000,
+    max_values: 1_000_000,
+};
+
+/// The bound rows of one request, as the engine holds them ([`ScalarValue`]s), take at most this
+/// many bytes. A few bytes of Arrow can stand for many values (a dictionary, a string view or a
+/// list view can name the same long value in every row), so the budget is on what is built.
+pub const MAX_ROW_VALUE_BYTES: usize = 256 << 20;
 
 /// Numbers `?` placeholders as `$1, $2, …`. SQL already using `$n` is returned unchanged;
 /// mixing both styles is refused because the numbering would be ambiguous. Only the
@@ -87,12 +102,28 @@ pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, EngineError> {
 
 /// Each row of the bound batches as one set of positional values.
 pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<ScalarValue>>, EngineError> {
+    rows_within(batches, MAX_ROW_VALUE_BYTES)
+}
+
+fn rows_within(
+    batches: &[RecordBatch],
+    max_bytes: usize,
+) -> Result<Vec<Vec<ScalarValue>>, EngineError> {
     let mut out = Vec::new();
+    let mut held = 0usize;
     for batch in batches {
         for row in 0..batch.num_rows() {
             let mut values = Vec::with_capacity(batch.num_columns());
             for column in batch.columns() {
-                values.push(ScalarValue::try_from_array(column, row)?);
+                let value = ScalarValue::try_from_array(column, row)?;
+                held = held.saturating_add(value.size());
+                if held > max_bytes {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "the bound values take more than {max_bytes} bytes once read; \
+                         bind fewer or smaller values"
+                    )));
+                }
+                values.push(value);
             }
             out.push(values);
         }
@@ -198,6 +229,8 @@ impl StatementHandle {
                 buf.len()
             )));
         }
+        // What `bound_rows` will accept when the handle comes back.
+        ipc_input::check_stream(&buf, BOUND_LIMITS)?;
         Ok(Self {
             sql: self.sql.clone(),
             params: Some(base64::engine::general_purpose::STANDARD.encode(buf)),
@@ -206,21 +239,33 @@ impl StatementHandle {
         })
     }
 
-    /// The bound rows; empty when nothing was bound.
+    /// The bound rows; empty when nothing was bound. The parameters are checked before they
+    /// are decoded ([`ipc_input`]): the handle may have been built by the client.
     pub fn bound_rows(&self) -> Result<Vec<Vec<ScalarValue>>, EngineError> {
         let Some(b64) = &self.params else {
             return Ok(Vec::new());
         };
+        // Base64 takes 4 characters for every 3 bytes.
+        if b64.len() > MAX_BOUND_BYTES.div_ceil(3) * 4 {
+            return Err(unknown_handle(format!(
+                "its bound parameters are over {MAX_BOUND_BYTES} bytes"
+            )));
+        }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map_err(|_| EngineError::InvalidArgument("unknown statement handle".into()))?;
+            .map_err(|_| unknown_handle("its bound parameters are not base64"))?;
+        ipc_input::check_stream(&bytes, BOUND_LIMITS).map_err(unknown_handle)?;
         let reader = StreamReader::try_new(Cursor::new(bytes), None)
-            .map_err(|_| EngineError::InvalidArgument("unknown statement handle".into()))?;
+            .map_err(|e| unknown_handle(format!("its bound parameters do not read: {e}")))?;
         let batches = reader
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| EngineError::InvalidArgument("unknown statement handle".into()))?;
+            .map_err(|e| unknown_handle(format!("its bound parameters do not read: {e}")))?;
         rows(&batches)
     }
+}
+
+fn unknown_handle(why: impl std::fmt::Display) -> EngineError {
+    EngineError::InvalidArgument(format!("unknown statement handle: {why}"))
 }
 
 /// For a query exactly one row of values (or none, for a statement without placeholders).
@@ -402,5 +447,144 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    fn handle_with(params: String) -> StatementHandle {
+        StatementHandle {
+            sql: "SELECT $1".into(),
+            params: Some(params),
+            executed: false,
+            nonce: None,
+        }
+    }
+
+    fn stream_of(batch: &RecordBatch, options: arrow::ipc::writer::IpcWriteOptions) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut w = StreamWriter::try_new_with_options(&mut buf, &batch.schema(), options).unwrap();
+        w.write(batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        buf
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn refusal(r: Result<Vec<Vec<ScalarValue>>, EngineError>) -> String {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        e.to_string()
+    }
+
+    fn one_int(n: i64) -> RecordBatch {
+        RecordBatch::try_from_iter([("$1", Arc::new(Int64Array::from(vec![n])) as _)]).unwrap()
+    }
+
+    #[test]
+    fn params_over_the_limit_are_refused_before_they_are_decoded() {
+        // Not even base64: only the length can have refused it.
+        let over = "!".repeat(MAX_BOUND_BYTES.div_ceil(3) * 4 + 1);
+        let message = refusal(handle_with(over).bound_rows());
+        assert!(
+            message.contains(&format!("over {MAX_BOUND_BYTES} bytes")),
+            "{message}"
+        );
+        let message = refusal(handle_with("!".repeat(8)).bound_rows());
+        assert!(message.contains("not base64"), "{message}");
+    }
+
+    #[test]
+    fn compressed_params_are_refused_even_with_a_forged_length() {
+        use arrow::ipc::CompressionType;
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::ZSTD))
+            .unwrap();
+        let long = RecordBatch::try_from_iter([(
+            "$1",
+            Arc::new(StringArray::from(vec!["x".repeat(200)])) as _,
+        )])
+        .unwrap();
+        let mut bytes = stream_of(&long, options);
+        let message = refusal(handle_with(b64(&bytes)).bound_rows());
+        assert!(message.contains("uncompressed"), "{message}");
+
+        // Each compressed buffer's length prefix rewritten to declare 2^60 bytes: arrow-ipc
+        // would allocate that much and abort the process.
+        let frame_len = |at: usize| i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+        let batch_at = 8 + frame_len(0) as usize;
+        let header = batch_at + 8..batch_at + 8 + frame_len(batch_at) as usize;
+        let body_at = header.end;
+        let offsets: Vec<usize> = arrow::ipc::root_as_message(&bytes[header])
+            .unwrap()
+            .header_as_record_batch()
+            .unwrap()
+            .buffers()
+            .unwrap()
+            .iter()
+            .filter(|b| b.length() >= 8)
+            .map(|b| body_at + b.offset() as usize)
+            .collect();
+        assert!(!offsets.is_empty());
+        for at in offsets {
+            bytes[at..at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        }
+        let message = refusal(handle_with(b64(&bytes)).bound_rows());
+        assert!(message.contains("uncompressed"), "{message}");
+    }
+
+    #[test]
+    fn truncated_or_garbled_params_are_invalid_arguments() {
+        let bytes = stream_of(&one_int(7), Default::default());
+        assert_eq!(
+            handle_with(b64(&bytes)).bound_rows().unwrap(),
+            [[ScalarValue::Int64(Some(7))]]
+        );
+        for cut in 1..bytes.len() - 8 {
+            let r = handle_with(b64(&bytes[..cut])).bound_rows();
+            // A cut between messages is a shorter stream (the batch is then missing).
+            if let Err(e) = r {
+                assert_eq!(e.code(), tonic::Code::InvalidArgument, "cut at {cut}: {e}");
+            }
+        }
+        for flip in 0..bytes.len() {
+            let mut garbled = bytes.clone();
+            garbled[flip] ^= 0xa5;
+            if let Err(e) = handle_with(b64(&garbled)).bound_rows() {
+                assert_eq!(e.code(), tonic::Code::InvalidArgument, "byte {flip}: {e}");
+            }
+        }
+        refusal(handle_with(String::new()).bound_rows());
+    }
+
+    #[test]
+    fn a_handle_carries_no_more_rows_than_it_can_bring_back() {
+        let rows = BOUND_LIMITS.max_rows + 1;
+        let many = RecordBatch::try_from_iter([(
+            "$1",
+            Arc::new(arrow::array::Int8Array::from(vec![1i8; rows])) as _,
+        )])
+        .unwrap();
+        let e = StatementHandle::new("SELECT $1")
+            .with_params(&[many])
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("rows"), "{e}");
+    }
+
+    /// One long string named by every row of a dictionary: a few bytes sent, many held.
+    #[test]
+    fn bound_values_are_refused_once_they_take_more_than_the_budget() {
+        let long = "x".repeat(10_000);
+        let keys = arrow::array::Int32Array::from(vec![0; 1_000]);
+        let values = StringArray::from(vec![long.as_str()]);
+        let dictionary = arrow::array::DictionaryArray::try_new(keys, Arc::new(values)).unwrap();
+        let batch = RecordBatch::try_from_iter([("$1", Arc::new(dictionary) as _)]).unwrap();
+        assert_eq!(
+            rows_within(&[batch.clone()], 20 << 20).unwrap().len(),
+            1_000
+        );
+        let message = refusal(rows_within(&[batch], 1 << 20));
+        assert!(message.contains("more than 1048576 bytes"), "{message}");
     }
 }

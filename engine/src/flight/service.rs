@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -42,6 +41,7 @@ use tracing::{info, warn};
 
 use super::cancel::{Cancellable, Cancellations};
 use super::handshake::{AUTH_MODE_HEADER, Presented, parse_authorization, parse_mode};
+use super::ipc_input;
 use super::limits::{Limited, QueryLimits};
 use super::metadata;
 use super::params::{self, StatementHandle};
@@ -177,12 +177,10 @@ fn one_batch(schema: SchemaRef, batch: Result<RecordBatch, FlightError>) -> DoGe
     Box::pin(stream)
 }
 
-/// Reads the record batches a client sent with DoPut (parameters or rows).
+/// Reads the record batches a client sent with DoPut (parameters or rows), each IPC message
+/// checked before it is decoded.
 async fn read_batches(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch>, EngineError> {
-    FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from))
-        .try_collect::<Vec<_>>()
-        .await
-        .map_err(|e| EngineError::InvalidArgument(format!("could not read the sent batches: {e}")))
+    ipc_input::read_flight_data(stream.map_err(FlightError::from), ipc_input::DO_PUT_LIMITS).await
 }
 
 /// DML results are one `count` row per batch; DDL returns no rows and counts as 0.
