@@ -25,6 +25,9 @@ enum Command {
     CheckConfig { file: PathBuf },
 }
 
+/// Stack of each runtime thread; see where the runtime is built.
+const WORKER_STACK_BYTES: usize = 64 << 20;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -61,7 +64,11 @@ fn main() -> ExitCode {
                 }
             };
             sqe_engine::logging::init(&config.log);
+            // Deep statements (a chain of thousands of operators) recurse deeply in planning and in
+            // Rust's own drop glue, which DataFusion's stack growth does not cover: workers get a
+            // large stack (virtual memory; only what is touched is used).
             let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .thread_stack_size(WORKER_STACK_BYTES)
                 .enable_all()
                 .build()
             {

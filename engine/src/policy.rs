@@ -12,6 +12,21 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
 
 use crate::error::EngineError;
 
+/// The longest statement text accepted. Generous for generated SQL; a 20 MB statement costs
+/// seconds of tokenizing and planning before anything could refuse it.
+pub const MAX_SQL_BYTES: usize = 1 << 20;
+
+/// Refuses statement text over `MAX_SQL_BYTES` before it is parsed.
+pub fn check_text(sql: &str) -> Result<(), EngineError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(EngineError::InvalidArgument(format!(
+            "the statement is {} bytes; at most {MAX_SQL_BYTES} are accepted",
+            sql.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Settings no client may change; everything else under `datafusion.` is the session's own.
 const OPERATOR_SETTINGS: &[&str] = &[
     "datafusion.runtime.",
@@ -99,6 +114,13 @@ mod tests {
                 assert!(check(&plan).is_ok(), "{sql}");
             }
         }
+    }
+
+    #[test]
+    fn statement_text_over_the_limit_is_refused_before_parsing() {
+        assert!(check_text(&"x".repeat(MAX_SQL_BYTES)).is_ok());
+        let e = check_text(&"x".repeat(MAX_SQL_BYTES + 1)).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
     }
 
     #[tokio::test]

@@ -111,7 +111,7 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
     );
     let service =
         SqeFlightSqlService::new(sessions.clone(), drain.clone(), metrics.clone(), limits)?;
-    let flight = FlightServiceServer::new(service)
+    let flight = FlightServiceServer::new(crate::flight::door::Door(service))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 

@@ -1,6 +1,7 @@
 //! The Arrow Flight SQL surface.
 
 pub mod cancel;
+pub mod door;
 pub mod handshake;
 pub mod ipc_input;
 pub mod limits;

@@ -17,12 +17,12 @@ use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfoD
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
-    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
-    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
-    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
-    SqlInfo, SqlSupportedCaseSensitivity, SqlSupportedTransaction, SupportedSqlGrammar,
-    TicketStatementQuery,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Command,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, SqlSupportedCaseSensitivity,
+    SqlSupportedTransaction, SupportedSqlGrammar, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
@@ -302,6 +302,7 @@ impl SqeFlightSqlService {
         caller: &Caller,
         sql: &str,
     ) -> Result<(LogicalPlan, SessionContext), EngineError> {
+        crate::policy::check_text(sql)?;
         let ctx = self.context(caller).await?;
         let current = ctx.state().config_options().catalog.default_catalog.clone();
         let sql = match super::show::rewrite(sql, &current)? {
@@ -1035,6 +1036,42 @@ impl FlightSqlService for SqeFlightSqlService {
                 description: "Cancels the caller's query with this FlightInfo.".into(),
             }),
         ])
+    }
+
+    /// Commands with no handler of their own: an update sent to GetFlightInfo, or a type URL
+    /// nobody knows. The caller's mistake, said by name, once the caller is known.
+    async fn get_flight_info_fallback(
+        &self,
+        cmd: Command,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let _caller = self.caller(&request).await?;
+        let name: String = cmd.type_url().chars().take(200).collect();
+        Err(match cmd {
+            Command::Unknown(_) => {
+                EngineError::InvalidArgument(format!("unknown Flight SQL command `{name}`"))
+            }
+            Command::CommandStatementUpdate(_)
+            | Command::CommandPreparedStatementUpdate(_)
+            | Command::CommandStatementIngest(_) => EngineError::InvalidArgument(format!(
+                "`{name}` is sent with DoPut, not GetFlightInfo"
+            )),
+            _ => EngineError::Unimplemented(format!("`{name}` is not supported")),
+        }
+        .into())
+    }
+
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: arrow_flight::sql::Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let _caller = self.caller(&request).await?;
+        Err(EngineError::InvalidArgument(format!(
+            "not a ticket this server issued (`{}`)",
+            message.type_url.chars().take(200).collect::<String>()
+        ))
+        .into())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -1,0 +1,155 @@
+//! The door: every Flight RPC passes here before arrow-flight's Flight SQL dispatch.
+//!
+//! arrow-flight decodes the command inside a descriptor or ticket itself and answers INTERNAL
+//! when the bytes do not decode (a garbage `value` under a known type URL, a string field that
+//! is not UTF-8): that is the client's mistake, not the server's. The door decodes them first and
+//! answers INVALID_ARGUMENT, then hands the request on unchanged.
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::{Any, Command};
+use arrow_flight::{
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
+    SchemaResult, Ticket, flight_descriptor::DescriptorType,
+};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::EngineError;
+
+/// Whether `bytes` are a Flight SQL command the engine can read (known or not; unknown ones are
+/// refused later, by name).
+pub fn readable_command(bytes: &[u8], what: &str) -> Result<(), EngineError> {
+    let any = Any::decode(bytes).map_err(|_| {
+        EngineError::InvalidArgument(format!("the {what} is not a Flight SQL command"))
+    })?;
+    let type_url = any.type_url.clone();
+    Command::try_from(any).map(|_| ()).map_err(|_| {
+        EngineError::InvalidArgument(format!(
+            "the {what} does not decode as `{}`",
+            type_url.chars().take(200).collect::<String>()
+        ))
+    })
+}
+
+pub struct Door<S>(pub S);
+
+#[tonic::async_trait]
+impl<S: FlightService> FlightService for Door<S> {
+    type HandshakeStream = S::HandshakeStream;
+    type ListFlightsStream = S::ListFlightsStream;
+    type DoGetStream = S::DoGetStream;
+    type DoPutStream = S::DoPutStream;
+    type DoExchangeStream = S::DoExchangeStream;
+    type DoActionStream = S::DoActionStream;
+    type ListActionsStream = S::ListActionsStream;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        self.0.handshake(request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.0.list_flights(request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        if request.get_ref().r#type == DescriptorType::Cmd as i32 {
+            readable_command(&request.get_ref().cmd, "descriptor")?;
+        }
+        self.0.get_flight_info(request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        self.0.poll_flight_info(request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        self.0.get_schema(request).await
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        readable_command(&request.get_ref().ticket, "ticket")?;
+        self.0.do_get(request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.0.do_put(request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.0.do_exchange(request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        self.0.do_action(request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.0.list_actions(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+    use tonic::Code;
+
+    #[test]
+    fn a_command_that_does_not_decode_is_the_clients_mistake() {
+        let good = CommandStatementQuery {
+            query: "SELECT 1".into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec();
+        assert!(readable_command(&good, "descriptor").is_ok());
+
+        // Known type URL, value that is not that message (field 1 with invalid UTF-8).
+        let bad_utf8 = Any {
+            type_url: "type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery".into(),
+            value: vec![0x0a, 0x02, 0xff, 0xfe].into(),
+        }
+        .encode_to_vec();
+        for bytes in [bad_utf8, vec![0xff, 0xff, 0xff]] {
+            let e = readable_command(&bytes, "ticket").unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        }
+        // Unknown types decode (and are refused by name later).
+        let unknown = Any {
+            type_url: "type.example/what".into(),
+            value: vec![1, 2, 3].into(),
+        }
+        .encode_to_vec();
+        assert!(readable_command(&unknown, "ticket").is_ok());
+    }
+}
