@@ -2,6 +2,8 @@
 metadata. Flight's messages are encoded by hand (the wire format of Flight.proto and
 FlightSql.proto); no generated stubs, so a request can be exactly as malformed as a test needs."""
 
+import re
+
 import grpc
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -167,8 +169,7 @@ class RawFlight:
 
 def status_of(call) -> str:
     """Runs `call` and returns the gRPC status it ended with, by name ("OK" if it returned).
-    Understands grpc.RpcError and pyarrow's Flight errors (which carry the gRPC status code in
-    their debug context, `grpc_status:N`, or name it in "gRPC returned … error")."""
+    Understands grpc.RpcError and pyarrow's errors (see `flight_status`)."""
     try:
         call()
     except grpc.RpcError as e:
@@ -178,6 +179,29 @@ def status_of(call) -> str:
     return "OK"
 
 
+# pyarrow names the gRPC status in its message: "Flight returned <name> error" or "gRPC returned
+# <name> error" (pyarrow 26; checked against a server answering every code).
+_NAMES = {
+    "cancelled": "CANCELLED",
+    "invalid argument": "INVALID_ARGUMENT",
+    "timeout": "DEADLINE_EXCEEDED",
+    "deadline exceeded": "DEADLINE_EXCEEDED",
+    "not found": "NOT_FOUND",
+    "already exists": "ALREADY_EXISTS",
+    "unauthorized": "PERMISSION_DENIED",
+    "permission denied": "PERMISSION_DENIED",
+    "resource exhausted": "RESOURCE_EXHAUSTED",
+    "precondition failed": "FAILED_PRECONDITION",
+    "failed precondition": "FAILED_PRECONDITION",
+    "aborted": "ABORTED",
+    "out-of-range": "OUT_OF_RANGE",
+    "unimplemented": "UNIMPLEMENTED",
+    "internal": "INTERNAL",
+    "unavailable": "UNAVAILABLE",
+    "data loss": "DATA_LOSS",
+    "unauthenticated": "UNAUTHENTICATED",
+}
+
 _BY_TYPE = [
     (flight.FlightUnauthenticatedError, "UNAUTHENTICATED"),
     (flight.FlightUnauthorizedError, "PERMISSION_DENIED"),
@@ -185,19 +209,16 @@ _BY_TYPE = [
     (flight.FlightTimedOutError, "DEADLINE_EXCEEDED"),
     (flight.FlightCancelledError, "CANCELLED"),
     (flight.FlightInternalError, "INTERNAL"),
+    # UNKNOWN arrives as a bare FlightServerError ("Flight RPC failed with message: …").
+    (flight.FlightServerError, "UNKNOWN"),
 ]
 
 
 def flight_status(e: Exception) -> str:
-    import re
-
     text = str(e)
-    m = re.search(r"grpc_status:(\d+)", text)
-    if m:
-        return CODE_NAMES.get(int(m.group(1)), f"CODE_{m.group(1)}")
-    m = re.search(r"gRPC returned ([a-z ]+) error", text)
-    if m:
-        return m.group(1).upper().replace(" ", "_")
+    m = re.search(r"(?:Flight|gRPC) returned ([a-z -]+?) error", text)
+    if m and m.group(1) in _NAMES:
+        return _NAMES[m.group(1)]
     for cls, name in _BY_TYPE:
         if isinstance(e, cls):
             return name
