@@ -9,6 +9,8 @@
 
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::EngineError;
 
@@ -16,7 +18,15 @@ use crate::error::EngineError;
 /// seconds of tokenizing and planning before anything could refuse it.
 pub const MAX_SQL_BYTES: usize = 1 << 20;
 
-/// Refuses statement text over `MAX_SQL_BYTES` before it is parsed.
+/// The longest chain of binary operators one expression may have (`a + b + … `, `x = 1 OR x = 2
+/// OR …`). Such a chain is a tree as deep as it is long, and DataFusion's planning time and memory
+/// grow with the square of its depth (10 000 terms: over two minutes and gigabytes, measured on
+/// this engine), all of it synchronous work no time limit can interrupt. Lists (`IN (…)`,
+/// `VALUES`, select lists) are not chains and are not limited.
+pub const MAX_OPERATOR_CHAIN: usize = 1000;
+
+/// Refuses statement text over `MAX_SQL_BYTES`, or with an operator chain longer than
+/// `MAX_OPERATOR_CHAIN`, before it is parsed.
 pub fn check_text(sql: &str) -> Result<(), EngineError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(EngineError::InvalidArgument(format!(
@@ -24,8 +34,111 @@ pub fn check_text(sql: &str) -> Result<(), EngineError> {
             sql.len()
         )));
     }
+    if let Some(tokens) = crate::sql_text::tokenize(sql) {
+        let longest = longest_operator_chain(&tokens.tokens);
+        if longest > MAX_OPERATOR_CHAIN {
+            return Err(EngineError::InvalidArgument(format!(
+                "an expression chains {longest} operators; at most {MAX_OPERATOR_CHAIN} are \
+                 accepted (use IN (…) or a table for long lists)"
+            )));
+        }
+    }
     Ok(())
 }
+
+/// The most binary operators in one run at one parenthesis level, a run ending at a comma, a
+/// clause keyword or the end of its parentheses. It over-counts rather than under-counts: every
+/// operator between two separators is taken to be in the same chain.
+pub fn longest_operator_chain(tokens: &[Token]) -> usize {
+    let mut runs: Vec<usize> = vec![0];
+    let mut longest = 0;
+    for t in tokens {
+        match t {
+            Token::LParen | Token::LBracket | Token::LBrace => runs.push(0),
+            Token::RParen | Token::RBracket | Token::RBrace => {
+                if runs.len() > 1 {
+                    runs.pop();
+                }
+            }
+            Token::Comma | Token::SemiColon => {
+                if let Some(r) = runs.last_mut() {
+                    *r = 0;
+                }
+            }
+            Token::Word(w) if CLAUSES.contains(&w.keyword) => {
+                if let Some(r) = runs.last_mut() {
+                    *r = 0;
+                }
+            }
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::XOR) => {
+                bump(&mut runs, &mut longest)
+            }
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::DuckIntDiv
+            | Token::StringConcat
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Spaceship
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret
+            | Token::ShiftLeft
+            | Token::ShiftRight
+            | Token::Arrow
+            | Token::LongArrow
+            | Token::HashArrow
+            | Token::HashLongArrow
+            | Token::Tilde
+            | Token::TildeAsterisk
+            | Token::ExclamationMarkTilde
+            | Token::ExclamationMarkTildeAsterisk => bump(&mut runs, &mut longest),
+            _ => {}
+        }
+    }
+    longest
+}
+
+fn bump(runs: &mut [usize], longest: &mut usize) {
+    if let Some(r) = runs.last_mut() {
+        *r += 1;
+        *longest = (*longest).max(*r);
+    }
+}
+
+/// Keywords that start a new clause, and so a new expression.
+const CLAUSES: &[Keyword] = &[
+    Keyword::SELECT,
+    Keyword::FROM,
+    Keyword::WHERE,
+    Keyword::GROUP,
+    Keyword::HAVING,
+    Keyword::ORDER,
+    Keyword::LIMIT,
+    Keyword::OFFSET,
+    Keyword::ON,
+    Keyword::USING,
+    Keyword::JOIN,
+    Keyword::UNION,
+    Keyword::INTERSECT,
+    Keyword::EXCEPT,
+    Keyword::WHEN,
+    Keyword::THEN,
+    Keyword::ELSE,
+    Keyword::END,
+    Keyword::VALUES,
+    Keyword::SET,
+    Keyword::AS,
+    Keyword::WITH,
+];
 
 /// Settings no client may change; everything else under `datafusion.` is the session's own.
 const OPERATOR_SETTINGS: &[&str] = &[
@@ -121,6 +234,37 @@ mod tests {
         assert!(check_text(&"x".repeat(MAX_SQL_BYTES)).is_ok());
         let e = check_text(&"x".repeat(MAX_SQL_BYTES + 1)).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
+    }
+
+    fn chain(sql: &str) -> usize {
+        longest_operator_chain(&crate::sql_text::tokenize(sql).unwrap().tokens)
+    }
+
+    #[test]
+    fn long_operator_chains_are_refused_but_lists_and_many_short_expressions_are_not() {
+        let terms = |n: usize, op: &str| vec!["x"; n].join(op);
+        assert_eq!(
+            chain("SELECT a + b * c - d FROM t WHERE a = 1 AND b = 2"),
+            3
+        );
+        assert_eq!(
+            chain(&format!("SELECT {}", terms(MAX_OPERATOR_CHAIN + 1, "+"))),
+            MAX_OPERATOR_CHAIN
+        );
+        let deep = format!("SELECT {} AS x", terms(MAX_OPERATOR_CHAIN + 2, "+"));
+        assert_eq!(check_text(&deep).unwrap_err().code(), Code::InvalidArgument);
+        let ors = format!(
+            "SELECT * FROM t WHERE {}",
+            terms(MAX_OPERATOR_CHAIN + 2, " = 1 OR ")
+        );
+        assert!(check_text(&ors).is_err());
+        // Long lists and many separate expressions are fine.
+        let list = format!("SELECT * FROM t WHERE x IN ({})", terms(50_000, ", "));
+        assert!(check_text(&list).is_ok());
+        let columns = vec!["a + b + c"; 5_000].join(", ");
+        assert!(check_text(&format!("SELECT {columns} FROM t")).is_ok());
+        // Parentheses do not hide a chain, and a chain split by them is counted per level.
+        assert_eq!(chain("SELECT (a + b) + (c + d + e)"), 2);
     }
 
     #[tokio::test]

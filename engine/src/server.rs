@@ -28,6 +28,8 @@ use crate::session::{EndReason, InMemorySessionStore, SessionManager, SessionPol
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// DoPut ingest of large batches; tonic's default is 4 MiB.
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Request header block limit (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
+const MAX_HEADER_LIST_BYTES: u32 = 256 << 10;
 
 /// Runs until SIGTERM/SIGINT, then drains.
 pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()> {
@@ -143,7 +145,10 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
             .into_future(),
     );
 
-    let mut builder = Server::builder();
+    // Room for large tokens (a JWT with many groups) in the headers, so an oversized but
+    // well-formed `authorization` gets UNAUTHENTICATED from the engine rather than the whole
+    // connection closed by HTTP/2.
+    let mut builder = Server::builder().http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
     if let Some(tls) = &config.listen.tls {
         let cert = std::fs::read(&tls.cert)
             .with_context(|| format!("listen.tls.cert {}", tls.cert.display()))?;

@@ -208,8 +208,11 @@ def test_quoted_literals_keep_their_meaning_next_to_placeholders(engine):
         with conn.cursor() as cur:
             cur.execute("CREATE TABLE datafusion.public.lit (id BIGINT, s VARCHAR)")
             cur.fetchall()
+            # ADBC runs a statement's DoGet lazily: fetching makes each insert happen now.
             cur.execute("INSERT INTO datafusion.public.lit VALUES (?, 'it''s')", (1,))
+            cur.fetchall()
             cur.execute("INSERT INTO datafusion.public.lit VALUES (?, 'a'' OR ''1''=''1')", (2,))
+            cur.fetchall()
             cur.execute("SELECT id, s FROM datafusion.public.lit WHERE s = ? ORDER BY id", ("it's",))
             assert cur.fetch_arrow_table().to_pylist() == [{"id": 1, "s": "it's"}]
             cur.execute("SELECT s FROM datafusion.public.lit WHERE id = ?", (2,))

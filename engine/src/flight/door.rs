@@ -1,9 +1,12 @@
 //! The door: every Flight RPC passes here before arrow-flight's Flight SQL dispatch.
 //!
-//! arrow-flight decodes the command inside a descriptor or ticket itself and answers INTERNAL
-//! when the bytes do not decode (a garbage `value` under a known type URL, a string field that
-//! is not UTF-8): that is the client's mistake, not the server's. The door decodes them first and
-//! answers INVALID_ARGUMENT, then hands the request on unchanged.
+//! - arrow-flight decodes the command inside a descriptor or ticket itself and answers INTERNAL
+//!   when the bytes do not decode (a garbage `value` under a known type URL, a string field that
+//!   is not UTF-8): that is the client's mistake. The door decodes them first and answers
+//!   INVALID_ARGUMENT (to a caller it has authenticated: strangers learn nothing but
+//!   UNAUTHENTICATED).
+//! - RPCs the engine does not serve (ListFlights, PollFlightInfo, GetSchema, DoExchange, path
+//!   descriptors) are UNIMPLEMENTED, also only once the caller is authenticated.
 
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::{Any, Command};
@@ -14,6 +17,7 @@ use arrow_flight::{
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::service::SqeFlightSqlService;
 use crate::error::EngineError;
 
 /// Whether `bytes` are a Flight SQL command the engine can read (known or not; unknown ones are
@@ -31,17 +35,19 @@ pub fn readable_command(bytes: &[u8], what: &str) -> Result<(), EngineError> {
     })
 }
 
-pub struct Door<S>(pub S);
+pub struct Door(pub SqeFlightSqlService);
+
+type Inner = SqeFlightSqlService;
 
 #[tonic::async_trait]
-impl<S: FlightService> FlightService for Door<S> {
-    type HandshakeStream = S::HandshakeStream;
-    type ListFlightsStream = S::ListFlightsStream;
-    type DoGetStream = S::DoGetStream;
-    type DoPutStream = S::DoPutStream;
-    type DoExchangeStream = S::DoExchangeStream;
-    type DoActionStream = S::DoActionStream;
-    type ListActionsStream = S::ListActionsStream;
+impl FlightService for Door {
+    type HandshakeStream = <Inner as FlightService>::HandshakeStream;
+    type ListFlightsStream = <Inner as FlightService>::ListFlightsStream;
+    type DoGetStream = <Inner as FlightService>::DoGetStream;
+    type DoPutStream = <Inner as FlightService>::DoPutStream;
+    type DoExchangeStream = <Inner as FlightService>::DoExchangeStream;
+    type DoActionStream = <Inner as FlightService>::DoActionStream;
+    type ListActionsStream = <Inner as FlightService>::ListActionsStream;
 
     async fn handshake(
         &self,
@@ -54,6 +60,7 @@ impl<S: FlightService> FlightService for Door<S> {
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.0.authenticated(&request).await?;
         self.0.list_flights(request).await
     }
 
@@ -61,8 +68,16 @@ impl<S: FlightService> FlightService for Door<S> {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        if request.get_ref().r#type == DescriptorType::Cmd as i32 {
-            readable_command(&request.get_ref().cmd, "descriptor")?;
+        if request.get_ref().r#type != DescriptorType::Cmd as i32 {
+            self.0.authenticated(&request).await?;
+            return Err(EngineError::Unimplemented(
+                "only command descriptors (Flight SQL) are served, not paths".into(),
+            )
+            .into());
+        }
+        if let Err(e) = readable_command(&request.get_ref().cmd, "descriptor") {
+            self.0.authenticated(&request).await?;
+            return Err(e.into());
         }
         self.0.get_flight_info(request).await
     }
@@ -71,6 +86,7 @@ impl<S: FlightService> FlightService for Door<S> {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
+        self.0.authenticated(&request).await?;
         self.0.poll_flight_info(request).await
     }
 
@@ -78,6 +94,7 @@ impl<S: FlightService> FlightService for Door<S> {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
+        self.0.authenticated(&request).await?;
         self.0.get_schema(request).await
     }
 
@@ -85,7 +102,10 @@ impl<S: FlightService> FlightService for Door<S> {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        readable_command(&request.get_ref().ticket, "ticket")?;
+        if let Err(e) = readable_command(&request.get_ref().ticket, "ticket") {
+            self.0.authenticated(&request).await?;
+            return Err(e.into());
+        }
         self.0.do_get(request).await
     }
 
@@ -100,6 +120,7 @@ impl<S: FlightService> FlightService for Door<S> {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.0.authenticated(&request).await?;
         self.0.do_exchange(request).await
     }
 

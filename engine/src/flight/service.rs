@@ -246,6 +246,11 @@ impl SqeFlightSqlService {
             .context(self.sessions.factory(), &caller.session.identity, &token)
     }
 
+    /// Only that the caller is someone (the door's check before refusing what it cannot serve).
+    pub(super) async fn authenticated<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.caller(request).await.map(|_| ())
+    }
+
     /// Any call: Basic logs in, a handle resolves, a JWT (bearer mode) validates.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let guard = self.drain.enter()?;
