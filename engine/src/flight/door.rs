@@ -9,7 +9,10 @@
 //!   descriptors) are UNIMPLEMENTED, also only once the caller is authenticated.
 
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::{Any, Command};
+use arrow_flight::sql::{
+    ActionCancelQueryRequest, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, Any, Command, ProstMessageExt,
+};
 use arrow_flight::{
     Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
     SchemaResult, Ticket, flight_descriptor::DescriptorType,
@@ -33,6 +36,28 @@ pub fn readable_command(bytes: &[u8], what: &str) -> Result<(), EngineError> {
             type_url.chars().take(200).collect::<String>()
         ))
     })
+}
+
+/// Whether the body of a Flight SQL action the engine serves decodes as that action's message
+/// (arrow-flight answers INTERNAL when it does not). Other actions pass through.
+pub fn readable_action(action: &Action) -> Result<(), EngineError> {
+    fn unpacks<T: ProstMessageExt>(body: &[u8]) -> bool {
+        Any::decode(body).is_ok_and(|any| any.unpack::<T>().is_ok())
+    }
+    let ok = match action.r#type.as_str() {
+        "CreatePreparedStatement" => unpacks::<ActionCreatePreparedStatementRequest>(&action.body),
+        "ClosePreparedStatement" => unpacks::<ActionClosePreparedStatementRequest>(&action.body),
+        "CancelQuery" => unpacks::<ActionCancelQueryRequest>(&action.body),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidArgument(format!(
+            "the body of action `{}` does not decode",
+            action.r#type
+        )))
+    }
 }
 
 pub struct Door(pub SqeFlightSqlService);
@@ -128,6 +153,10 @@ impl FlightService for Door {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        if let Err(e) = readable_action(request.get_ref()) {
+            self.0.authenticated(&request).await?;
+            return Err(e.into());
+        }
         self.0.do_action(request).await
     }
 
@@ -172,5 +201,30 @@ mod tests {
         }
         .encode_to_vec();
         assert!(readable_command(&unknown, "ticket").is_ok());
+    }
+
+    #[test]
+    fn an_action_body_that_does_not_decode_is_the_clients_mistake() {
+        let action = |kind: &str, body: Vec<u8>| Action {
+            r#type: kind.into(),
+            body: body.into(),
+        };
+        let good = ActionCreatePreparedStatementRequest {
+            query: "SELECT 1".into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec();
+        assert!(readable_action(&action("CreatePreparedStatement", good)).is_ok());
+        let garbage = Any {
+            type_url:
+                "type.googleapis.com/arrow.flight.protocol.sql.ActionCreatePreparedStatementRequest"
+                    .into(),
+            value: vec![0x0a, 0x02, 0xff, 0xfe].into(),
+        }
+        .encode_to_vec();
+        let e = readable_action(&action("CreatePreparedStatement", garbage)).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(readable_action(&action("CloseSession", vec![])).is_ok());
     }
 }
