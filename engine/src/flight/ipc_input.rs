@@ -142,7 +142,7 @@ impl IpcGuard {
 
     fn check(&mut self, message: ipc::Message, body_len: usize) -> Result<(), EngineError> {
         let declared = message.bodyLength();
-        if usize::try_from(declared).map_or(true, |d| d > body_len) {
+        if !usize::try_from(declared).is_ok_and(|d| d <= body_len) {
             return Err(malformed(format!(
                 "a message declares a body of {declared} bytes but carries {body_len}"
             )));
