@@ -19,10 +19,10 @@ use crate::error::EngineError;
 pub const MAX_SQL_BYTES: usize = 1 << 20;
 
 /// The longest chain of binary operators one expression may have (`a + b + … `, `x = 1 OR x = 2
-/// OR …`). Such a chain is a tree as deep as it is long, and DataFusion's planning time and memory
-/// grow with the square of its depth (10 000 terms: over two minutes and gigabytes, measured on
-/// this engine), all of it synchronous work no time limit can interrupt. Lists (`IN (…)`,
-/// `VALUES`, select lists) are not chains and are not limited.
+/// OR …`). Such a chain is a tree as deep as it is long, and DataFusion's planning time grows with
+/// the square of its depth: on the debug build, `SELECT 1+1+…` took 1.4 s with 1 001 terms, 137 s
+/// with 10 000, and with 30 000 held over 10 GB after 8 minutes — synchronous work no time limit
+/// can interrupt. Lists (`IN (…)`, `VALUES`, select lists) are not chains and are not limited.
 pub const MAX_OPERATOR_CHAIN: usize = 1000;
 
 /// Refuses statement text over `MAX_SQL_BYTES`, or with an operator chain longer than
