@@ -8,6 +8,8 @@ import grpc
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from flightsql import _field, _varint
+
 SERVICE = "/arrow.flight.protocol.FlightService/"
 SQL = "type.googleapis.com/arrow.flight.protocol.sql."
 
@@ -30,21 +32,9 @@ CODE_NAMES = {sc.value[0]: sc.name for sc in grpc.StatusCode}
 
 # --- protobuf wire format --------------------------------------------------------------------
 
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def field(number: int, data: bytes) -> bytes:
-    """A length-delimited field (bytes, string, message)."""
-    return varint(number << 3 | 2) + varint(len(data)) + data
+# Protobuf wire encoding: the same helpers the Flight SQL client uses.
+varint = _varint
+field = _field
 
 
 def int_field(number: int, value: int) -> bytes:
