@@ -42,7 +42,7 @@ def engine_bin() -> Path:
     bin_dir = Path(os.environ.get("SQE_BIN_DIR", target / "debug"))
     if not os.environ.get("SQE_BIN_DIR"):
         subprocess.run(
-            ["cargo", "build", "-p", "sqe-engine", "--bin", "sqe-engine"],
+            ["cargo", "build", "--workspace", "--bins"],
             cwd=ROOT,
             check=True,
             env={**os.environ, "CARGO_TARGET_DIR": str(target)},
