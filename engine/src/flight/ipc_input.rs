@@ -587,56 +587,61 @@ where
         Ok(())
     }
 
+    /// An array's node and validity buffer. arrow builds the bitmap of an array with nulls
+    /// (`BooleanBuffer::new`) before it validates anything, and panics if it is too short.
+    fn node_and_validity(&mut self) -> Result<(), EngineError> {
+        let node = self.node()?;
+        let validity = self.buffer()?;
+        if node.null_count() > 0 && validity.length().saturating_mul(8) < node.length() {
+            return Err(malformed(format!(
+                "an array of {} values with nulls and a validity bitmap of {} bytes",
+                node.length(),
+                validity.length()
+            )));
+        }
+        Ok(())
+    }
+
     fn column(&mut self, layout: &Layout) -> Result<(), EngineError> {
         match layout {
             Layout::Null => {
                 self.node()?;
             }
             Layout::Fixed => {
-                self.node()?;
-                self.buffers(2)?;
+                self.node_and_validity()?;
+                self.buffers(1)?;
             }
             Layout::Bytes => {
-                self.node()?;
-                self.buffers(3)?;
+                self.node_and_validity()?;
+                self.buffers(2)?;
             }
             Layout::View => {
                 let count = self
                     .variadic
                     .next()
                     .ok_or_else(|| malformed("a view column without a variadic buffer count"))?;
+                self.node_and_validity()?;
                 match usize::try_from(count) {
-                    Ok(n) if n <= self.buffers.len() => self.buffers(2 + n)?,
+                    Ok(n) if n <= self.buffers.len() => self.buffers(1 + n)?,
                     _ => return Err(malformed(format!("a variadic buffer count of {count}"))),
                 }
-                self.node()?;
             }
             Layout::List(child) => {
-                self.node()?;
-                self.buffers(2)?;
-                self.column(child)?;
-            }
-            Layout::ListView(child) => {
-                self.node()?;
-                self.buffers(3)?;
-                self.column(child)?;
-            }
-            Layout::FixedSizeList(child) => {
-                self.node()?;
+                self.node_and_validity()?;
                 self.buffers(1)?;
                 self.column(child)?;
             }
+            Layout::ListView(child) => {
+                self.node_and_validity()?;
+                self.buffers(2)?;
+                self.column(child)?;
+            }
+            Layout::FixedSizeList(child) => {
+                self.node_and_validity()?;
+                self.column(child)?;
+            }
             Layout::Struct(children) => {
-                let node = self.node()?;
-                let validity = self.buffer()?;
-                // arrow-ipc builds the bitmap of a struct with nulls without checking its size.
-                if node.null_count() > 0 && validity.length().saturating_mul(8) < node.length() {
-                    return Err(malformed(format!(
-                        "a struct of {} rows with a validity bitmap of {} bytes",
-                        node.length(),
-                        validity.length()
-                    )));
-                }
+                self.node_and_validity()?;
                 for child in children {
                     self.column(child)?;
                 }
@@ -1237,11 +1242,30 @@ mod tests {
         }
     }
 
-    /// arrow-ipc builds a struct's validity bitmap without checking its size (a panic).
+    /// arrow builds the validity bitmap of an array with nulls before validating it, and panics
+    /// when it is too short (found by the statement_handle fuzz target, on a dictionary column).
     #[test]
-    fn a_struct_with_nulls_needs_a_validity_bitmap_that_covers_it() {
-        let schema = || schema_data(&[F::Struct(vec![F::Int(32)])]);
-        let forged = |validity: i64| Forged {
+    fn an_array_with_nulls_needs_a_validity_bitmap_that_covers_it() {
+        // 64 rows: 8 bytes of bitmap are enough, 7 are not.
+        let int = |validity: i64| Forged {
+            length: 64,
+            nodes: vec![(64, 1)],
+            buffers: vec![(0, validity), (8, 512)],
+            compression: None,
+            variadic: None,
+            body_len: 520,
+            dictionary_id: None,
+        };
+        let indices = |validity: i64| Forged {
+            length: 64,
+            nodes: vec![(64, 1)],
+            buffers: vec![(0, validity), (8, 256)],
+            compression: None,
+            variadic: None,
+            body_len: 264,
+            dictionary_id: None,
+        };
+        let point = |validity: i64| Forged {
             length: 64,
             nodes: vec![(64, 1), (64, 0)],
             buffers: vec![(0, validity), (0, 0), (8, 256)],
@@ -1250,13 +1274,44 @@ mod tests {
             body_len: 264,
             dictionary_id: None,
         };
-        refusal(read(vec![schema(), forged(7).flight_data()], DO_PUT_LIMITS));
-        // 8 bytes cover 64 rows: accepted here (arrow-ipc then counts the nulls itself).
-        let message = refusal(read(vec![schema(), forged(8).flight_data()], DO_PUT_LIMITS));
-        assert!(
-            message.contains("could not read the sent batches"),
-            "{message}"
-        );
+        let utf8 = |validity: i64| Forged {
+            length: 64,
+            nodes: vec![(64, 1)],
+            buffers: vec![(0, validity), (8, 260), (268, 0)],
+            compression: None,
+            variadic: None,
+            body_len: 268,
+            dictionary_id: None,
+        };
+        let cases: [(Vec<F>, &dyn Fn(i64) -> Forged); 4] = [
+            (vec![F::Int(64)], &int),
+            (
+                vec![F::DictionaryUtf8 {
+                    id: 0,
+                    index_bits: 32,
+                }],
+                &indices,
+            ),
+            (vec![F::Struct(vec![F::Int(32)])], &point),
+            (vec![F::Utf8], &utf8),
+        ];
+        for (fields, batch) in cases {
+            let message = refusal(read(
+                vec![schema_data(&fields), batch(7).flight_data()],
+                DO_PUT_LIMITS,
+            ));
+            assert!(message.contains("validity bitmap of 7 bytes"), "{message}");
+            // Long enough: arrow-ipc decodes it and finds the bitmap (all zeros) has 64 nulls,
+            // not 1 — an error, not a panic.
+            let message = refusal(read(
+                vec![schema_data(&fields), batch(8).flight_data()],
+                DO_PUT_LIMITS,
+            ));
+            assert!(
+                message.contains("could not read the sent batches"),
+                "{message}"
+            );
+        }
     }
 
     /// Each of these makes arrow-ipc's `fb_to_schema` panic.
