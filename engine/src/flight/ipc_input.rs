@@ -65,17 +65,20 @@ fn malformed(what: impl std::fmt::Display) -> EngineError {
 enum Layout {
     /// One node, no buffer.
     Null,
-    /// One node, a validity and a values buffer (fixed width types, booleans, and the indices
-    /// of a dictionary-encoded column).
+    /// One node, a validity and a values buffer (fixed width types, booleans).
     Fixed,
-    /// One node; validity, offsets and data buffers.
-    Bytes,
+    /// Like `Fixed`, for integers of this many bytes that arrow views as one typed slice (the
+    /// indices of a dictionary-encoded column, run ends).
+    Indices(usize),
+    /// One node; validity, offsets (of this many bytes) and data buffers.
+    Bytes(usize),
     /// One node; validity, views and as many data buffers as its variadic count says.
     View,
-    /// One node; validity and offsets buffers; the child (lists, large lists, maps).
-    List(Box<Layout>),
-    /// One node; validity, offsets and sizes buffers; the child.
-    ListView(Box<Layout>),
+    /// One node; validity and offsets (of this many bytes) buffers; the child (lists, large
+    /// lists, maps).
+    List(usize, Box<Layout>),
+    /// One node; validity, offsets and sizes (of this many bytes) buffers; the child.
+    ListView(usize, Box<Layout>),
     /// One node; a validity buffer; the child.
     FixedSizeList(Box<Layout>),
     /// One node; a validity buffer; the children.
@@ -326,7 +329,7 @@ fn column_layout(
     let index = dictionary
         .indexType()
         .ok_or_else(|| malformed("a dictionary without an index type"))?;
-    int_width(index.bitWidth())?;
+    let index_bytes = int_bytes(index.bitWidth())?;
     // This field comes before the fields nested in it (arrow-ipc's order): it decides its id.
     let id = dictionary.id();
     let first = !dictionaries.contains_key(&id);
@@ -334,12 +337,13 @@ fn column_layout(
     if first {
         dictionaries.insert(id, values);
     }
-    Ok(Layout::Fixed)
+    Ok(Layout::Indices(index_bytes))
 }
 
-fn int_width(bits: i32) -> Result<(), EngineError> {
+/// The bytes of an integer of `bits` bits, if arrow-ipc knows it.
+fn int_bytes(bits: i32) -> Result<usize, EngineError> {
     match bits {
-        8 | 16 | 32 | 64 => Ok(()),
+        8 | 16 | 32 | 64 => Ok(bits as usize / 8),
         _ => Err(malformed(format!("an integer of {bits} bits"))),
     }
 }
@@ -363,7 +367,7 @@ fn value_layout(
         Type::Null => Layout::Null,
         Type::Bool => Layout::Fixed,
         Type::Int => {
-            int_width(field.type_as_int().ok_or_else(missing)?.bitWidth())?;
+            int_bytes(field.type_as_int().ok_or_else(missing)?.bitWidth())?;
             Layout::Fixed
         }
         Type::FloatingPoint => match field
@@ -426,14 +430,17 @@ fn value_layout(
             }
             Layout::Fixed
         }
-        Type::Binary | Type::Utf8 | Type::LargeBinary | Type::LargeUtf8 => Layout::Bytes,
+        Type::Binary | Type::Utf8 => Layout::Bytes(4),
+        Type::LargeBinary | Type::LargeUtf8 => Layout::Bytes(8),
         Type::BinaryView | Type::Utf8View => Layout::View,
-        Type::List | Type::LargeList => Layout::List(only_child(dictionaries)?),
+        Type::List => Layout::List(4, only_child(dictionaries)?),
+        Type::LargeList => Layout::List(8, only_child(dictionaries)?),
         Type::Map => {
             field.type_as_map().ok_or_else(missing)?;
-            Layout::List(only_child(dictionaries)?)
+            Layout::List(4, only_child(dictionaries)?)
         }
-        Type::ListView | Type::LargeListView => Layout::ListView(only_child(dictionaries)?),
+        Type::ListView => Layout::ListView(4, only_child(dictionaries)?),
+        Type::LargeListView => Layout::ListView(8, only_child(dictionaries)?),
         Type::FixedSizeList => {
             let size = field
                 .type_as_fixed_size_list()
@@ -452,11 +459,12 @@ fn value_layout(
                 .collect::<Result<_, _>>()?,
         ),
         Type::RunEndEncoded => match children().as_deref() {
-            Some([run_ends, values])
-                if run_ends.type_type() == Type::Int && run_ends.dictionary().is_none() =>
-            {
+            Some([run_ends, values]) if run_ends.dictionary().is_none() => {
+                let run_ends = run_ends
+                    .type_as_int()
+                    .ok_or_else(|| malformed("a RunEndEncoded field without integer run ends"))?;
                 Layout::RunEnds(
-                    Box::new(value_layout(*run_ends, dictionaries)?),
+                    Box::new(Layout::Indices(int_bytes(run_ends.bitWidth())?)),
                     Box::new(column_layout(*values, dictionaries)?),
                 )
             }
@@ -580,6 +588,19 @@ where
             .ok_or_else(|| malformed("fewer buffers than the schema's arrays have"))
     }
 
+    /// A buffer arrow views as one slice of `width`-byte values (`Buffer::typed_data`, which
+    /// panics unless the length is a multiple of the width).
+    fn typed_buffer(&mut self, width: usize) -> Result<(), EngineError> {
+        let buffer = self.buffer()?;
+        if buffer.length() % width as i64 != 0 {
+            return Err(malformed(format!(
+                "a buffer of {} bytes holding {width}-byte values",
+                buffer.length()
+            )));
+        }
+        Ok(())
+    }
+
     fn buffers(&mut self, n: usize) -> Result<(), EngineError> {
         for _ in 0..n {
             self.buffer()?;
@@ -611,9 +632,14 @@ where
                 self.node_and_validity()?;
                 self.buffers(1)?;
             }
-            Layout::Bytes => {
+            Layout::Indices(width) => {
                 self.node_and_validity()?;
-                self.buffers(2)?;
+                self.typed_buffer(*width)?;
+            }
+            Layout::Bytes(offset_width) => {
+                self.node_and_validity()?;
+                self.typed_buffer(*offset_width)?;
+                self.buffers(1)?;
             }
             Layout::View => {
                 let count = self
@@ -621,19 +647,21 @@ where
                     .next()
                     .ok_or_else(|| malformed("a view column without a variadic buffer count"))?;
                 self.node_and_validity()?;
+                self.typed_buffer(16)?;
                 match usize::try_from(count) {
-                    Ok(n) if n <= self.buffers.len() => self.buffers(1 + n)?,
+                    Ok(n) if n <= self.buffers.len() => self.buffers(n)?,
                     _ => return Err(malformed(format!("a variadic buffer count of {count}"))),
                 }
             }
-            Layout::List(child) => {
+            Layout::List(offset_width, child) => {
                 self.node_and_validity()?;
-                self.buffers(1)?;
+                self.typed_buffer(*offset_width)?;
                 self.column(child)?;
             }
-            Layout::ListView(child) => {
+            Layout::ListView(offset_width, child) => {
                 self.node_and_validity()?;
-                self.buffers(2)?;
+                self.typed_buffer(*offset_width)?;
+                self.typed_buffer(*offset_width)?;
                 self.column(child)?;
             }
             Layout::FixedSizeList(child) => {
@@ -1311,6 +1339,74 @@ mod tests {
                 message.contains("could not read the sent batches"),
                 "{message}"
             );
+        }
+    }
+
+    /// arrow views offsets, string views, dictionary indices and run ends as one typed slice
+    /// of the whole buffer, and panics unless its length is a multiple of the value width
+    /// (found by the statement_handle fuzz target, on a string view column).
+    #[test]
+    fn buffers_viewed_as_typed_values_hold_whole_values() {
+        let view = |views: i64| Forged {
+            length: 1,
+            nodes: vec![(1, 0)],
+            buffers: vec![(0, 0), (0, views)],
+            compression: None,
+            variadic: Some(vec![0]),
+            body_len: 32,
+            dictionary_id: None,
+        };
+        let utf8 = |offsets: i64| Forged {
+            length: 1,
+            nodes: vec![(1, 0)],
+            buffers: vec![(0, 0), (0, offsets), (16, 0)],
+            compression: None,
+            variadic: None,
+            body_len: 16,
+            dictionary_id: None,
+        };
+        let indices = |keys: i64| Forged {
+            length: 1,
+            nodes: vec![(1, 0)],
+            buffers: vec![(0, 0), (0, keys)],
+            compression: None,
+            variadic: None,
+            body_len: 8,
+            dictionary_id: None,
+        };
+        let cases: [(Vec<F>, &dyn Fn(i64) -> Forged, i64, i64); 3] = [
+            (vec![F::Utf8View], &view, 16, 17),
+            (vec![F::Utf8], &utf8, 8, 9),
+            (
+                vec![F::DictionaryUtf8 {
+                    id: 0,
+                    index_bits: 32,
+                }],
+                &indices,
+                4,
+                6,
+            ),
+        ];
+        for (fields, batch, whole, partial) in cases {
+            let message = refusal(read(
+                vec![schema_data(&fields), batch(partial).flight_data()],
+                DO_PUT_LIMITS,
+            ));
+            assert!(
+                message.contains(&format!("a buffer of {partial} bytes")),
+                "{message}"
+            );
+            // Whole values pass the checks; what arrow-ipc then makes of the zeros is its call.
+            let decoded = read(
+                vec![schema_data(&fields), batch(whole).flight_data()],
+                DO_PUT_LIMITS,
+            );
+            if let Err(e) = decoded {
+                assert!(
+                    e.to_string().contains("could not read the sent batches"),
+                    "{e}"
+                );
+            }
         }
     }
 
