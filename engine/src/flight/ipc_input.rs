@@ -19,9 +19,16 @@
 //! - **its schema uses types arrow-ipc decodes without panicking**, little-endian, without unions
 //!   (arrow-ipc slices union buffers without checking their length).
 //! - **its batches agree with the schema and their body**: every field node and buffer the
-//!   decoder will take is there, lengths are not negative, every buffer lies inside the body, a
-//!   struct's validity bitmap covers the struct, variadic buffer counts match the view columns,
-//!   and a dictionary batch names a dictionary of the schema. None of this needs decoding.
+//!   decoder will take is there, lengths are not negative, every buffer lies inside the body,
+//!   the validity bitmap of an array with nulls covers the array, buffers arrow views as typed
+//!   slices (offsets, string views, dictionary indices, run ends) hold whole values, variadic
+//!   buffer counts match the view columns, and a dictionary batch names a dictionary of the
+//!   schema. None of this needs decoding.
+//!
+//! Decoding itself runs under [`decode_or_refuse`] (and, for DoPut, a stream that does the
+//! same): should input these checks do not foresee still make arrow-ipc panic, the request
+//! fails with INVALID_ARGUMENT. The fuzz targets in `engine/fuzz` report such panics all the
+//! same, so each one found gets its check here.
 
 use std::collections::HashMap;
 
@@ -282,7 +289,8 @@ pub async fn read_flight_data<S>(
 where
     S: Stream<Item = Result<FlightData, FlightError>> + Send + 'static,
 {
-    FlightRecordBatchStream::new_from_flight_data(guard_flight_data(stream, limits))
+    let decoded = FlightRecordBatchStream::new_from_flight_data(guard_flight_data(stream, limits));
+    Unpanicking::new(decoded)
         .try_collect::<Vec<_>>()
         .await
         .map_err(|e| match e {
@@ -296,6 +304,55 @@ where
 
 fn could_not_read(e: impl std::fmt::Display) -> EngineError {
     EngineError::InvalidArgument(format!("could not read the sent batches: {e}"))
+}
+
+/// What a panic while decoding is reported as.
+const DECODER_PANICKED: &str = "arrow-ipc could not decode it";
+
+/// Runs a decode of client-sent IPC. The checks above refuse every input known to make
+/// arrow-ipc panic; should one they do not foresee get through, the request fails with
+/// INVALID_ARGUMENT instead of unwinding through the server.
+pub fn decode_or_refuse<T>(
+    decode: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .unwrap_or_else(|_| Err(malformed(DECODER_PANICKED)))
+}
+
+/// A stream that ends with an error where polling it panicked (see [`decode_or_refuse`]).
+struct Unpanicking<S> {
+    inner: S,
+    done: bool,
+}
+
+impl<S> Unpanicking<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, done: false }
+    }
+}
+
+impl<S, T> Stream for Unpanicking<S>
+where
+    S: Stream<Item = Result<T, FlightError>> + Unpin,
+{
+    type Item = Result<T, FlightError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.done {
+            return std::task::Poll::Ready(None);
+        }
+        let this = &mut *self;
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            this.inner.poll_next_unpin(cx)
+        }));
+        polled.unwrap_or_else(|_| {
+            this.done = true;
+            std::task::Poll::Ready(Some(Err(FlightError::DecodeError(DECODER_PANICKED.into()))))
+        })
+    }
 }
 
 /// The shape of a schema, refusing what `arrow_ipc::convert::fb_to_schema` would panic on.
@@ -1572,5 +1629,29 @@ mod tests {
         let mut stream = frame(&marker, &schema, &[]);
         stream.extend_from_slice(&frame(&marker, &forged.header(), &[0; 40]));
         refusal(check_stream(&stream, DO_PUT_LIMITS));
+    }
+
+    /// The last line of defence: input the checks do not foresee makes the request fail, not
+    /// the server's task unwind.
+    #[test]
+    fn a_panic_while_decoding_is_an_invalid_argument() {
+        let e = decode_or_refuse::<()>(|| panic!("a decoder bug")).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains(DECODER_PANICKED), "{e}");
+
+        let panicking = stream::poll_fn(
+            |_| -> std::task::Poll<Option<Result<FlightData, FlightError>>> {
+                panic!("a decoder bug")
+            },
+        );
+        let message = refusal(read_flight_data_from(panicking));
+        assert!(message.contains(DECODER_PANICKED), "{message}");
+    }
+
+    fn read_flight_data_from<S>(stream: S) -> Result<Vec<RecordBatch>, EngineError>
+    where
+        S: Stream<Item = Result<FlightData, FlightError>> + Send + 'static,
+    {
+        futures::executor::block_on(read_flight_data(stream, DO_PUT_LIMITS))
     }
 }

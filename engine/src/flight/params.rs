@@ -255,11 +255,16 @@ impl StatementHandle {
             .decode(b64)
             .map_err(|_| unknown_handle("its bound parameters are not base64"))?;
         ipc_input::check_stream(&bytes, BOUND_LIMITS).map_err(unknown_handle)?;
-        let reader = StreamReader::try_new(Cursor::new(bytes), None)
-            .map_err(|e| unknown_handle(format!("its bound parameters do not read: {e}")))?;
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| unknown_handle(format!("its bound parameters do not read: {e}")))?;
+        let unreadable = |e: arrow::error::ArrowError| {
+            EngineError::InvalidArgument(format!("its bound parameters do not read: {e}"))
+        };
+        let batches = ipc_input::decode_or_refuse(|| {
+            StreamReader::try_new(Cursor::new(bytes), None)
+                .map_err(unreadable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unreadable)
+        })
+        .map_err(unknown_handle)?;
         rows(&batches)
     }
 }
