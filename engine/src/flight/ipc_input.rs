@@ -1654,4 +1654,63 @@ mod tests {
     {
         futures::executor::block_on(read_flight_data(stream, DO_PUT_LIMITS))
     }
+
+    /// Writes the seed inputs of the fuzz targets (engine/fuzz/seeds) when `SQE_FUZZ_SEEDS`
+    /// names a directory; does nothing otherwise.
+    #[test]
+    fn fuzz_seeds() {
+        use crate::flight::params::StatementHandle;
+        use arrow_flight::sql::{
+            CommandPreparedStatementQuery, ProstMessageExt, TicketStatementQuery,
+        };
+        use prost::Message;
+
+        let Some(dir) = std::env::var_os("SQE_FUZZ_SEEDS") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let write = |target: &str, name: &str, bytes: &[u8]| {
+            std::fs::create_dir_all(dir.join(target)).unwrap();
+            std::fs::write(dir.join(target).join(name), bytes).unwrap();
+        };
+        let lz4 = compressed(CompressionType::LZ4_FRAME);
+        for (name, batch) in [("simple", simple_batch()), ("every_layout", every_layout())] {
+            let handle = StatementHandle::new("SELECT $1")
+                .with_params(&[batch.clone()])
+                .unwrap();
+            write(
+                "statement_handle",
+                &format!("{name}.json"),
+                &handle.encode(),
+            );
+            for (kind, options) in [("plain", IpcWriteOptions::default()), ("lz4", lz4.clone())] {
+                let bytes = stream_bytes(&[batch.clone()], options.clone());
+                write("statement_handle", &format!("{name}_{kind}.arrows"), &bytes);
+                let mut framed = Vec::new();
+                for d in encode(vec![batch.clone()], options) {
+                    for part in [&d.data_header[..], &d.data_body[..]] {
+                        framed.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                        framed.extend_from_slice(part);
+                    }
+                }
+                write("flight_data_stream", &format!("{name}_{kind}.bin"), &framed);
+            }
+            let ticket = TicketStatementQuery {
+                statement_handle: handle.run_once().encode().into(),
+            };
+            write(
+                "ticket",
+                &format!("{name}_statement"),
+                &ticket.as_any().encode_to_vec(),
+            );
+            let prepared = CommandPreparedStatementQuery {
+                prepared_statement_handle: handle.encode().into(),
+            };
+            write(
+                "ticket",
+                &format!("{name}_prepared"),
+                &prepared.as_any().encode_to_vec(),
+            );
+        }
+    }
 }
