@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -80,25 +80,21 @@ impl SchemaProvider for ScratchSchema {
                 "datafusion.public holds in-memory tables and views only, not {name}"
             )));
         };
+        let partitions = mem
+            .batches
+            .iter()
+            .map(|p| {
+                p.try_read().map(|b| b.clone()).map_err(|_| {
+                    DataFusionError::Execution(format!("table {name} is being written"))
+                })
+            })
+            .collect::<DFResult<Vec<_>>>()?;
         let reservation = MemoryConsumer::new(format!("session table datafusion.public.{name}"))
             .register(&self.pool);
-        let mut held = 0;
-        for partition in &mem.batches {
-            let batches = partition.try_read().map_err(|_| {
-                DataFusionError::Execution(format!("table {name} is being written"))
-            })?;
-            held += size_of(&batches);
-        }
-        reservation.try_grow(held)?;
+        reservation.try_grow(partitions.iter().map(|b| size_of(b)).sum())?;
         let wrapped = ScratchTable {
-            inner: Arc::new(MemTable::try_new(
-                mem.schema(),
-                mem.batches
-                    .iter()
-                    .map(|p| p.try_read().map(|b| b.clone()).unwrap_or_default())
-                    .collect(),
-            )?),
-            reservation: Arc::new(Mutex::new(reservation)),
+            inner: Arc::new(MemTable::try_new(mem.schema(), partitions)?),
+            reservation: Arc::new(reservation),
         };
         self.inner.register_table(name, Arc::new(wrapped))
     }
@@ -111,7 +107,7 @@ impl SchemaProvider for ScratchSchema {
 /// An in-memory table whose rows are paid for out of the session's pool.
 pub struct ScratchTable {
     inner: Arc<MemTable>,
-    reservation: Arc<Mutex<MemoryReservation>>,
+    reservation: Arc<MemoryReservation>,
 }
 
 impl fmt::Debug for ScratchTable {
@@ -171,7 +167,7 @@ impl TableProvider for ScratchTable {
 struct ReservingSink {
     schema: SchemaRef,
     table: Arc<MemTable>,
-    reservation: Arc<Mutex<MemoryReservation>>,
+    reservation: Arc<MemoryReservation>,
 }
 
 impl fmt::Debug for ReservingSink {
@@ -201,13 +197,7 @@ impl DataSink for ReservingSink {
         mut data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> DFResult<u64> {
-        let pending = {
-            let held = self
-                .reservation
-                .lock()
-                .map_err(|_| DataFusionError::Execution("session table lock poisoned".into()))?;
-            held.new_empty()
-        };
+        let pending = self.reservation.new_empty();
         let mut batches = Vec::new();
         let mut rows = 0u64;
         while let Some(batch) = data.next().await {
@@ -222,11 +212,7 @@ impl DataSink for ReservingSink {
             ));
         };
         partition.write().await.extend(batches);
-        let held = self
-            .reservation
-            .lock()
-            .map_err(|_| DataFusionError::Execution("session table lock poisoned".into()))?;
-        held.grow(pending.size());
+        self.reservation.grow(pending.size());
         pending.free();
         Ok(rows)
     }
