@@ -59,7 +59,7 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// The status code table (design §3). Pure, so it reads like the specification.
+    /// The status code table. Pure, so it reads like the specification.
     pub fn code(&self) -> Code {
         use EngineError::*;
         match self {
@@ -158,14 +158,12 @@ impl From<DataFusionError> for EngineError {
         let message = crate::redact::scrub(&e.to_string()).into_owned();
         let root = e.find_root();
         // Catalog and storage failures travel through DataFusion as `External` (or inside a
-        // Parquet reader's error, from the scans' own readers); they keep their own code.
+        // Parquet reader's error, from the scans' own readers), already classified where they
+        // left the catalog code; they keep their own code.
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(root);
         while let Some(inner) = cause {
             if let Some(engine) = inner.downcast_ref::<EngineError>() {
                 return EngineError::from_code(engine.code(), engine.to_string());
-            }
-            if let Some(iceberg) = inner.downcast_ref::<iceberg::Error>() {
-                return crate::catalog::errors::classify(iceberg, "the query");
             }
             cause = inner.source();
         }
@@ -173,6 +171,7 @@ impl From<DataFusionError> for EngineError {
         // resolves to "no such table"; an unlisted namespace to "failed to resolve schema").
         if let DataFusionError::Plan(m) = root {
             if (m.starts_with("table '") && m.ends_with("' not found"))
+                || m.starts_with("No table named '")
                 || m.starts_with("failed to resolve schema: ")
             {
                 return EngineError::NotFound(message);
@@ -265,7 +264,7 @@ mod tests {
 
     #[test]
     fn sql_mistakes_are_invalid_argument() {
-        // (An unknown table is NOT_FOUND, design §3: see catalog_failures_keep_their_code...)
+        // (An unknown table is NOT_FOUND: see catalog_failures_keep_their_code_through_datafusion.)
         let e: EngineError =
             DataFusionError::Plan("No field named nope. Valid fields are t.a.".into()).into();
         assert_eq!(e.code(), Code::InvalidArgument);

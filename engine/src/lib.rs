@@ -20,6 +20,7 @@ pub mod redact;
 pub mod secret;
 pub mod server;
 pub mod session;
-pub mod sql_text;
+pub mod sql;
+pub mod token;
 
 pub use error::EngineError;

@@ -26,8 +26,7 @@ pub const MAX_SQL_BYTES: usize = 1 << 20;
 /// can interrupt. Lists (`IN (…)`, `VALUES`, select lists) are not chains and are not limited.
 pub const MAX_OPERATOR_CHAIN: usize = 1000;
 
-/// Refuses statement text over `MAX_SQL_BYTES`, or with an operator chain longer than
-/// `MAX_OPERATOR_CHAIN`, before it is parsed.
+/// Refuses statement text over `MAX_SQL_BYTES`, before it is tokenized.
 pub fn check_text(sql: &str) -> Result<(), EngineError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(EngineError::InvalidArgument(format!(
@@ -35,14 +34,18 @@ pub fn check_text(sql: &str) -> Result<(), EngineError> {
             sql.len()
         )));
     }
-    if let Some(tokens) = crate::sql_text::tokenize(sql) {
-        let longest = longest_operator_chain(&tokens.tokens);
-        if longest > MAX_OPERATOR_CHAIN {
-            return Err(EngineError::InvalidArgument(format!(
-                "an expression chains {longest} operators; at most {MAX_OPERATOR_CHAIN} are \
-                 accepted (use IN (…) or a table for long lists)"
-            )));
-        }
+    Ok(())
+}
+
+/// Refuses a statement with an operator chain longer than `MAX_OPERATOR_CHAIN`, before it is
+/// parsed.
+pub fn check_tokens<'a>(tokens: impl Iterator<Item = &'a Token>) -> Result<(), EngineError> {
+    let longest = longest_operator_chain(tokens);
+    if longest > MAX_OPERATOR_CHAIN {
+        return Err(EngineError::InvalidArgument(format!(
+            "an expression chains {longest} operators; at most {MAX_OPERATOR_CHAIN} are \
+             accepted (use IN (…) or a table for long lists)"
+        )));
     }
     Ok(())
 }
@@ -50,7 +53,7 @@ pub fn check_text(sql: &str) -> Result<(), EngineError> {
 /// The most binary operators in one run at one parenthesis level, a run ending at a comma, a
 /// clause keyword or the end of its parentheses. It over-counts rather than under-counts: every
 /// operator between two separators is taken to be in the same chain.
-pub fn longest_operator_chain(tokens: &[Token]) -> usize {
+pub fn longest_operator_chain<'a>(tokens: impl Iterator<Item = &'a Token>) -> usize {
     let mut runs: Vec<usize> = vec![0];
     let mut longest = 0;
     for t in tokens {
@@ -237,8 +240,19 @@ mod tests {
         assert_eq!(e.code(), Code::InvalidArgument);
     }
 
+    fn tokens(sql: &str) -> Vec<Token> {
+        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
+            .tokenize()
+            .unwrap()
+    }
+
     fn chain(sql: &str) -> usize {
-        longest_operator_chain(&crate::sql_text::tokenize(sql).unwrap().tokens)
+        longest_operator_chain(tokens(sql).iter())
+    }
+
+    fn check_sql(sql: &str) -> Result<(), EngineError> {
+        check_tokens(tokens(sql).iter())
     }
 
     #[test]
@@ -253,17 +267,17 @@ mod tests {
             MAX_OPERATOR_CHAIN
         );
         let deep = format!("SELECT {} AS x", terms(MAX_OPERATOR_CHAIN + 2, "+"));
-        assert_eq!(check_text(&deep).unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(check_sql(&deep).unwrap_err().code(), Code::InvalidArgument);
         let ors = format!(
             "SELECT * FROM t WHERE {}",
             terms(MAX_OPERATOR_CHAIN + 2, " = 1 OR ")
         );
-        assert!(check_text(&ors).is_err());
+        assert!(check_sql(&ors).is_err());
         // Long lists and many separate expressions are fine.
         let list = format!("SELECT * FROM t WHERE x IN ({})", terms(50_000, ", "));
-        assert!(check_text(&list).is_ok());
+        assert!(check_sql(&list).is_ok());
         let columns = vec!["a + b + c"; 5_000].join(", ");
-        assert!(check_text(&format!("SELECT {columns} FROM t")).is_ok());
+        assert!(check_sql(&format!("SELECT {columns} FROM t")).is_ok());
         // Parentheses do not hide a chain, and a chain split by them is counted per level.
         assert_eq!(chain("SELECT (a + b) + (c + d + e)"), 2);
     }

@@ -12,53 +12,12 @@ use datafusion::execution::context::SessionContext;
 use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 
 use crate::auth::Identity;
 use crate::error::EngineError;
 use crate::memory::{ScratchSchema, SessionPool};
-use crate::secret::{Fingerprint, Secret};
-
-/// The current token of a session, as a query sees it.
-#[derive(Debug, Clone)]
-pub struct TokenView {
-    pub access_token: Secret,
-    pub fingerprint: Fingerprint,
-    /// The session's token as it will be later: a query that outlives `access_token` (a long
-    /// scan renewing its vended credentials) asks the catalog with this.
-    pub latest: LatestToken,
-}
-
-type TokenLookup = dyn Fn() -> BoxFuture<'static, Result<Secret, EngineError>> + Send + Sync;
-
-/// Reads a session's token at the time of asking (after any refresh since the query started);
-/// fails once the session has ended.
-#[derive(Clone)]
-pub struct LatestToken(Arc<TokenLookup>);
-
-impl LatestToken {
-    pub fn new(
-        lookup: impl Fn() -> BoxFuture<'static, Result<Secret, EngineError>> + Send + Sync + 'static,
-    ) -> Self {
-        Self(Arc::new(lookup))
-    }
-
-    /// A token that never changes (tests; contexts without a session behind them).
-    pub fn fixed(token: Secret) -> Self {
-        Self::new(move || futures::future::ready(Ok(token.clone())).boxed())
-    }
-
-    pub async fn get(&self) -> Result<Secret, EngineError> {
-        (self.0)().await
-    }
-}
-
-impl std::fmt::Debug for LatestToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LatestToken")
-    }
-}
+use crate::secret::Fingerprint;
+use crate::token::TokenView;
 
 /// Builds the context for one user and token (`CatalogContextFactory` in the engine; the local
 /// one in tests).
@@ -166,6 +125,7 @@ impl QueryState {
         }
         let memory = self.memory.get_or_init(|| factory.session_pool());
         let ctx = factory.create(identity, token, memory)?;
+        crate::sql::extend(&ctx)?;
         if let Some((_, previous)) = slot.as_ref() {
             carry_over(previous, &ctx);
         }
@@ -190,6 +150,8 @@ pub type SharedFactory = Arc<dyn QueryContextFactory>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+    use crate::token::LatestToken;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Counting(AtomicUsize, LocalContextFactory);

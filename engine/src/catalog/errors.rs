@@ -8,12 +8,13 @@
 
 use std::error::Error as StdError;
 
+use datafusion::error::DataFusionError;
 use iceberg::ErrorKind;
 use tonic::Code;
 
 use crate::error::EngineError;
 
-/// What a catalog HTTP status means for the caller (design §3 status table).
+/// What a catalog HTTP status means for the caller.
 pub fn code_for_http_status(status: u16) -> Code {
     match status {
         401 | 419 => Code::Unauthenticated,
@@ -119,6 +120,20 @@ fn storage_error(e: &opendal::Error, subject: &str) -> EngineError {
             e.message()
         ),
     )
+}
+
+/// A DataFusion error with any iceberg error inside it replaced by its classification: iceberg
+/// errors are classified here, where they leave the catalog code, so the rest of the engine sees
+/// only `EngineError`s inside DataFusion's errors.
+pub fn classified(e: DataFusionError, subject: &str) -> DataFusionError {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(&e);
+    while let Some(inner) = cause {
+        if let Some(iceberg) = inner.downcast_ref::<iceberg::Error>() {
+            return DataFusionError::External(Box::new(classify(iceberg, subject)));
+        }
+        cause = inner.source();
+    }
+    e
 }
 
 /// Classifies any iceberg error from a catalog call about `subject` (e.g. "table lake.demo.c").

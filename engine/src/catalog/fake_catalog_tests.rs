@@ -18,8 +18,9 @@ use tonic::Code;
 use super::CatalogContextFactory;
 use crate::auth::Identity;
 use crate::error::EngineError;
-use crate::query::{LatestToken, QueryContextFactory, TokenView};
+use crate::query::QueryContextFactory;
 use crate::secret::{Fingerprint, Secret};
+use crate::token::{LatestToken, TokenView};
 
 #[derive(Debug, Clone)]
 struct Seen {

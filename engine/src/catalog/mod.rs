@@ -7,15 +7,19 @@
 //! - `schema`: DataFusion catalog/schema providers resolving namespaces and tables lazily, with
 //!   listings limited to tables the user can load.
 //! - `errors`: catalog failures → status codes.
-//! - `table`, `scan`, `parquet`, `time_travel`: reads and writes of one table.
+//! - `table`, `scan`, `parquet`: reads and writes of one table; `time_travel`: which snapshot a
+//!   version or timestamp names.
+//! - `stock`: iceberg-datafusion's own providers (the writer, `t$snapshots`), one table at a time.
 //! - `credentials`: vended keys renewed during scans that outlive them.
 
 pub mod credentials;
+pub mod describe;
 pub mod errors;
 pub mod parquet;
 pub mod rest;
 pub mod scan;
 pub mod schema;
+pub mod stock;
 pub mod table;
 pub mod time_travel;
 
@@ -34,7 +38,8 @@ use sqe_engine_config::CatalogConfig;
 use crate::auth::Identity;
 use crate::error::EngineError;
 use crate::memory::SessionPool;
-use crate::query::{QueryContextFactory, TokenView, scratch_catalog};
+use crate::query::{QueryContextFactory, scratch_catalog};
+use crate::token::TokenView;
 use credentials::CredentialPolicy;
 use rest::{CatalogAccess, UserCatalog};
 use schema::{CatalogState, WarehouseProvider};

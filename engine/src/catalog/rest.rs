@@ -21,8 +21,8 @@ use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 
 use super::credentials::CredentialPolicy;
 use crate::error::EngineError;
-use crate::query::LatestToken;
 use crate::secret::{Fingerprint, Secret};
+use crate::token::LatestToken;
 
 /// Asks the catalog to vend per-table storage credentials on loadTable/createTable.
 pub const DELEGATION_HEADER: &str = "header.X-Iceberg-Access-Delegation";

@@ -32,6 +32,7 @@ use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 
 use super::credentials::{VendedIo, store_refusal};
+use super::errors::classified;
 
 /// Files each partition reads at once: overlaps one file's S3 latency with another's decoding.
 const FILES_IN_FLIGHT_PER_PARTITION: usize = 2;
@@ -185,10 +186,12 @@ impl ExecutionPlan for ParallelIcebergScan {
         let runtime = Runtime::try_current().map_err(|e| DataFusionError::External(e.into()))?;
         let batch_size = context.session_config().batch_size();
         let io = self.io.clone();
+        let subject = format!("table {}", self.table);
         // File by file, so each file is opened with keys that are current when it starts.
         let batches = futures::stream::iter(tasks)
             .map(move |task| read_file(io.clone(), runtime.clone(), task, batch_size))
-            .flatten_unordered(FILES_IN_FLIGHT_PER_PARTITION);
+            .flatten_unordered(FILES_IN_FLIGHT_PER_PARTITION)
+            .map_err(move |e| classified(e, &subject));
         // Each partition stops at the limit; DataFusion's limit above combines them.
         let remaining = Arc::new(AtomicUsize::new(self.limit.unwrap_or(usize::MAX)));
         let left = remaining.clone();

@@ -31,19 +31,14 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::collect;
 use futures::{StreamExt, stream};
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
-use iceberg::table::Table;
-use iceberg::{
-    Catalog, Namespace, NamespaceIdent, Result as IcebergResult, TableCommit, TableCreation,
-    TableIdent,
-};
-use iceberg_datafusion::IcebergCatalogProvider;
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing::{debug, warn};
 
-use super::errors::classify;
+use super::errors::{classified, classify};
 use super::rest::UserCatalog;
-use super::table::{Projected, UserTable};
-use super::time_travel::split_name;
+use super::stock::{Classified, Projected, iceberg_provider};
+use super::table::UserTable;
 use crate::error::EngineError;
 
 /// How many loadTable probes run at once when a namespace is listed.
@@ -218,8 +213,7 @@ impl CatalogState {
 
     /// Loads one table as the user. `Ok(None)`: the catalog has no such table (404).
     /// Errors carry the catalog's answer (403 → permission denied, 401, 5xx, ...).
-    /// `name` may carry a folded time-travel clause (`a FOR VERSION AS OF 42`) or name one of
-    /// iceberg-datafusion's metadata tables (`a$snapshots`).
+    /// `name` may name one of iceberg-datafusion's metadata tables (`a$snapshots`).
     pub async fn load_provider(
         &self,
         ns: &str,
@@ -231,25 +225,15 @@ impl CatalogState {
         let table: Option<Arc<dyn TableProvider>> = if is_metadata_name(name) {
             let base = name.split_once('$').map(|(b, _)| b).unwrap_or(name);
             let ns_ident = NamespaceIdent::new(ns.to_owned());
-            iceberg_provider(
-                self.catalog.clone(),
-                ns_ident,
-                name,
-                &self.subject_table(ns, base),
-            )
-            .await?
-            .map(|p| Arc::new(Projected(p)) as Arc<dyn TableProvider>)
-        } else {
-            let (base, as_of) = split_name(name)?;
             let subject = self.subject_table(ns, base);
-            let ident = TableIdent::new(NamespaceIdent::new(ns.to_owned()), base.to_owned());
+            iceberg_provider(self.catalog.clone(), ns_ident, name, &subject)
+                .await?
+                .map(|p| Arc::new(Projected::new(p, &subject)) as Arc<dyn TableProvider>)
+        } else {
+            let subject = self.subject_table(ns, name);
+            let ident = TableIdent::new(NamespaceIdent::new(ns.to_owned()), name.to_owned());
             match self.catalog.load_table(&ident).await {
-                Ok(t) => Some(Arc::new(UserTable::new(
-                    self.catalog.clone(),
-                    &t,
-                    as_of,
-                    subject,
-                )?)),
+                Ok(t) => Some(Arc::new(UserTable::new(self.catalog.clone(), &t, subject)?)),
                 Err(e) => match classify(&e, &subject) {
                     EngineError::NotFound(_) => None,
                     e => return Err(e),
@@ -563,39 +547,6 @@ impl SchemaProvider for NamespaceProvider {
     }
 }
 
-/// iceberg-datafusion's own provider for `name` (a table, or one of its `t$…` metadata tables),
-/// loaded through a catalog that exposes only that table. `Ok(None)`: no such table.
-pub(super) async fn iceberg_provider(
-    catalog: Arc<UserCatalog>,
-    namespace: NamespaceIdent,
-    name: &str,
-    subject: &str,
-) -> Result<Option<Arc<dyn TableProvider>>, EngineError> {
-    let base = name.split_once('$').map(|(b, _)| b).unwrap_or(name);
-    let ns = namespace.join(".");
-    let scoped = Arc::new(ScopedCatalog {
-        inner: catalog,
-        namespace,
-        table: base.to_owned(),
-    });
-    // The stock provider, given a catalog that exposes exactly this one table, loads just it:
-    // iceberg-datafusion's catalog-backed table (INSERT appends and commits through the user's
-    // catalog) without its load-everything behaviour.
-    let provider = match IcebergCatalogProvider::try_new(scoped).await {
-        Ok(p) => p,
-        Err(e) => {
-            return match classify(&e, subject) {
-                EngineError::NotFound(_) => Ok(None),
-                e => Err(e),
-            };
-        }
-    };
-    let Some(schema) = provider.schema(&ns) else {
-        return Ok(None);
-    };
-    schema.table(name).await.map_err(EngineError::from)
-}
-
 /// Appends CTAS rows with iceberg-datafusion's writer (one commit, as the user).
 async fn append_rows(
     ctx: &SessionContext,
@@ -617,7 +568,9 @@ async fn append_rows(
     let source = MemorySourceConfig::try_new_exec(&[rows], writer.schema(), None)?;
     let append = writer
         .insert_into(&ctx.state(), source, InsertOp::Append)
-        .await?;
+        .await
+        .map_err(|e| classified(e, subject))?;
+    let append = Classified::wrap(append, subject);
     collect(append, ctx.task_ctx()).await.map(|_| ())
 }
 
@@ -634,99 +587,6 @@ fn conform(rows: Vec<RecordBatch>, schema: &SchemaRef) -> DFResult<Vec<RecordBat
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
         })
         .collect()
-}
-
-/// The user's catalog narrowed to one table, so `IcebergCatalogProvider::try_new` (which lists
-/// everything and loads every table it lists) loads exactly that one. Every call that reaches the
-/// catalog goes to the user's own client.
-struct ScopedCatalog {
-    inner: Arc<UserCatalog>,
-    namespace: NamespaceIdent,
-    table: String,
-}
-
-impl std::fmt::Debug for ScopedCatalog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScopedCatalog")
-            .field("namespace", &self.namespace)
-            .field("table", &self.table)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl Catalog for ScopedCatalog {
-    async fn list_namespaces(
-        &self,
-        parent: Option<&NamespaceIdent>,
-    ) -> IcebergResult<Vec<NamespaceIdent>> {
-        Ok(match parent {
-            None => vec![self.namespace.clone()],
-            Some(_) => Vec::new(),
-        })
-    }
-    async fn create_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> IcebergResult<Namespace> {
-        self.inner.create_namespace(namespace, properties).await
-    }
-    async fn get_namespace(&self, namespace: &NamespaceIdent) -> IcebergResult<Namespace> {
-        self.inner.get_namespace(namespace).await
-    }
-    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> IcebergResult<bool> {
-        self.inner.namespace_exists(namespace).await
-    }
-    async fn update_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> IcebergResult<()> {
-        self.inner.update_namespace(namespace, properties).await
-    }
-    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> IcebergResult<()> {
-        self.inner.drop_namespace(namespace).await
-    }
-    async fn list_tables(&self, namespace: &NamespaceIdent) -> IcebergResult<Vec<TableIdent>> {
-        Ok(if *namespace == self.namespace {
-            vec![TableIdent::new(self.namespace.clone(), self.table.clone())]
-        } else {
-            Vec::new()
-        })
-    }
-    async fn create_table(
-        &self,
-        namespace: &NamespaceIdent,
-        creation: TableCreation,
-    ) -> IcebergResult<Table> {
-        self.inner.create_table(namespace, creation).await
-    }
-    async fn load_table(&self, table: &TableIdent) -> IcebergResult<Table> {
-        self.inner.load_table(table).await
-    }
-    async fn drop_table(&self, table: &TableIdent) -> IcebergResult<()> {
-        self.inner.drop_table(table).await
-    }
-    async fn purge_table(&self, table: &TableIdent) -> IcebergResult<()> {
-        self.inner.purge_table(table).await
-    }
-    async fn table_exists(&self, table: &TableIdent) -> IcebergResult<bool> {
-        self.inner.table_exists(table).await
-    }
-    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> IcebergResult<()> {
-        self.inner.rename_table(src, dest).await
-    }
-    async fn register_table(
-        &self,
-        table: &TableIdent,
-        metadata_location: String,
-    ) -> IcebergResult<Table> {
-        self.inner.register_table(table, metadata_location).await
-    }
-    async fn update_table(&self, commit: TableCommit) -> IcebergResult<Table> {
-        self.inner.update_table(commit).await
-    }
 }
 
 #[cfg(test)]

@@ -13,26 +13,30 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use futures::{FutureExt, TryStreamExt};
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::scan::FileScanTask;
+use iceberg::spec::{Schema as IcebergSchema, TableMetadata, TableMetadataRef};
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
 use super::credentials::{Renew, Vended, VendedIo};
-use super::errors::classify;
+use super::errors::{classified, classify};
 use super::parquet::{datafusion_can_read, parquet_exec};
 use super::rest::UserCatalog;
 use super::scan::ParallelIcebergScan;
-use super::schema::iceberg_provider;
+use super::stock::{Classified, iceberg_provider};
 use super::time_travel::{AsOf, resolve};
 use crate::error::EngineError;
+
+fn arrow_schema(schema: &IcebergSchema, subject: &str) -> Result<SchemaRef, EngineError> {
+    schema_to_arrow_schema(schema)
+        .map(Arc::new)
+        .map_err(|e| EngineError::Internal(format!("{subject}: {}", e.message())))
+}
 
 fn df_err(e: EngineError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -65,44 +69,59 @@ pub struct UserTable {
     ident: TableIdent,
     /// `table lake.demo.a`, for errors.
     subject: String,
+    /// The metadata as loaded at planning: snapshots, refs and history to pin a version with,
+    /// and what `SHOW CREATE TABLE` shows.
+    metadata: TableMetadataRef,
     schema: SchemaRef,
     /// The snapshot a time-travel reference pinned; `None` reads the current one.
     pinned: Option<(AsOf, i64)>,
 }
 
 impl UserTable {
-    /// A provider for `table` as just loaded; `as_of` pins a past snapshot (its schema too).
+    /// A provider for `table` as just loaded, reading its current snapshot.
     pub fn new(
         catalog: Arc<UserCatalog>,
         table: &Table,
-        as_of: Option<AsOf>,
         subject: String,
     ) -> Result<Self, EngineError> {
-        let metadata = table.metadata();
-        let (schema, pinned) = match as_of {
-            None => (metadata.current_schema().clone(), None),
-            Some(a) => {
-                let id = resolve(metadata, &a, &subject)?;
-                let snapshot = metadata.snapshot_by_id(id).ok_or_else(|| {
-                    EngineError::NotFound(format!("{subject} has no snapshot {id}"))
-                })?;
-                let schema = snapshot
-                    .schema(metadata)
-                    .map_err(|e| EngineError::Internal(format!("{subject}: {}", e.message())))?;
-                (schema, Some((a, id)))
-            }
-        };
-        let schema = Arc::new(
-            schema_to_arrow_schema(&schema)
-                .map_err(|e| EngineError::Internal(format!("{subject}: {}", e.message())))?,
-        );
+        let metadata = table.metadata_ref();
+        let schema = arrow_schema(metadata.current_schema(), &subject)?;
         Ok(Self {
             catalog,
             ident: table.identifier().clone(),
             subject,
+            metadata,
             schema,
-            pinned,
+            pinned: None,
         })
+    }
+
+    /// The same table pinned to the snapshot `as_of` names, with that snapshot's schema.
+    pub fn at(&self, as_of: AsOf) -> Result<Self, EngineError> {
+        let metadata = &self.metadata;
+        let id = resolve(metadata, &as_of, &self.subject)?;
+        let snapshot = metadata.snapshot_by_id(id).ok_or_else(|| {
+            EngineError::NotFound(format!("{} has no snapshot {id}", self.subject))
+        })?;
+        let schema = snapshot
+            .schema(metadata)
+            .map_err(|e| EngineError::Internal(format!("{}: {}", self.subject, e.message())))?;
+        Ok(Self {
+            catalog: self.catalog.clone(),
+            ident: self.ident.clone(),
+            subject: self.subject.clone(),
+            metadata: self.metadata.clone(),
+            schema: arrow_schema(&schema, &self.subject)?,
+            pinned: Some((as_of, id)),
+        })
+    }
+
+    pub fn metadata(&self) -> &TableMetadata {
+        &self.metadata
+    }
+
+    pub fn ident(&self) -> &TableIdent {
+        &self.ident
     }
 
     pub fn snapshot_id(&self) -> Option<i64> {
@@ -267,50 +286,10 @@ impl TableProvider for UserTable {
         .await
         .map_err(df_err)?
         .ok_or_else(|| df_err(EngineError::NotFound(format!("{} is gone", self.subject))))?;
-        writer.insert_into(state, input, insert_op).await
-    }
-}
-
-/// A provider whose scan ignores the projection (iceberg-datafusion 0.10.1's `t$snapshots` and
-/// `t$manifests` return every column), made to return exactly the projected columns: Flight
-/// clients check every batch against the schema announced at planning.
-#[derive(Debug)]
-pub struct Projected(pub Arc<dyn TableProvider>);
-
-#[async_trait]
-impl TableProvider for Projected {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn schema(&self) -> SchemaRef {
-        self.0.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        self.0.table_type()
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let all = self.0.scan(state, None, filters, limit).await?;
-        let Some(projection) = projection else {
-            return Ok(all);
-        };
-        let schema = all.schema();
-        let columns = projection
-            .iter()
-            .map(|&i| {
-                let name = schema.field(i).name().clone();
-                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(&name, i));
-                (column, name)
-            })
-            .collect::<Vec<_>>();
-        Ok(Arc::new(ProjectionExec::try_new(columns, all)?))
+        let plan = writer
+            .insert_into(state, input, insert_op)
+            .await
+            .map_err(|e| classified(e, &self.subject))?;
+        Ok(Classified::wrap(plan, &self.subject))
     }
 }

@@ -1,21 +1,11 @@
-//! Time travel, Trino's way: `t FOR VERSION AS OF <snapshot id | 'branch or tag'>` and
-//! `t FOR TIMESTAMP AS OF TIMESTAMP '2026-11-24 10:00:00'`.
-//!
-//! DataFusion's SQL dialects do not parse these clauses, so the statement is rewritten before
-//! planning: the clause is folded into the table's (quoted) name, `"a FOR VERSION AS OF 42"`, and
-//! the namespace provider splits it off again when it resolves the table. The folded name reads
-//! well in errors and EXPLAIN, and no real table is plausibly called that.
+//! Which snapshot of a table a time-travel reference reads: Trino's `t FOR VERSION AS OF
+//! <snapshot id | 'branch or tag'>` and `t FOR TIMESTAMP AS OF <timestamp>`, resolved against the
+//! table's metadata (the SQL side is `crate::sql::time_travel`).
 
 use arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
-use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::Token;
 use iceberg::spec::TableMetadata;
 
 use crate::error::EngineError;
-use crate::sql_text;
-
-const VERSION_INFIX: &str = " FOR VERSION AS OF ";
-const TIMESTAMP_INFIX: &str = " FOR TIMESTAMP AS OF ";
 
 /// Which state of a table a reference asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,34 +18,15 @@ pub enum AsOf {
     TimestampMs(i64),
 }
 
+/// As the clause is written after the table's name, for errors.
 impl std::fmt::Display for AsOf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AsOf::Snapshot(id) => write!(f, "{VERSION_INFIX}{id}"),
-            AsOf::Ref(name) => write!(f, "{VERSION_INFIX}'{name}'"),
-            AsOf::TimestampMs(ms) => write!(f, "{TIMESTAMP_INFIX}{ms}"),
+            AsOf::Snapshot(id) => write!(f, " FOR VERSION AS OF {id}"),
+            AsOf::Ref(name) => write!(f, " FOR VERSION AS OF '{}'", name.replace('\'', "''")),
+            AsOf::TimestampMs(ms) => write!(f, " FOR TIMESTAMP AS OF '{}'", format_ms(*ms)),
         }
     }
-}
-
-fn is_word(t: &Token, kw: Keyword) -> bool {
-    matches!(t, Token::Word(w) if w.keyword == kw && w.quote_style.is_none())
-}
-
-/// Positions of the next `n` tokens that are not whitespace, starting at `from`.
-fn next_significant(tokens: &[Token], from: usize, n: usize) -> Vec<usize> {
-    tokens
-        .iter()
-        .enumerate()
-        .skip(from)
-        .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
-        .map(|(i, _)| i)
-        .take(n)
-        .collect()
-}
-
-fn invalid(msg: impl Into<String>) -> EngineError {
-    EngineError::InvalidArgument(msg.into())
 }
 
 /// Parses a timestamp literal as UTC milliseconds (a time zone or offset in it is honoured).
@@ -63,129 +34,11 @@ pub fn parse_timestamp_ms(text: &str) -> Result<i64, EngineError> {
     string_to_timestamp_nanos(text.trim())
         .map(|ns| ns.div_euclid(1_000_000))
         .map_err(|_| {
-            invalid(format!(
+            EngineError::InvalidArgument(format!(
                 "FOR TIMESTAMP AS OF needs a timestamp like '2026-11-24 10:00:00' or \
                  '2026-11-24T10:00:00Z', got '{text}'"
             ))
         })
-}
-
-/// Folds every `FOR VERSION|TIMESTAMP AS OF …` clause into the name of the table before it.
-/// Statements without one come back unchanged; in those with one, only the table name and the
-/// clause are replaced and every other byte is kept as written.
-pub fn fold_clauses(sql: &str) -> Result<String, EngineError> {
-    // The planner reports a syntax error with its own position information.
-    let Some(sql_text::Tokens { tokens, ranges }) = sql_text::tokenize(sql) else {
-        return Ok(sql.to_string());
-    };
-    // (first token replaced, last token replaced, the folded name)
-    let mut folds: Vec<(usize, usize, String)> = Vec::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        if !is_word(&tokens[i], Keyword::FOR) {
-            i += 1;
-            continue;
-        }
-        let next = next_significant(&tokens, i + 1, 5);
-        let kind = match next.first().map(|&j| &tokens[j]) {
-            Some(t) if is_word(t, Keyword::VERSION) => Keyword::VERSION,
-            Some(t) if is_word(t, Keyword::TIMESTAMP) => Keyword::TIMESTAMP,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        if next.len() < 4 || !is_word(&tokens[next[1]], Keyword::AS) {
-            i += 1;
-            continue;
-        }
-        if !is_word(&tokens[next[2]], Keyword::OF) {
-            i += 1;
-            continue;
-        }
-        // The table name is the last significant token before FOR.
-        let Some(name_at) = (0..i)
-            .rev()
-            .find(|&j| !matches!(tokens[j], Token::Whitespace(_)))
-        else {
-            return Err(invalid("FOR ... AS OF must follow a table name"));
-        };
-        let Token::Word(name) = &tokens[name_at] else {
-            return Err(invalid("FOR ... AS OF must follow a table name"));
-        };
-        let mut value_at = next[3];
-        let as_of = match (kind, &tokens[value_at]) {
-            (Keyword::VERSION, Token::Number(n, _)) => AsOf::Snapshot(
-                n.parse()
-                    .map_err(|_| invalid(format!("snapshot id {n} is not a 64-bit integer")))?,
-            ),
-            (Keyword::VERSION, Token::SingleQuotedString(s)) => AsOf::Ref(s.clone()),
-            (Keyword::TIMESTAMP, Token::SingleQuotedString(s)) => {
-                AsOf::TimestampMs(parse_timestamp_ms(s)?)
-            }
-            // `TIMESTAMP '…'` (a typed literal), as Trino writes it.
-            (Keyword::TIMESTAMP, t) if is_word(t, Keyword::TIMESTAMP) => {
-                match next.get(4).map(|&j| (j, &tokens[j])) {
-                    Some((j, Token::SingleQuotedString(s))) => {
-                        value_at = j;
-                        AsOf::TimestampMs(parse_timestamp_ms(s)?)
-                    }
-                    _ => return Err(invalid("FOR TIMESTAMP AS OF needs a timestamp literal")),
-                }
-            }
-            (Keyword::VERSION, _) => {
-                return Err(invalid(
-                    "FOR VERSION AS OF needs a snapshot id or a quoted branch or tag name",
-                ));
-            }
-            _ => return Err(invalid("FOR TIMESTAMP AS OF needs a timestamp literal")),
-        };
-        folds.push((
-            name_at,
-            value_at,
-            quote_identifier(&format!("{}{as_of}", name.value)),
-        ));
-        i = value_at + 1;
-    }
-    if folds.is_empty() {
-        return Ok(sql.to_string());
-    }
-    let Some(ranges) = ranges else {
-        return Err(invalid(
-            "FOR ... AS OF cannot be used in a statement with /*! … */ comment hints",
-        ));
-    };
-    let edits: Vec<_> = folds
-        .into_iter()
-        .map(|(from, to, name)| (ranges[from].start..ranges[to].end, name))
-        .collect();
-    Ok(sql_text::splice(sql, &edits))
-}
-
-/// `name` as a double-quoted identifier (an embedded `"` is doubled).
-fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Splits a folded name back into the table and what version of it was asked for.
-pub fn split_name(name: &str) -> Result<(&str, Option<AsOf>), EngineError> {
-    if let Some((base, v)) = name.split_once(VERSION_INFIX) {
-        let as_of = match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-            Some(r) => AsOf::Ref(r.to_owned()),
-            None => AsOf::Snapshot(
-                v.parse()
-                    .map_err(|_| invalid(format!("snapshot id {v} is not a 64-bit integer")))?,
-            ),
-        };
-        return Ok((base, Some(as_of)));
-    }
-    if let Some((base, ms)) = name.split_once(TIMESTAMP_INFIX) {
-        let ms = ms
-            .parse()
-            .map_err(|_| invalid(format!("bad folded timestamp {ms}")))?;
-        return Ok((base, Some(AsOf::TimestampMs(ms))));
-    }
-    Ok((name, None))
 }
 
 /// The snapshot a reference reads. `subject` names the table in errors.
@@ -234,105 +87,6 @@ fn format_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_version_clause_is_folded_into_the_table_name() {
-        let sql = "SELECT count(*) FROM lake.demo.a FOR VERSION AS OF 8744 WHERE x > 1";
-        assert_eq!(
-            fold_clauses(sql).unwrap(),
-            "SELECT count(*) FROM lake.demo.\"a FOR VERSION AS OF 8744\" WHERE x > 1"
-        );
-    }
-
-    #[test]
-    fn refs_timestamps_aliases_and_several_tables_are_folded() {
-        let sql = "SELECT * FROM a FOR VERSION AS OF 'audit' AS old \
-                   JOIN b FOR TIMESTAMP AS OF TIMESTAMP '2026-11-24 10:00:00' USING (id)";
-        let out = fold_clauses(sql).unwrap();
-        assert!(
-            out.contains("\"a FOR VERSION AS OF 'audit'\" AS old"),
-            "{out}"
-        );
-        assert!(
-            out.contains("\"b FOR TIMESTAMP AS OF 1795514400000\" USING"),
-            "{out}"
-        );
-    }
-
-    #[test]
-    fn text_outside_the_clause_is_kept_byte_for_byte() {
-        let sql = "SELECT 'it''s' AS s, \"we\"\"ird\" -- é?\nFROM a FOR VERSION AS OF 1\n\
-                   WHERE b = 'x'' OR ''1''=''1' AND c = E'\\'' AND d = $$a''b$$";
-        assert_eq!(
-            fold_clauses(sql).unwrap(),
-            "SELECT 'it''s' AS s, \"we\"\"ird\" -- é?\nFROM \"a FOR VERSION AS OF 1\"\n\
-             WHERE b = 'x'' OR ''1''=''1' AND c = E'\\'' AND d = $$a''b$$"
-        );
-    }
-
-    #[test]
-    fn quoted_names_stay_quoted_when_folded() {
-        assert_eq!(
-            fold_clauses("SELECT * FROM s.\"we\"\"ird\" FOR VERSION AS OF 'it''s'").unwrap(),
-            "SELECT * FROM s.\"we\"\"ird FOR VERSION AS OF 'it's'\""
-        );
-        assert_eq!(
-            split_name("we\"ird FOR VERSION AS OF 'it's'").unwrap(),
-            ("we\"ird", Some(AsOf::Ref("it's".into())))
-        );
-    }
-
-    #[test]
-    fn a_clause_next_to_a_comment_hint_is_refused_not_misplaced() {
-        let e = fold_clauses("SELECT * /*! x */ FROM a FOR VERSION AS OF 1").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
-    }
-
-    #[test]
-    fn statements_without_the_clause_are_untouched() {
-        for sql in [
-            "SELECT substring('abc' FROM 1 FOR 2)",
-            "SELECT 'FOR VERSION AS OF 1' AS s",
-            "SELECT * FROM t",
-        ] {
-            assert_eq!(fold_clauses(sql).unwrap(), sql);
-        }
-    }
-
-    #[test]
-    fn malformed_clauses_are_invalid_arguments() {
-        for sql in [
-            "SELECT * FROM a FOR VERSION AS OF now()",
-            "SELECT * FROM a FOR TIMESTAMP AS OF 12",
-            "SELECT * FROM a FOR TIMESTAMP AS OF 'yesterday-ish'",
-            "SELECT * FROM a FOR VERSION AS OF 99999999999999999999",
-        ] {
-            let e = fold_clauses(sql).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{sql}: {e}");
-        }
-    }
-
-    #[test]
-    fn folded_names_split_back() {
-        assert_eq!(split_name("a").unwrap(), ("a", None));
-        assert_eq!(
-            split_name("a FOR VERSION AS OF 42").unwrap(),
-            ("a", Some(AsOf::Snapshot(42)))
-        );
-        assert_eq!(
-            split_name("a FOR VERSION AS OF 'main'").unwrap(),
-            ("a", Some(AsOf::Ref("main".into())))
-        );
-        assert_eq!(
-            split_name("a FOR TIMESTAMP AS OF 1700000000000").unwrap(),
-            ("a", Some(AsOf::TimestampMs(1_700_000_000_000)))
-        );
-        let folded = format!("t{}", AsOf::Snapshot(-7));
-        assert_eq!(
-            split_name(&folded).unwrap(),
-            ("t", Some(AsOf::Snapshot(-7)))
-        );
-    }
 
     #[test]
     fn a_timestamp_reads_the_snapshot_current_at_that_time() {

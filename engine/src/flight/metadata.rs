@@ -9,10 +9,15 @@ use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow_flight::sql::metadata::{XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder};
-use arrow_flight::sql::{Nullable, Searchable, XdbcDataType, XdbcDatetimeSubcode};
+use arrow_flight::sql::{
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, Nullable,
+    Searchable, XdbcDataType, XdbcDatetimeSubcode,
+};
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
 
+use super::limits::QueryLimits;
+use super::results::{DoGetStream, one_batch};
 use crate::error::EngineError;
 
 /// The table types this server can report, in the spelling JDBC tools expect.
@@ -232,6 +237,65 @@ pub fn xdbc_type_info() -> Result<XdbcTypeInfoData, EngineError> {
         b.append(info);
     }
     b.build().map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+/// GetCatalogs: the catalogs of the caller's context.
+pub fn catalogs_answer(ctx: &SessionContext, query: CommandGetCatalogs) -> DoGetStream {
+    let mut builder = query.into_builder();
+    for c in catalogs(ctx) {
+        builder.append(c);
+    }
+    let schema = builder.schema();
+    one_batch(schema, builder.build())
+}
+
+/// GetDbSchemas: the caller's schemas matching the command's filters.
+pub fn schemas_answer(ctx: &SessionContext, query: CommandGetDbSchemas) -> DoGetStream {
+    let found = schemas(
+        ctx,
+        query.catalog.as_deref(),
+        query.db_schema_filter_pattern.as_deref(),
+    );
+    let mut builder = query.into_builder();
+    for (c, s) in found {
+        builder.append(c, s);
+    }
+    let schema = builder.schema();
+    one_batch(schema, builder.build())
+}
+
+/// GetTables: the tables the caller may load, matching the command's filters.
+pub async fn tables_answer(
+    ctx: &SessionContext,
+    query: CommandGetTables,
+    limits: &QueryLimits,
+) -> Result<DoGetStream, EngineError> {
+    let filter = TableFilter {
+        catalog: query.catalog.clone(),
+        schema_pattern: query.db_schema_filter_pattern.clone(),
+        table_pattern: query.table_name_filter_pattern.clone(),
+        table_types: query.table_types.clone(),
+        include_schema: query.include_schema,
+    };
+    let found = limits.within_timeout(tables(ctx, &filter)).await?;
+    let mut builder = query.into_builder();
+    for t in found {
+        builder
+            .append(t.catalog, t.schema, t.table, t.table_type, &t.arrow_schema)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+    }
+    let schema = builder.schema();
+    Ok(one_batch(schema, builder.build()))
+}
+
+/// GetTableTypes: the types [`TABLE_TYPES`] names.
+pub fn table_types_answer(query: CommandGetTableTypes) -> DoGetStream {
+    let mut builder = query.into_builder();
+    for t in TABLE_TYPES {
+        builder.append(t);
+    }
+    let schema = builder.schema();
+    one_batch(schema, builder.build())
 }
 
 #[cfg(test)]

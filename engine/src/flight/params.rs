@@ -1,9 +1,9 @@
 //! Prepared-statement parameters.
 //!
-//! JDBC and ADBC users write `?`; DataFusion binds `$1, $2, …`, so `?` placeholders are numbered
-//! left to right (outside string literals and comments — the SQL tokenizer decides). Bound
-//! values travel inside the statement handle as an Arrow IPC stream, which keeps handles
-//! stateless: nothing is stored per statement, and a handle means nothing without a session.
+//! Statements number their placeholders `$1, $2, …` (`?` is numbered when parsed, see
+//! `crate::sql::placeholders`). Bound values travel inside the statement handle as an Arrow IPC
+//! stream, which keeps handles stateless: nothing is stored per statement, and a handle means
+//! nothing without a session. A prepared INSERT with many bound rows is one plan.
 
 use std::io::Cursor;
 
@@ -12,14 +12,16 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use base64::Engine as _;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, LogicalPlanBuilder, Values, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use super::ipc_input::{self, IpcLimits};
 use crate::error::EngineError;
-use crate::sql_text;
 
 /// Bound values larger than this are refused: they would be echoed in every handle.
 pub const MAX_BOUND_BYTES: usize = 1 << 20;
@@ -37,46 +39,6 @@ pub const BOUND_LIMITS: IpcLimits = IpcLimits {
 /// many bytes. A few bytes of Arrow can stand for many values (a dictionary, a string view or a
 /// list view can name the same long value in every row), so the budget is on what is built.
 pub const MAX_ROW_VALUE_BYTES: usize = 256 << 20;
-
-/// Numbers `?` placeholders as `$1, $2, …`. SQL already using `$n` is returned unchanged;
-/// mixing both styles is refused because the numbering would be ambiguous. Only the
-/// placeholders are replaced: every other byte of the statement is kept as written.
-pub fn number_placeholders(sql: &str) -> Result<String, EngineError> {
-    // If it does not tokenize, let the planner report the syntax error with its own position
-    // information.
-    let Some(tokens) = sql_text::tokenize(sql) else {
-        return Ok(sql.to_string());
-    };
-    let is_question = |t: &Token| matches!(t, Token::Placeholder(p) if p == "?");
-    if !tokens.tokens.iter().any(is_question) {
-        return Ok(sql.to_string());
-    }
-    if tokens
-        .tokens
-        .iter()
-        .any(|t| matches!(t, Token::Placeholder(p) if p.starts_with('$')))
-    {
-        return Err(EngineError::InvalidArgument(
-            "use either `?` or `$n` placeholders in one statement, not both".into(),
-        ));
-    }
-    let Some(ranges) = tokens.ranges else {
-        return Err(EngineError::InvalidArgument(
-            "`?` placeholders cannot be numbered in a statement with /*! … */ comment hints; \
-             write $1, $2, … instead"
-                .into(),
-        ));
-    };
-    let edits: Vec<_> = tokens
-        .tokens
-        .iter()
-        .zip(ranges)
-        .filter(|(t, _)| is_question(t))
-        .enumerate()
-        .map(|(n, (_, range))| (range, format!("${}", n + 1)))
-        .collect();
-    Ok(sql_text::splice(sql, &edits))
-}
 
 /// The parameter schema a client binds against: one field per placeholder, `$1` first, with
 /// the type DataFusion inferred (Null where it could not).
@@ -134,27 +96,133 @@ fn rows_within(
 /// Binds one row of values to a plan. The count must match the placeholders exactly.
 pub fn bind(plan: LogicalPlan, values: Vec<ScalarValue>) -> Result<LogicalPlan, EngineError> {
     let types = plan.get_parameter_types()?;
-    let wanted = types.len();
-    if wanted != values.len() {
+    if types.is_empty() && values.is_empty() {
+        return Ok(plan);
+    }
+    let values = conform(values, &types)?;
+    Ok(plan.with_param_values(ParamValues::from(values))?)
+}
+
+/// One row, checked against the placeholders' count, each value cast to the type the plan
+/// inferred for it where it inferred one: clients bind their own types (pyarrow sends Utf8 for
+/// str) and the plan may want another (a VARCHAR column is Utf8View).
+fn conform(
+    values: Vec<ScalarValue>,
+    types: &HashMap<String, Option<DataType>>,
+) -> Result<Vec<ScalarValue>, EngineError> {
+    if types.len() != values.len() {
         return Err(EngineError::InvalidArgument(format!(
-            "the statement has {wanted} parameter(s) but {} value(s) were bound",
+            "the statement has {} parameter(s) but {} value(s) were bound",
+            types.len(),
             values.len()
         )));
     }
-    if wanted == 0 {
-        return Ok(plan);
-    }
-    // Clients bind their own types (pyarrow sends Utf8 for str); the plan may want another
-    // (a VARCHAR column is Utf8View). Cast to what the plan inferred, where it inferred one.
-    let values = values
+    Ok(values
         .into_iter()
         .enumerate()
         .map(|(i, v)| match types.get(&format!("${}", i + 1)) {
             Some(Some(ty)) if v.data_type() != *ty && !v.is_null() => v.cast_to(ty),
             _ => Ok(v),
         })
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Binds every row of a prepared update into **one** plan, so the table gets one commit and a
+/// failing row commits nothing. Several rows are only for `INSERT`: its one-row `VALUES` source
+/// becomes a `VALUES` of all rows, or, when the placeholders are elsewhere (`INSERT … SELECT ?`),
+/// the bound inputs are combined with `UNION ALL`.
+pub fn bind_rows(
+    plan: LogicalPlan,
+    rows: Vec<Vec<ScalarValue>>,
+) -> Result<LogicalPlan, EngineError> {
+    if rows.len() <= 1 {
+        return bind(plan, rows.into_iter().next().unwrap_or_default());
+    }
+    let LogicalPlan::Dml(
+        dml @ DmlStatement {
+            op: WriteOp::Insert(_),
+            ..
+        },
+    ) = &plan
+    else {
+        return Err(EngineError::InvalidArgument(format!(
+            "{} rows were bound, but only an INSERT runs once per row; bind one row",
+            rows.len()
+        )));
+    };
+    let types = plan.get_parameter_types()?;
+    let rows = rows
+        .into_iter()
+        .map(|r| conform(r, &types))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(plan.with_param_values(ParamValues::from(values))?)
+    let input = match values_of_all_rows(&dml.input, &types, &rows)? {
+        Some(input) => input,
+        None => {
+            let mut bound = rows.into_iter().map(|r| {
+                (*dml.input)
+                    .clone()
+                    .with_param_values(ParamValues::from(r))
+                    .map_err(EngineError::from)
+            });
+            let first = bound
+                .next()
+                .transpose()?
+                .unwrap_or_else(|| (*dml.input).clone());
+            let mut union = LogicalPlanBuilder::from(first);
+            for next in bound {
+                union = union.union(next?)?;
+            }
+            union.build()?
+        }
+    };
+    Ok(LogicalPlan::Dml(DmlStatement {
+        input: Arc::new(input),
+        ..dml.clone()
+    }))
+}
+
+/// `input` with its one-row `VALUES` replaced by one row per bound row, if that `VALUES` is the
+/// only one and holds every placeholder; `None` otherwise.
+fn values_of_all_rows(
+    input: &LogicalPlan,
+    types: &HashMap<String, Option<DataType>>,
+    rows: &[Vec<ScalarValue>],
+) -> Result<Option<LogicalPlan>, EngineError> {
+    let mut found: Vec<Values> = Vec::new();
+    input.apply(|node| {
+        if let LogicalPlan::Values(v) = node {
+            found.push(v.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let [template] = found.as_slice() else {
+        return Ok(None);
+    };
+    let alone = LogicalPlan::Values(template.clone());
+    if template.values.len() != 1 || alone.get_parameter_types()?.len() != types.len() {
+        return Ok(None);
+    }
+    let mut all = Vec::with_capacity(rows.len());
+    for row in rows {
+        match alone
+            .clone()
+            .with_param_values(ParamValues::from(row.clone()))?
+        {
+            LogicalPlan::Values(mut bound) => all.append(&mut bound.values),
+            _ => return Ok(None),
+        }
+    }
+    let merged = LogicalPlan::Values(Values {
+        schema: template.schema.clone(),
+        values: all,
+    });
+    let replaced = input.clone().transform(|node| {
+        Ok(match node {
+            LogicalPlan::Values(_) => Transformed::yes(merged.clone()),
+            other => Transformed::no(other),
+        })
+    })?;
+    Ok(Some(replaced.data))
 }
 
 /// What a statement or prepared-statement handle carries: the SQL and, once bound, the
@@ -289,60 +357,144 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
     use datafusion::prelude::SessionContext;
-    use std::sync::Arc;
 
-    #[test]
-    fn question_marks_are_numbered_outside_literals_and_comments() {
-        assert_eq!(
-            number_placeholders("SELECT ? AS a, '?' AS b, x FROM t WHERE y = ? -- why?").unwrap(),
-            "SELECT $1 AS a, '?' AS b, x FROM t WHERE y = $2 -- why?"
-        );
-        assert_eq!(number_placeholders("SELECT $1").unwrap(), "SELECT $1");
-        assert_eq!(number_placeholders("SELECT 1").unwrap(), "SELECT 1");
-        assert!(number_placeholders("SELECT ?, $1").is_err());
+    async fn planned(ctx: &SessionContext, sql: &str) -> LogicalPlan {
+        crate::sql::plan::plan(ctx, sql).await.unwrap().plan
     }
 
-    #[test]
-    fn quoted_literals_keep_their_escapes() {
-        assert_eq!(
-            number_placeholders("INSERT INTO t VALUES (?, 'it''s')").unwrap(),
-            "INSERT INTO t VALUES ($1, 'it''s')"
-        );
-        let injection = "SELECT * FROM t WHERE a = ? AND b = 'a'' OR ''1''=''1'";
-        assert_eq!(
-            number_placeholders(injection).unwrap(),
-            "SELECT * FROM t WHERE a = $1 AND b = 'a'' OR ''1''=''1'"
-        );
+    fn ints(batches: &[RecordBatch], column: usize) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column(column)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap();
+                (0..a.len()).map(|i| a.value(i)).collect::<Vec<_>>()
+            })
+            .collect()
     }
 
-    #[test]
-    fn question_marks_in_strings_and_comments_are_not_placeholders() {
-        let sql = "SELECT ?, E'it\\'s ?', $$a ? ''b$$, $q$?$q$, \"c?\" /* ? */ -- ?\n, ?";
-        assert_eq!(
-            number_placeholders(sql).unwrap(),
-            "SELECT $1, E'it\\'s ?', $$a ? ''b$$, $q$?$q$, \"c?\" /* ? */ -- ?\n, $2"
-        );
+    fn values_rows(plan: &LogicalPlan) -> Vec<usize> {
+        let mut rows = Vec::new();
+        plan.apply(|n| {
+            if let LogicalPlan::Values(v) = n {
+                rows.push(v.values.len());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        rows
     }
 
-    #[test]
-    fn multi_line_statements_with_non_ascii_text_are_numbered_in_place() {
-        let sql =
-            "SELECT 'é' AS \"ü\",\r\n  ? AS a -- ñ?\n\tFROM t\n WHERE s = '日本''?' AND x = ?";
-        assert_eq!(
-            number_placeholders(sql).unwrap(),
-            "SELECT 'é' AS \"ü\",\r\n  $1 AS a -- ñ?\n\tFROM t\n WHERE s = '日本''?' AND x = $2"
-        );
+    #[tokio::test]
+    async fn many_bound_rows_of_an_insert_are_one_values_source() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a BIGINT, s VARCHAR)")
+            .await
+            .unwrap();
+        let plan = planned(&ctx, "INSERT INTO t VALUES (?, ?)").await;
+        let rows: Vec<Vec<ScalarValue>> = (0..1000)
+            .map(|i| {
+                vec![
+                    ScalarValue::Int64(Some(i)),
+                    ScalarValue::Utf8(Some(format!("r{i}"))),
+                ]
+            })
+            .collect();
+        let bound = bind_rows(plan, rows).unwrap();
+        assert_eq!(values_rows(&bound), [1000]);
+        let out = ctx
+            .execute_logical_plan(bound)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(affected(&out), 1000);
+        let n = ctx
+            .sql("SELECT count(*), sum(a) FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(ints(&n, 0), [1000]);
+        assert_eq!(ints(&n, 1), [499_500]);
     }
 
-    #[test]
-    fn question_marks_next_to_comment_hints_are_refused_not_misplaced() {
-        let e = number_placeholders("SELECT ? /*! , 1 */").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
-        // Without a `?` there is nothing to number and the statement is left alone.
-        assert_eq!(
-            number_placeholders("SELECT 1 /*! , 2 */").unwrap(),
-            "SELECT 1 /*! , 2 */"
-        );
+    fn affected(batches: &[RecordBatch]) -> u64 {
+        batches
+            .iter()
+            .map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::UInt64Array>()
+                    .unwrap()
+                    .value(0)
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn placeholders_outside_values_are_bound_per_row_into_one_plan() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a BIGINT)").await.unwrap();
+        let plan = planned(&ctx, "INSERT INTO t SELECT ? * 10").await;
+        let rows = vec![
+            vec![ScalarValue::Int64(Some(1))],
+            vec![ScalarValue::Int64(Some(2))],
+        ];
+        let bound = bind_rows(plan, rows).unwrap();
+        assert!(matches!(&bound, LogicalPlan::Dml(_)), "{bound}");
+        let out = ctx
+            .execute_logical_plan(bound)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(affected(&out), 2);
+        let all = ctx
+            .sql("SELECT a FROM t ORDER BY a")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(ints(&all, 0), [10, 20]);
+    }
+
+    #[tokio::test]
+    async fn several_rows_are_only_for_inserts_and_each_row_must_fit() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a BIGINT)").await.unwrap();
+        let two = || {
+            vec![
+                vec![ScalarValue::Int64(Some(1))],
+                vec![ScalarValue::Int64(Some(2))],
+            ]
+        };
+        let e = bind_rows(planned(&ctx, "SELECT ? AS x").await, two()).unwrap_err();
+        assert!(e.to_string().contains("only an INSERT"), "{e}");
+        let plan = planned(&ctx, "INSERT INTO t VALUES (?)").await;
+        let short = vec![vec![ScalarValue::Int64(Some(1))], vec![]];
+        let e = bind_rows(plan.clone(), short).unwrap_err();
+        assert!(e.to_string().contains("1 parameter(s) but 0"), "{e}");
+        let bad = vec![
+            vec![ScalarValue::Int64(Some(1))],
+            vec![ScalarValue::Utf8(Some("x".into()))],
+        ];
+        assert!(bind_rows(plan, bad).is_err());
+        let n = ctx
+            .sql("SELECT count(*) FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(ints(&n, 0), [0]);
     }
 
     #[tokio::test]
@@ -351,8 +503,7 @@ mod tests {
         ctx.sql("CREATE TABLE t (a BIGINT, s VARCHAR)")
             .await
             .unwrap();
-        let insert = number_placeholders("INSERT INTO t VALUES (?, 'it''s')").unwrap();
-        let plan = ctx.state().create_logical_plan(&insert).await.unwrap();
+        let plan = planned(&ctx, "INSERT INTO t VALUES (?, 'it''s')").await;
         let plan = bind(plan, vec![ScalarValue::Int64(Some(1))]).unwrap();
         ctx.execute_logical_plan(plan)
             .await
@@ -361,9 +512,7 @@ mod tests {
             .await
             .unwrap();
 
-        let select =
-            number_placeholders("SELECT s, 'it''s' = s AS same FROM t WHERE a = ?").unwrap();
-        let plan = ctx.state().create_logical_plan(&select).await.unwrap();
+        let plan = planned(&ctx, "SELECT s, 'it''s' = s AS same FROM t WHERE a = ?").await;
         let plan = bind(plan, vec![ScalarValue::Int64(Some(1))]).unwrap();
         let batches = ctx
             .execute_logical_plan(plan)
@@ -382,8 +531,7 @@ mod tests {
     #[tokio::test]
     async fn values_bind_by_position_and_the_count_must_match() {
         let ctx = SessionContext::new();
-        let sql = number_placeholders("SELECT ? + 1 AS n, ? AS s").unwrap();
-        let plan = ctx.state().create_logical_plan(&sql).await.unwrap();
+        let plan = planned(&ctx, "SELECT ? + 1 AS n, ? AS s").await;
         let schema = parameter_schema(&plan).unwrap();
         let names: Vec<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["$1", "$2"]);

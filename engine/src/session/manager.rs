@@ -21,8 +21,9 @@ use crate::auth::{
 };
 use crate::error::EngineError;
 use crate::metrics::Metrics;
-use crate::query::{QueryContextFactory, TokenView};
+use crate::query::QueryContextFactory;
 use crate::secret::{Fingerprint, Secret};
+use crate::token::TokenView;
 
 #[derive(Debug, Clone)]
 pub struct SessionPolicy {

@@ -17,8 +17,9 @@ use tokio::time::Instant;
 
 use crate::auth::Identity;
 use crate::error::EngineError;
-use crate::query::{LatestToken, QueryState, TokenView};
+use crate::query::QueryState;
 use crate::secret::{Fingerprint, Secret};
+use crate::token::{LatestToken, TokenView};
 
 pub use manager::{SessionManager, SessionPolicy};
 pub use store::{InMemorySessionStore, SessionStore};
