@@ -65,8 +65,10 @@ impl Context {
 pub async fn reconcile(cluster: Arc<SqeCluster>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&cluster, &ctx).await;
-    ctx.metrics
-        .observe_reconcile(result.is_ok(), started.elapsed().as_secs_f64());
+    ctx.metrics.observe_reconcile(
+        result.as_ref().err().map(Error::category),
+        started.elapsed().as_secs_f64(),
+    );
     if result.is_ok() {
         ctx.failures()
             .remove(&ObjectRef::from_obj(cluster.as_ref()));
@@ -86,7 +88,7 @@ pub fn error_policy(cluster: Arc<SqeCluster>, err: &Error, ctx: Arc<Context>) ->
     let delay = BACKOFF_BASE
         .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
         .min(BACKOFF_MAX);
-    tracing::warn!(cluster = %cluster.name_any(), error = %err, attempt = n, ?delay, "reconcile failed");
+    tracing::warn!(cluster = %cluster.name_any(), error = %err, category = err.category(), attempt = n, ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
