@@ -70,7 +70,7 @@ impl Default for Metrics {
         );
         registry.register(
             "writes",
-            "Object writes (apply/delete) sent to the API server, by kind",
+            "Object writes sent to the API server, by kind: applies (every reconcile; a no-op when nothing changed) and the sweep's deletes",
             writes.clone(),
         );
         registry.register(
