@@ -8,3 +8,4 @@ pub mod render;
 pub mod resources;
 pub mod run;
 pub mod status;
+pub mod sweep;

@@ -21,6 +21,12 @@ struct ResultLabel {
     result: String,
 }
 
+/// Why a reconcile failed: `crate::error::Error::category`, a small fixed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    error: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabel {
     kind: String,
@@ -30,6 +36,7 @@ struct WriteLabel {
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabel, Counter>,
+    errors: Family<ErrorLabel, Counter>,
     duration: Histogram,
     writes: Family<WriteLabel, Counter>,
     leader: Gauge,
@@ -41,6 +48,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("sqe_operator");
         let reconciles = Family::<ResultLabel, Counter>::default();
+        let errors = Family::<ErrorLabel, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let writes = Family::<WriteLabel, Counter>::default();
         let leader = Gauge::default();
@@ -49,6 +57,12 @@ impl Default for Metrics {
             "Reconciliations by result",
             reconciles.clone(),
         );
+        // Separate from `reconciles` so a success carries no (empty) `error` label.
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciliations by error category",
+            errors.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Reconcile duration",
@@ -56,7 +70,7 @@ impl Default for Metrics {
         );
         registry.register(
             "writes",
-            "Object writes (apply/delete) sent to the API server, by kind",
+            "Object writes sent to the API server, by kind: applies (every reconcile; a no-op when nothing changed) and the sweep's deletes",
             writes.clone(),
         );
         registry.register(
@@ -67,6 +81,7 @@ impl Default for Metrics {
         Self {
             registry,
             reconciles,
+            errors,
             duration,
             writes,
             leader,
@@ -76,9 +91,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn observe_reconcile(&self, ok: bool, seconds: f64) {
-        let result = if ok { "success" } else { "error" }.to_string();
+    /// `error`: `None` on success, else the failure's category (`Error::category`).
+    pub fn observe_reconcile(&self, error: Option<&'static str>, seconds: f64) {
+        let result = if error.is_none() { "success" } else { "error" }.to_string();
         self.reconciles.get_or_create(&ResultLabel { result }).inc();
+        if let Some(error) = error {
+            self.errors
+                .get_or_create(&ErrorLabel {
+                    error: error.into(),
+                })
+                .inc();
+        }
         self.duration.observe(seconds);
     }
 
@@ -135,4 +158,56 @@ pub async fn serve(addr: SocketAddr, m: Arc<Metrics>) -> anyhow::Result<()> {
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    fn lines(m: &Metrics, prefix: &str) -> Vec<String> {
+        m.encode()
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_reconcile_is_counted_under_its_error_category() {
+        let m = Metrics::default();
+        m.observe_reconcile(Some(Error::NoNamespace.category()), 0.01);
+        m.observe_reconcile(Some(Error::InvalidSpec("x".into()).category()), 0.01);
+        m.observe_reconcile(Some(Error::NoNamespace.category()), 0.01);
+        m.observe_reconcile(None, 0.01);
+        let mut errors = lines(&m, "sqe_operator_reconcile_errors_total");
+        errors.sort();
+        assert_eq!(
+            errors,
+            [
+                r#"sqe_operator_reconcile_errors_total{error="invalid_spec"} 1"#,
+                r#"sqe_operator_reconcile_errors_total{error="no_namespace"} 2"#,
+            ]
+        );
+        let mut results = lines(&m, "sqe_operator_reconciles_total");
+        results.sort();
+        assert_eq!(
+            results,
+            [
+                r#"sqe_operator_reconciles_total{result="error"} 3"#,
+                r#"sqe_operator_reconciles_total{result="success"} 1"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_success_adds_no_error_series() {
+        let m = Metrics::default();
+        m.observe_reconcile(None, 0.01);
+        assert_eq!(
+            lines(&m, "sqe_operator_reconcile_errors_total"),
+            Vec::<String>::new()
+        );
+    }
 }

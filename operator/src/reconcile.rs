@@ -1,6 +1,7 @@
 //! The reconcile pipeline: read the spec and referenced Secrets → validate → build the desired
-//! objects (pure, `resources`) → server-side apply them under one field manager → compute and
-//! patch status. Nothing is written when nothing changed.
+//! objects (pure, `resources`) → server-side apply them under one field manager → sweep owned
+//! objects no longer desired (`sweep`) → compute and patch status. Applies are sent every time
+//! (a no-op apply changes nothing on the server); status is patched only when it changed.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -12,25 +13,20 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use sqe_crds::{SqeCluster, SqeClusterSpec, SqeClusterStatus, condition};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::resources::{self, Desired, MANAGER, SecretDigests};
 use crate::status::{self, Problem};
-
-/// Annotation with a digest of the object as last applied; a differing digest (a field added
-/// *or removed* in the desired object) means the object must be applied again.
-pub const APPLIED_ANNOTATION: &str = "sqe.io/applied-digest";
+use crate::sweep;
 
 const REQUEUE_STEADY: Duration = Duration::from_secs(300);
 const REQUEUE_PROBLEM: Duration = Duration::from_secs(60);
@@ -65,8 +61,10 @@ impl Context {
 pub async fn reconcile(cluster: Arc<SqeCluster>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&cluster, &ctx).await;
-    ctx.metrics
-        .observe_reconcile(result.is_ok(), started.elapsed().as_secs_f64());
+    ctx.metrics.observe_reconcile(
+        result.as_ref().err().map(Error::category),
+        started.elapsed().as_secs_f64(),
+    );
     if result.is_ok() {
         ctx.failures()
             .remove(&ObjectRef::from_obj(cluster.as_ref()));
@@ -86,7 +84,7 @@ pub fn error_policy(cluster: Arc<SqeCluster>, err: &Error, ctx: Arc<Context>) ->
     let delay = BACKOFF_BASE
         .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
         .min(BACKOFF_MAX);
-    tracing::warn!(cluster = %cluster.name_any(), error = %err, attempt = n, ?delay, "reconcile failed");
+    tracing::warn!(cluster = %cluster.name_any(), error = %err, category = err.category(), attempt = n, ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -191,6 +189,7 @@ pub async fn read_secrets(
     Ok((digests, None))
 }
 
+/// Apply every desired object, then sweep what this cluster no longer wants.
 async fn apply_all(
     ctx: &Context,
     cluster: &SqeCluster,
@@ -198,108 +197,56 @@ async fn apply_all(
     d: &Desired,
 ) -> Result<Deployment> {
     let c = &ctx.client;
-    ensure(
+    apply(
         ctx,
         &Api::<ServiceAccount>::namespaced(c.clone(), ns),
         &d.service_account,
     )
     .await?;
-    ensure(
+    apply(
         ctx,
         &Api::<ConfigMap>::namespaced(c.clone(), ns),
         &d.config_map,
     )
     .await?;
-    ensure(ctx, &Api::<Service>::namespaced(c.clone(), ns), &d.service).await?;
-    ensure(
+    apply(ctx, &Api::<Service>::namespaced(c.clone(), ns), &d.service).await?;
+    apply(
         ctx,
         &Api::<PodDisruptionBudget>::namespaced(c.clone(), ns),
         &d.pdb,
     )
     .await?;
-    let deployment = ensure(
+    let deployment = apply(
         ctx,
         &Api::<Deployment>::namespaced(c.clone(), ns),
         &d.deployment,
     )
     .await?;
-    let hpa_api = Api::<HorizontalPodAutoscaler>::namespaced(c.clone(), ns);
-    match &d.hpa {
-        Some(h) => {
-            ensure(ctx, &hpa_api, h).await?;
-        }
-        None => {
-            // Autoscaling switched off: remove the HPA we created (never someone else's).
-            if let Some(h) = hpa_api.get_opt(&cluster.name_any()).await?
-                && owned_by(&h, cluster)
-            {
-                hpa_api
-                    .delete(&h.name_any(), &DeleteParams::background())
-                    .await?;
-                ctx.metrics.count_write("HorizontalPodAutoscaler", "delete");
-            }
-        }
+    if let Some(h) = &d.hpa {
+        apply(
+            ctx,
+            &Api::<HorizontalPodAutoscaler>::namespaced(c.clone(), ns),
+            h,
+        )
+        .await?;
     }
+    // Only after everything desired exists: a renamed object is replaced, never missing.
+    sweep::sweep(c, &ctx.metrics, ns, cluster, &d.names()).await?;
     Ok(deployment)
 }
 
-fn owned_by<K: Resource>(obj: &K, cluster: &SqeCluster) -> bool {
-    let uid = cluster.metadata.uid.as_deref();
-    obj.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
-}
-
-/// Server-side apply `desired` unless the live object already has exactly what we apply.
-async fn ensure<K>(ctx: &Context, api: &Api<K>, desired: &K) -> Result<K>
+/// Server-side apply `desired` under our field manager, every reconcile. No read first: an
+/// apply that changes nothing is a no-op on the API server (no new resourceVersion, no
+/// watch event), and it restores any field someone else changed (`force`).
+async fn apply<K>(ctx: &Context, api: &Api<K>, desired: &K) -> Result<K>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
-    let name = desired.name_any();
-    let desired = with_digest(desired)?;
-    let live = api.get_opt(&name).await?;
-    if let Some(live) = live
-        && up_to_date(&desired, &live)?
-    {
-        return Ok(live);
-    }
     ctx.metrics.count_write(&K::kind(&()), "apply");
     let params = PatchParams::apply(MANAGER).force();
-    Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
-}
-
-/// Stamp the desired object with a digest of itself (computed without the stamp).
-pub fn with_digest<K: Resource + Serialize + Clone>(obj: &K) -> Result<K> {
-    let digest = hex::encode(Sha256::digest(serde_json::to_vec(obj)?));
-    let mut obj = obj.clone();
-    obj.meta_mut()
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(APPLIED_ANNOTATION.into(), digest[..16].to_string());
-    Ok(obj)
-}
-
-/// Up to date when the digest matches (nothing added or removed on our side) and every field
-/// we set still has our value (nobody else changed it; server defaults are extra fields).
-pub fn up_to_date<K: Serialize>(desired: &K, live: &K) -> Result<bool> {
-    Ok(is_subset(
-        &serde_json::to_value(desired)?,
-        &serde_json::to_value(live)?,
-    ))
-}
-
-fn is_subset(want: &Value, have: &Value) -> bool {
-    match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w
-            .iter()
-            .all(|(k, v)| h.get(k).is_some_and(|hv| is_subset(v, hv))),
-        (Value::Array(w), Value::Array(h)) => {
-            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
-        }
-        _ => want == have,
-    }
+    Ok(api
+        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
+        .await?)
 }
 
 async fn patch_status(

@@ -13,7 +13,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use sqe_crds::SqeCluster;
 
 const SYSTEM_NS: &str = "sqe-system";
@@ -142,9 +142,12 @@ fn setup() -> &'static Path {
             a.extend_from_slice(args);
             String::from_utf8_lossy(&kubectl_in(None, &a).stdout).trim().to_string()
         };
-        assert_eq!(can(&["delete", "deployments"]), "no", "operator token is over-privileged");
+        assert_eq!(can(&["delete", "secrets"]), "no", "operator token is over-privileged");
         assert_eq!(can(&["create", "secrets"]), "no", "operator token is over-privileged");
+        assert_eq!(can(&["delete", "sqeclusters.sqe.io"]), "no", "operator token is over-privileged");
         assert_eq!(can(&["patch", "deployments"]), "yes");
+        // The sweep deletes stale objects of every kind it manages.
+        assert_eq!(can(&["delete", "deployments"]), "yes");
         path
     })
 }
@@ -213,6 +216,24 @@ impl Operator {
 
     fn writes(&self) -> f64 {
         self.metric("sqe_operator_writes_total")
+    }
+
+    /// Deletes sent by the sweep (the `writes` series with verb="delete").
+    fn deletes(&self) -> f64 {
+        let out = Command::new("curl")
+            .args([
+                "-fsS",
+                &format!("http://127.0.0.1:{}/metrics", self.metrics),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                l.starts_with("sqe_operator_writes_total") && l.contains(r#"verb="delete""#)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     fn is_leader(&self) -> bool {
@@ -342,66 +363,106 @@ async fn wait_ready(ns: &str, name: &str) -> (SqeCluster, Deployment) {
     .await
 }
 
+/// What our applies could change, per object: the resourceVersion of objects nobody else
+/// writes; for those whose status controllers update (Deployment, PDB, HPA) the generation
+/// (spec changes) and our field manager's managedFields entry (its time moves on any change
+/// our apply makes). Then the SqeCluster's status.
 async fn resource_versions(ns: &str, name: &str) -> Vec<(String, String)> {
+    fn rv<K: Resource>(k: &K) -> String {
+        k.meta().resource_version.clone().unwrap()
+    }
+    fn spec_and_ours<K: Resource>(k: &K) -> String {
+        let ours: Vec<_> = k
+            .meta()
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.manager.as_deref() == Some("sqe-operator"))
+            .collect();
+        format!(
+            "gen={:?} ours={}",
+            k.meta().generation,
+            serde_json::to_string(&ours).unwrap()
+        )
+    }
     let c = client().await;
     let cm = format!("{name}-config");
     let mut v = vec![
         (
             "cm".into(),
-            Api::<ConfigMap>::namespaced(c.clone(), ns)
+            rv(&Api::<ConfigMap>::namespaced(c.clone(), ns)
                 .get(&cm)
                 .await
-                .unwrap()
-                .resource_version()
-                .unwrap(),
-        ),
-        (
-            "deploy-spec".into(),
-            Api::<Deployment>::namespaced(c.clone(), ns)
-                .get(name)
-                .await
-                .unwrap()
-                .metadata
-                .generation
-                .unwrap()
-                .to_string(),
+                .unwrap()),
         ),
         (
             "svc".into(),
-            Api::<Service>::namespaced(c.clone(), ns)
+            rv(&Api::<Service>::namespaced(c.clone(), ns)
                 .get(name)
                 .await
-                .unwrap()
-                .resource_version()
-                .unwrap(),
-        ),
-        (
-            "pdb-gen".into(),
-            Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
-                .get(name)
-                .await
-                .unwrap()
-                .metadata
-                .generation
-                .unwrap()
-                .to_string(),
+                .unwrap()),
         ),
         (
             "sa".into(),
-            Api::<ServiceAccount>::namespaced(c.clone(), ns)
+            rv(&Api::<ServiceAccount>::namespaced(c.clone(), ns)
                 .get(name)
                 .await
-                .unwrap()
-                .resource_version()
-                .unwrap(),
+                .unwrap()),
+        ),
+        (
+            "deploy".into(),
+            spec_and_ours(
+                &Api::<Deployment>::namespaced(c.clone(), ns)
+                    .get(name)
+                    .await
+                    .unwrap(),
+            ),
+        ),
+        (
+            "pdb".into(),
+            spec_and_ours(
+                &Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
+                    .get(name)
+                    .await
+                    .unwrap(),
+            ),
         ),
     ];
+    if let Some(h) = Api::<HorizontalPodAutoscaler>::namespaced(c.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+    {
+        v.push(("hpa".into(), spec_and_ours(&h)));
+    }
     let cl = Api::<SqeCluster>::namespaced(c, ns)
         .get(name)
         .await
         .unwrap();
     v.push(("status".into(), serde_json::to_string(&cl.status).unwrap()));
     v
+}
+
+/// Trigger a reconcile without changing the spec (an annotation on the SqeCluster) and wait
+/// until the operator has sent its applies.
+async fn touch_and_wait_for_applies(op: &Operator, ns: &str, name: &str, value: &str) {
+    let writes = op.writes();
+    kubectl(&[
+        "annotate",
+        "-n",
+        ns,
+        &format!("sqecluster/{name}"),
+        &format!("test/touch={value}"),
+        "--overwrite",
+    ]);
+    eventually(
+        "the touched cluster reconciled (applies sent)",
+        30,
+        || async { (op.writes() > writes).then_some(()) },
+    )
+    .await;
+    // Let the rest of that reconcile (the sweep, a status patch) finish.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
 fn owned_by<K: Resource>(obj: &K, cluster: &SqeCluster) -> bool {
@@ -562,24 +623,17 @@ async fn operator_lifecycle_on_a_real_control_plane() {
         "{printed}"
     );
 
-    // A reconcile of an unchanged object changes nothing.
+    // A reconcile of an unchanged object applies everything again (no GET, no digest) and
+    // the API server treats those applies as no-ops: no resourceVersion moves.
     let before = resource_versions(ns, "demo").await;
-    let writes = op.writes();
-    kubectl(&[
-        "annotate",
-        "-n",
-        ns,
-        "sqecluster/demo",
-        "test/touch=1",
-        "--overwrite",
-    ]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deletes = op.deletes();
+    touch_and_wait_for_applies(&op, ns, "demo", "1").await;
     assert_eq!(
         resource_versions(ns, "demo").await,
         before,
-        "an idle reconcile wrote something"
+        "an idle reconcile changed an object"
     );
-    assert_eq!(op.writes(), writes, "an idle reconcile sent writes");
+    assert_eq!(op.deletes(), deletes, "an idle reconcile deleted something");
 
     // Spec change → new hash → rolling update.
     let h0 = pod_hash(&d0);
@@ -606,7 +660,7 @@ async fn operator_lifecycle_on_a_real_control_plane() {
     let (_, d2r) = wait_ready(ns, "demo").await;
     assert_eq!(pod_hash(&d2), pod_hash(&d2r));
 
-    // Autoscaling on → HPA; off → HPA deleted.
+    // Autoscaling on → HPA; an idle reconcile leaves it alone too.
     kubectl(&[
         "patch",
         "-n",
@@ -620,7 +674,44 @@ async fn operator_lifecycle_on_a_real_control_plane() {
         hpas.get_opt("demo").await.ok()?
     })
     .await;
-    assert!(owned_by(&hpa, &cluster_of(&clusters, "demo").await));
+    let cl = cluster_of(&clusters, "demo").await;
+    assert!(owned_by(&hpa, &cl));
+    // Replicas left our apply (the field went back to its default); the HPA controller raises
+    // them to minReplicas on its next sync. Settle before comparing.
+    eventually("HPA scaled the Deployment to minReplicas", 90, || async {
+        let d = deployments.get("demo").await.ok()?;
+        (d.spec?.replicas == Some(2)).then_some(())
+    })
+    .await;
+    wait_ready(ns, "demo").await;
+    let before = resource_versions(ns, "demo").await;
+    assert!(before.iter().any(|(k, _)| k == "hpa"));
+    touch_and_wait_for_applies(&op, ns, "demo", "2").await;
+    assert_eq!(
+        resource_versions(ns, "demo").await,
+        before,
+        "an idle reconcile changed an object (HPA on)"
+    );
+
+    // Look-alikes with our labels: one nobody owns (never ours to delete), one the cluster
+    // controls under a name it no longer wants (swept like the HPA).
+    let labels = "app.kubernetes.io/managed-by: sqe-operator, app.kubernetes.io/instance: demo";
+    kubectl_apply(
+        ns,
+        &format!(
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: demo-manual, labels: {{{labels}}}}}\nspec: {{scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: nothing}}, maxReplicas: 2}}\n"
+        ),
+    );
+    kubectl_apply(
+        ns,
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: demo-old-config, labels: {{{labels}}}, ownerReferences: [{{apiVersion: sqe.io/v1alpha1, kind: SqeCluster, name: demo, uid: {}, controller: true}}]}}\ndata: {{engine.yaml: old}}\n",
+            cl.metadata.uid.as_deref().unwrap()
+        ),
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
+
+    // Autoscaling off → the sweep deletes the HPA (and the stale ConfigMap).
     kubectl(&[
         "patch",
         "-n",
@@ -634,7 +725,23 @@ async fn operator_lifecycle_on_a_real_control_plane() {
         hpas.get_opt("demo").await.ok()?.is_none().then_some(())
     })
     .await;
+    eventually("stale owned ConfigMap swept", 60, || async {
+        configmaps
+            .get_opt("demo-old-config")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(op.deletes() >= 2.0, "the sweep, not the garbage collector");
     wait_ready(ns, "demo").await;
+    assert!(
+        hpas.get_opt("demo-manual").await.unwrap().is_some(),
+        "an HPA with our labels but no owner reference was deleted"
+    );
+    assert!(configmaps.get_opt("demo-config").await.unwrap().is_some());
+    kubectl(&["delete", "-n", ns, "hpa/demo-manual"]);
 
     // Secret missing → Degraded with a message; recovered when it appears.
     kubectl(&["delete", "-n", ns, "secret", "oidc"]);
@@ -664,13 +771,18 @@ async fn operator_lifecycle_on_a_real_control_plane() {
         op2.is_leader().then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Its first reconcile applies everything: no-ops, so nothing moves.
+    eventually("restarted operator reconciled", 30, || async {
+        (op2.writes() > 0.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         resource_versions(ns, "demo").await,
         before,
         "a restart rewrote objects"
     );
-    assert_eq!(op2.writes(), 0.0, "a restart sent writes");
+    assert_eq!(op2.deletes(), 0.0, "a restart deleted something");
 
     // Delete the SqeCluster → everything it owned is garbage-collected.
     kubectl(&["delete", "-n", ns, "sqecluster/demo", "--wait=true"]);

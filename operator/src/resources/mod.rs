@@ -8,7 +8,7 @@ pub mod pdb;
 pub mod service;
 pub mod serviceaccount;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -53,9 +53,30 @@ pub struct Desired {
     pub service: Service,
     pub pdb: PodDisruptionBudget,
     pub deployment: Deployment,
-    /// `None` means: no HPA, delete one if it exists.
+    /// `None` means: no HPA (the sweep removes one this cluster created).
     pub hpa: Option<HorizontalPodAutoscaler>,
     pub config_hash: String,
+}
+
+/// Names of the desired objects, by kind (`Resource::KIND`); what the sweep keeps.
+pub type DesiredNames = BTreeMap<&'static str, BTreeSet<String>>;
+
+impl Desired {
+    pub fn names(&self) -> DesiredNames {
+        fn add<K: k8s_openapi::Resource + Resource>(names: &mut DesiredNames, obj: &K) {
+            names.entry(K::KIND).or_default().insert(obj.name_any());
+        }
+        let mut n = DesiredNames::new();
+        add(&mut n, &self.service_account);
+        add(&mut n, &self.config_map);
+        add(&mut n, &self.service);
+        add(&mut n, &self.pdb);
+        add(&mut n, &self.deployment);
+        if let Some(h) = &self.hpa {
+            add(&mut n, h);
+        }
+        n
+    }
 }
 
 pub fn build(cluster: &SqeCluster, secrets: &SecretDigests) -> Result<Desired> {
@@ -93,6 +114,16 @@ pub fn labels(cluster: &SqeCluster) -> BTreeMap<String, String> {
     l.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
     l.insert(LABEL_PART_OF.into(), "sqe".into());
     l
+}
+
+/// Label selector for everything the operator made for this cluster (in its namespace):
+/// `labels` always sets both, and `managed-by` tells our objects from, say, a Helm release
+/// of the same name. Older operator versions set the same labels, so their leftovers match.
+pub fn owned_selector(cluster: &SqeCluster) -> String {
+    format!(
+        "{LABEL_MANAGED_BY}={MANAGER},{LABEL_INSTANCE}={}",
+        cluster.name_any()
+    )
 }
 
 pub fn selector_labels(cluster: &SqeCluster) -> BTreeMap<String, String> {

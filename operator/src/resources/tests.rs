@@ -138,6 +138,28 @@ fn every_object_is_owned_labelled_and_namespaced() {
 }
 
 #[test]
+fn the_sweep_finds_every_object_by_its_selector_and_keeps_every_desired_name() {
+    for (name, c) in examples() {
+        let d = build(&c, &SecretDigests::default()).unwrap();
+        let selector = owned_selector(&c);
+        let names = d.names();
+        for (kind, m) in all_metas(&d) {
+            let labels = m.labels.as_ref().unwrap();
+            for kv in selector.split(',') {
+                let (k, v) = kv.split_once('=').unwrap();
+                assert_eq!(labels.get(k).map(String::as_str), Some(v), "{name} {kind}");
+            }
+            assert!(
+                names[kind].contains(m.name.as_ref().unwrap()),
+                "{name} {kind}"
+            );
+        }
+        let count: usize = names.values().map(BTreeSet::len).sum();
+        assert_eq!(count, all_metas(&d).len(), "{name}: nothing else desired");
+    }
+}
+
+#[test]
 fn probes_and_ports_match_the_rendered_engine_config() {
     for (name, c) in examples() {
         let d = build(&c, &SecretDigests::default()).unwrap();
