@@ -183,11 +183,28 @@ impl From<DataFusionError> for EngineError {
             | DataFusionError::SchemaError(..)
             | DataFusionError::Configuration(_)
             | DataFusionError::Execution(_) => EngineError::InvalidArgument(message),
+            // What the data did to a computation the user asked for: a value that does not
+            // cast, a division by zero, a NULL where the table declares NOT NULL.
+            DataFusionError::ArrowError(a, _) if is_data_error(a) => {
+                EngineError::InvalidArgument(message)
+            }
             DataFusionError::NotImplemented(_) => EngineError::Unimplemented(message),
             DataFusionError::ResourcesExhausted(_) => EngineError::ResourceExhausted(message),
             _ => EngineError::Internal(message),
         }
     }
+}
+
+fn is_data_error(e: &arrow::error::ArrowError) -> bool {
+    use arrow::error::ArrowError::*;
+    matches!(
+        e,
+        CastError(_)
+            | ParseError(_)
+            | DivideByZero
+            | ArithmeticOverflow(_)
+            | InvalidArgumentError(_)
+    )
 }
 
 impl From<arrow::error::ArrowError> for EngineError {
@@ -260,6 +277,28 @@ mod tests {
         let e: EngineError =
             DataFusionError::Plan("failed to resolve schema: alice_ws".into()).into();
         assert_eq!(e.code(), Code::NotFound);
+    }
+
+    #[test]
+    fn what_the_data_does_to_a_computation_is_invalid_argument() {
+        use arrow::error::ArrowError;
+        for a in [
+            ArrowError::DivideByZero,
+            ArrowError::CastError("'x' is not an Int64".into()),
+            ArrowError::InvalidArgumentError("Column 'id' is declared as non-nullable".into()),
+        ] {
+            let e: EngineError = DataFusionError::ArrowError(Box::new(a), None).into();
+            assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        }
+        let io: EngineError = DataFusionError::ArrowError(
+            Box::new(ArrowError::IoError(
+                "disk".into(),
+                std::io::ErrorKind::Other.into(),
+            )),
+            None,
+        )
+        .into();
+        assert_eq!(io.code(), Code::Internal);
     }
 
     #[test]

@@ -136,6 +136,11 @@ enum Why {
 }
 
 impl VendedIo {
+    /// `table lake.demo.a`: what the keys are for, in errors.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
     pub fn new(subject: String, policy: CredentialPolicy, first: Vended, renew: Renew) -> Self {
         Self {
             subject,

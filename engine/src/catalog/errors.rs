@@ -126,14 +126,22 @@ fn storage_error(e: &opendal::Error, subject: &str) -> EngineError {
 /// errors are classified here, where they leave the catalog code, so the rest of the engine sees
 /// only `EngineError`s inside DataFusion's errors.
 pub fn classified(e: DataFusionError, subject: &str) -> DataFusionError {
-    let mut cause: Option<&(dyn StdError + 'static)> = Some(&e);
+    match iceberg_cause(&e, subject) {
+        Some(classified) => DataFusionError::External(Box::new(classified)),
+        None => e,
+    }
+}
+
+/// The classification of the first iceberg error in `e`'s chain, if there is one.
+pub fn iceberg_cause(e: &(dyn StdError + 'static), subject: &str) -> Option<EngineError> {
+    let mut cause = Some(e);
     while let Some(inner) = cause {
         if let Some(iceberg) = inner.downcast_ref::<iceberg::Error>() {
-            return DataFusionError::External(Box::new(classify(iceberg, subject)));
+            return Some(classify(iceberg, subject));
         }
         cause = inner.source();
     }
-    e
+    None
 }
 
 /// Classifies any iceberg error from a catalog call about `subject` (e.g. "table lake.demo.c").

@@ -57,6 +57,31 @@ fn metadata(table: &str) -> serde_json::Value {
     })
 }
 
+/// `hist`: snapshot 1 (tag `audit`) at 2023-11-14 22:13:20 UTC, then snapshot 2 (`main`) 100 s
+/// later. Metadata only: enough to plan against, not to read.
+fn metadata_with_history() -> serde_json::Value {
+    let mut m = metadata("hist");
+    let snapshot = |id: i64, at: i64| {
+        json!({"snapshot-id": id, "timestamp-ms": at, "sequence-number": id, "schema-id": 0,
+               "manifest-list": format!("s3://warehouse/demo/hist/metadata/snap-{id}.avro"),
+               "summary": {"operation": "append"}})
+    };
+    m["last-sequence-number"] = json!(2);
+    m["last-updated-ms"] = json!(1_700_000_100_000i64);
+    m["current-snapshot-id"] = json!(2);
+    m["snapshots"] = json!([
+        snapshot(1, 1_700_000_000_000),
+        snapshot(2, 1_700_000_100_000)
+    ]);
+    m["snapshot-log"] = json!([
+        {"snapshot-id": 1, "timestamp-ms": 1_700_000_000_000i64},
+        {"snapshot-id": 2, "timestamp-ms": 1_700_000_100_000i64}
+    ]);
+    m["refs"] = json!({"main": {"snapshot-id": 2, "type": "branch"},
+                       "audit": {"snapshot-id": 1, "type": "tag"}});
+    m
+}
+
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     Response::builder()
         .status(status)
@@ -127,6 +152,14 @@ async fn fake(State(log): State<Log>, req: Request) -> Response {
                         "metadata-location": format!("s3://warehouse/demo/{t}/metadata/00000.json"),
                         "metadata": metadata(t),
                         "config": if t == "nokeys" { json!({}) } else { vended },
+                    }),
+                ),
+                "hist" => answer(
+                    StatusCode::OK,
+                    json!({
+                        "metadata-location": "s3://warehouse/demo/hist/metadata/00002.json",
+                        "metadata": metadata_with_history(),
+                        "config": vended,
                     }),
                 ),
                 "c" => rest_error(StatusCode::FORBIDDEN, "alice may not read demo.c"),
@@ -387,4 +420,111 @@ async fn a_catalog_outage_is_unavailable_not_a_missing_table() {
     // A namespace the catalog says does not exist is still simply not found.
     let e = run(&ctx, "SELECT * FROM lake.nowhere.t").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
+}
+
+/// The snapshot each table scan of the statement's plan reads (`None`: the current one), in plan
+/// order.
+async fn pinned_snapshots(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<Vec<Option<i64>>, EngineError> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::datasource::source_as_provider;
+    use datafusion::logical_expr::LogicalPlan;
+    let plan = crate::sql::plan::plan(ctx, sql).await?.plan;
+    let mut found = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let provider = source_as_provider(&scan.source)?;
+            if let Some(t) = provider.as_any().downcast_ref::<super::table::UserTable>() {
+                found.push(t.snapshot_id());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(found)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_travel_pins_each_table_where_it_is_read() {
+    let (uri, _log) = start_fake().await;
+    let ctx = context(&uri, "alice-token");
+    crate::sql::extend(&ctx).unwrap();
+    let pinned = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move { pinned_snapshots(&ctx, sql).await }
+    };
+    assert_eq!(
+        pinned("SELECT * FROM lake.demo.hist").await.unwrap(),
+        [None]
+    );
+    assert_eq!(
+        pinned("SELECT * FROM lake.demo.hist FOR VERSION AS OF 1 AS old JOIN lake.demo.hist h ON old.id = h.id")
+            .await
+            .unwrap(),
+        [Some(1), None]
+    );
+    let mut in_cte_and_subquery = pinned(
+        "WITH old AS (SELECT id FROM lake.demo.hist FOR VERSION AS OF 'audit') \
+         SELECT * FROM old WHERE id IN \
+         (SELECT id FROM lake.demo.hist FOR TIMESTAMP AS OF TIMESTAMP '2023-11-14 22:14:00')",
+    )
+    .await
+    .unwrap();
+    in_cte_and_subquery.sort();
+    assert_eq!(in_cte_and_subquery, [Some(1), Some(1)]);
+    // Any constant expression names a time; the standard's spelling means the same.
+    assert_eq!(
+        pinned("SELECT * FROM lake.demo.hist FOR TIMESTAMP AS OF TIMESTAMP '2023-11-14 22:13:20' + INTERVAL '150' SECOND")
+            .await
+            .unwrap(),
+        [Some(2)]
+    );
+    assert_eq!(
+        pinned("SELECT * FROM lake.demo.hist FOR SYSTEM_TIME AS OF '2023-11-14T22:13:30Z'")
+            .await
+            .unwrap(),
+        [Some(1)]
+    );
+    for (sql, code, says) in [
+        (
+            "SELECT * FROM lake.demo.hist FOR VERSION AS OF 3",
+            Code::NotFound,
+            "has no snapshot 3",
+        ),
+        (
+            "SELECT * FROM lake.demo.hist FOR VERSION AS OF 'nope'",
+            Code::NotFound,
+            "no branch or tag 'nope'",
+        ),
+        (
+            "SELECT * FROM lake.demo.hist FOR TIMESTAMP AS OF '2000-01-01'",
+            Code::NotFound,
+            "no snapshot at or before",
+        ),
+        (
+            "SELECT * FROM lake.demo.hist FOR TIMESTAMP AS OF 42",
+            Code::InvalidArgument,
+            "needs a timestamp",
+        ),
+        (
+            "SELECT * FROM lake.demo.hist FOR TIMESTAMP AS OF id",
+            Code::InvalidArgument,
+            "needs a timestamp",
+        ),
+        (
+            "SELECT * FROM lake.information_schema.tables FOR VERSION AS OF 1",
+            Code::InvalidArgument,
+            "not an Iceberg table",
+        ),
+        (
+            "SELECT * FROM lake.demo.c FOR VERSION AS OF 1",
+            Code::PermissionDenied,
+            "demo.c",
+        ),
+    ] {
+        let e = pinned(sql).await.unwrap_err();
+        assert_eq!(e.code(), code, "{sql}: {e}");
+        assert!(e.to_string().contains(says), "{sql}: {e}");
+    }
 }

@@ -43,6 +43,7 @@ use iceberg::scan::FileScanTask;
 use iceberg::spec::DataFileFormat;
 
 use super::credentials::{VendedIo, store_refusal};
+use super::errors::iceberg_cause;
 use super::scan::{balance, task_bytes};
 
 /// The object-store URL DataFusion's plan names for these scans. The session registers an empty
@@ -204,22 +205,34 @@ impl VendedParquetReader {
 }
 
 /// Runs `$call` on the current reader; if the keys were refused, renews them and
-/// runs it once more. Reads are idempotent, so the retry cannot duplicate rows.
+/// runs it once more. Reads are idempotent, so the retry cannot duplicate rows. An iceberg error
+/// that remains leaves classified (a refusal is PERMISSION_DENIED, not an internal error).
 macro_rules! once_more_if_refused {
     ($self:ident, |$r:ident| $call:expr) => {{
         let first = match $self.reader().await {
             Ok($r) => $call.await,
             Err(e) => Err(e),
         };
-        match first {
-            Err(e) if let Some(marker) = store_refusal(&e) => {
-                $self.renew(marker).await?;
-                let $r = $self.reader().await?;
-                $call.await
-            }
+        let result = match first {
+            Err(e) if let Some(marker) = store_refusal(&e) => match $self.renew(marker).await {
+                Ok(()) => match $self.reader().await {
+                    Ok($r) => $call.await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
             other => other,
-        }
+        };
+        result.map_err(|e| classified(e, $self.io.subject()))
     }};
+}
+
+/// `e` with an iceberg error inside replaced by its classification.
+fn classified(e: ParquetError, subject: &str) -> ParquetError {
+    match iceberg_cause(&e, subject) {
+        Some(classified) => ParquetError::External(Box::new(classified)),
+        None => e,
+    }
 }
 
 impl AsyncFileReader for VendedParquetReader {

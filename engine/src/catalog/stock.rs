@@ -234,14 +234,14 @@ impl Classified {
 }
 
 impl DisplayAs for Classified {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        self.inner.fmt_as(t, f)
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "Classified: {}", self.subject)
     }
 }
 
 impl ExecutionPlan for Classified {
     fn name(&self) -> &str {
-        self.inner.name()
+        "Classified"
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -252,16 +252,25 @@ impl ExecutionPlan for Classified {
         self.inner.properties()
     }
 
+    /// The stock plan is this node's one child (a pass-through): optimizers see it as it is.
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.inner.children()
+        vec![&self.inner]
     }
 
     fn with_new_children(
         self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let inner = self.inner.clone().with_new_children(children)?;
-        Ok(Self::wrap(inner, &self.subject))
+        match (children.pop(), children.is_empty()) {
+            (Some(inner), true) => Ok(Self::wrap(inner, &self.subject)),
+            _ => Err(datafusion::error::DataFusionError::Internal(
+                "Classified has exactly one child".into(),
+            )),
+        }
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
     }
 
     fn execute(

@@ -1,7 +1,7 @@
 //! The `SHOW` forms Trino users type, matched on the AST and planned with the DataFrame API over
 //! the session's own catalogs, so each lists exactly what the user may load:
 //!
-//! - `SHOW CATALOGS [LIKE p]` → `Catalog`;
+//! - `SHOW CATALOGS [LIKE p]` → `Catalog`, every catalog of the session;
 //! - `SHOW SCHEMAS [FROM|IN c] [LIKE p]` → `Schema`, of the current catalog unless one is named;
 //! - `SHOW TABLES [FROM|IN [c.]s] [LIKE p]` → `table_catalog, table_schema, table_name,
 //!   table_type` (DataFusion's columns, which clients of SQE already read), of every catalog
@@ -238,16 +238,19 @@ fn filtered(df: DataFrame, like: Option<Pattern>, column: &str) -> Result<DataFr
     })
 }
 
+/// The session's catalogs, as GetCatalogs lists them: a catalog is there even when the user may
+/// see none of its schemas.
 async fn catalogs(ctx: &SessionContext, like: Option<Pattern>) -> Result<DataFrame, EngineError> {
-    let df = filtered(
-        information_schema(ctx, "schemata").await?,
-        like,
-        "catalog_name",
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "Catalog",
+            DataType::Utf8,
+            false,
+        )])),
+        vec![Arc::new(StringArray::from(ctx.catalog_names()))],
     )?;
-    Ok(df
-        .select(vec![ident("catalog_name").alias("Catalog")])?
-        .distinct()?
-        .sort(vec![ident("Catalog").sort(true, false)])?)
+    let df = filtered(ctx.read_batch(batch)?, like, "Catalog")?;
+    Ok(df.sort(vec![ident("Catalog").sort(true, false)])?)
 }
 
 async fn schemas(
