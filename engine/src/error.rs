@@ -169,13 +169,12 @@ impl From<DataFusionError> for EngineError {
         }
         // A table or namespace the catalog does not have, or does not show this user (a 404
         // resolves to "no such table"; an unlisted namespace to "failed to resolve schema").
-        if let DataFusionError::Plan(m) = root {
-            if (m.starts_with("table '") && m.ends_with("' not found"))
+        if let DataFusionError::Plan(m) = root
+            && ((m.starts_with("table '") && m.ends_with("' not found"))
                 || m.starts_with("No table named '")
-                || m.starts_with("failed to resolve schema: ")
-            {
-                return EngineError::NotFound(message);
-            }
+                || m.starts_with("failed to resolve schema: "))
+        {
+            return EngineError::NotFound(message);
         }
         match root {
             DataFusionError::SQL(..)
@@ -197,14 +196,13 @@ impl From<DataFusionError> for EngineError {
 
 fn is_data_error(e: &arrow::error::ArrowError) -> bool {
     use arrow::error::ArrowError::*;
-    matches!(
-        e,
-        CastError(_)
-            | ParseError(_)
-            | DivideByZero
-            | ArithmeticOverflow(_)
-            | InvalidArgumentError(_)
-    )
+    match e {
+        CastError(_) | ParseError(_) | DivideByZero | ArithmeticOverflow(_) => true,
+        // Arrow's check of a batch against a NOT NULL column; other invalid arguments are the
+        // engine's own mistakes and stay INTERNAL.
+        InvalidArgumentError(m) => m.contains("non-nullable"),
+        _ => false,
+    }
 }
 
 impl From<arrow::error::ArrowError> for EngineError {
@@ -299,6 +297,22 @@ mod tests {
         )
         .into();
         assert_eq!(io.code(), Code::Internal);
+        let ours: EngineError = DataFusionError::ArrowError(
+            Box::new(ArrowError::InvalidArgumentError(
+                "column types must match".into(),
+            )),
+            None,
+        )
+        .into();
+        assert_eq!(ours.code(), Code::Internal);
+        let ours: EngineError = DataFusionError::ArrowError(
+            Box::new(ArrowError::InvalidArgumentError(
+                "column types must match".into(),
+            )),
+            None,
+        )
+        .into();
+        assert_eq!(ours.code(), Code::Internal);
     }
 
     #[test]

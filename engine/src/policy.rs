@@ -59,10 +59,8 @@ pub fn longest_operator_chain<'a>(tokens: impl Iterator<Item = &'a Token>) -> us
     for t in tokens {
         match t {
             Token::LParen | Token::LBracket | Token::LBrace => runs.push(0),
-            Token::RParen | Token::RBracket | Token::RBrace => {
-                if runs.len() > 1 {
-                    runs.pop();
-                }
+            Token::RParen | Token::RBracket | Token::RBrace if runs.len() > 1 => {
+                runs.pop();
             }
             Token::Comma | Token::SemiColon => {
                 if let Some(r) = runs.last_mut() {

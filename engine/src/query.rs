@@ -118,10 +118,10 @@ impl QueryState {
             .current
             .lock()
             .map_err(|_| EngineError::Internal("query state lock poisoned".into()))?;
-        if let Some((fp, ctx)) = slot.as_ref() {
-            if *fp == token.fingerprint {
-                return Ok(ctx.clone());
-            }
+        if let Some((fp, ctx)) = slot.as_ref()
+            && *fp == token.fingerprint
+        {
+            return Ok(ctx.clone());
         }
         let memory = self.memory.get_or_init(|| factory.session_pool());
         let ctx = factory.create(identity, token, memory)?;

@@ -81,7 +81,7 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
         None
     };
 
-    // Each session's queries run against the user's own catalog client (issue 4).
+    // Each session's queries run against the user's own catalog client.
     // One memory pool for the whole process; each session gets a capped share of it.
     let shared_pool = crate::memory::shared_pool(
         usize::try_from(config.query.memory_pool_bytes).unwrap_or(usize::MAX),

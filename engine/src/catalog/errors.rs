@@ -162,13 +162,13 @@ fn classify_unscrubbed(err: &iceberg::Error, subject: &str) -> EngineError {
         if let Some(e) = s.downcast_ref::<opendal::Error>() {
             return storage_error(e, subject);
         }
-        if let Some(r) = s.downcast_ref::<reqwest::Error>() {
-            if r.is_timeout() || r.is_connect() || r.is_request() {
-                return EngineError::Unavailable(format!(
-                    "catalog unreachable for {subject}: {}",
-                    reqwest_summary(r)
-                ));
-            }
+        if let Some(r) = s.downcast_ref::<reqwest::Error>()
+            && (r.is_timeout() || r.is_connect() || r.is_request())
+        {
+            return EngineError::Unavailable(format!(
+                "catalog unreachable for {subject}: {}",
+                reqwest_summary(r)
+            ));
         }
         source = s.source();
     }

@@ -522,6 +522,12 @@ async fn time_travel_pins_each_table_where_it_is_read() {
             Code::PermissionDenied,
             "demo.c",
         ),
+        // A CTE named like a table comes first, and has no versions.
+        (
+            "WITH hist AS (SELECT 1 AS id) SELECT * FROM hist FOR VERSION AS OF 1",
+            Code::InvalidArgument,
+            "a CTE",
+        ),
     ] {
         let e = pinned(sql).await.unwrap_err();
         assert_eq!(e.code(), code, "{sql}: {e}");

@@ -1,5 +1,5 @@
 //! DataFusion's own parallel Parquet reader over the files iceberg-rust planned, reading through
-//! the table's vended FileIO (design §3).
+//! the table's vended FileIO: the engine has no storage keys of its own.
 //!
 //! DataFusion reads from an `ObjectStore` looked up by URL in the session's runtime; two tables
 //! of one query may sit in one bucket with different vended keys, so a URL → store registry

@@ -1,7 +1,7 @@
 //! The user's own Iceberg REST catalog client, and the storage it may read with.
 //!
 //! One `RestCatalog` per (user, token fingerprint): iceberg-catalog-rest 0.10.1 takes its token
-//! once and has no setter (notes §2), so a refreshed token means a new client. The engine puts
+//! once and has no setter, so a refreshed token means a new client. The engine puts
 //! no storage key of its own anywhere: the FileIO of every table carries only what the catalog
 //! vended for it, plus the flags that stop opendal from looking for ambient credentials.
 

@@ -131,10 +131,10 @@ impl DisplayAs for ParallelIcebergScan {
             self.files(),
             self.partitions()
         )?;
-        if let Some(first) = self.groups.iter().flatten().next() {
-            if let Some(p) = &first.predicate {
-                write!(f, ", predicate={p}")?;
-            }
+        if let Some(first) = self.groups.iter().flatten().next()
+            && let Some(p) = &first.predicate
+        {
+            write!(f, ", predicate={p}")?;
         }
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;

@@ -9,7 +9,7 @@
 //! DataFusion asks for names through synchronous methods (`schema_names`, `table_names`,
 //! `schema`, `register_*`). Those block the current worker with `block_in_place` while the
 //! catalog answers: the engine runs on the multi-thread runtime, and iceberg-datafusion's own
-//! DDL path does the same (notes §4).
+//! DDL path does the same.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -90,6 +90,9 @@ fn df_err(e: EngineError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
+/// (namespace, table name).
+type TableKey = (String, String);
+
 /// Per (user, token) catalog state shared by the catalog and schema providers.
 pub struct CatalogState {
     catalog: Arc<UserCatalog>,
@@ -97,7 +100,7 @@ pub struct CatalogState {
     namespaces: Mutex<Option<Stamped<Vec<String>>>>,
     known_namespaces: Mutex<HashMap<String, Instant>>,
     tables: Mutex<HashMap<String, Stamped<Vec<String>>>>,
-    providers: Mutex<HashMap<(String, String), Stamped<Arc<dyn TableProvider>>>>,
+    providers: Mutex<HashMap<TableKey, Stamped<Arc<dyn TableProvider>>>>,
 }
 
 impl CatalogState {
@@ -240,16 +243,16 @@ impl CatalogState {
                 },
             }
         };
-        if let Some(t) = &table {
-            if let Ok(mut map) = self.providers.lock() {
-                map.insert(
-                    (ns.to_owned(), name.to_owned()),
-                    Stamped {
-                        at: Instant::now(),
-                        value: t.clone(),
-                    },
-                );
-            }
+        if let Some(t) = &table
+            && let Ok(mut map) = self.providers.lock()
+        {
+            map.insert(
+                (ns.to_owned(), name.to_owned()),
+                Stamped {
+                    at: Instant::now(),
+                    value: t.clone(),
+                },
+            );
         }
         Ok(table)
     }
@@ -497,10 +500,10 @@ impl SchemaProvider for NamespaceProvider {
                 self.state.warehouse()
             )));
         }
-        let schema = arrow_schema_to_schema_auto_assign_ids(table.schema().as_ref())
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let ns = NamespaceIdent::new(self.namespace.clone());
         let subject = self.state.subject_table(&self.namespace, &name);
+        let schema = arrow_schema_to_schema_auto_assign_ids(table.schema().as_ref())
+            .map_err(|e| df_err(classify(&e, &subject)))?;
+        let ns = NamespaceIdent::new(self.namespace.clone());
         let creation = TableCreation::builder()
             .name(name.clone())
             .schema(schema)

@@ -59,7 +59,10 @@ pub async fn iceberg_provider(
     let Some(schema) = provider.schema(&ns) else {
         return Ok(None);
     };
-    schema.table(name).await.map_err(EngineError::from)
+    schema
+        .table(name)
+        .await
+        .map_err(|e| EngineError::from(classified(e, subject)))
 }
 
 /// The user's catalog narrowed to one table, so `IcebergCatalogProvider::try_new` (which lists
@@ -252,7 +255,7 @@ impl ExecutionPlan for Classified {
         self.inner.properties()
     }
 
-    /// The stock plan is this node's one child (a pass-through): optimizers see it as it is.
+    /// The stock plan is this node's one child: a pass-through of its partitions and order.
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.inner]
     }
@@ -271,6 +274,19 @@ impl ExecutionPlan for Classified {
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]
+    }
+
+    /// Nothing to gain from more partitions: without this, DataFusion spreads the stock plan's
+    /// single partition round-robin before this node.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn partition_statistics(
+        &self,
+        partition: Option<usize>,
+    ) -> DFResult<datafusion::common::Statistics> {
+        self.inner.partition_statistics(partition)
     }
 
     fn execute(

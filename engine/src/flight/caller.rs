@@ -43,10 +43,10 @@ impl Caller {
 }
 
 pub fn attach_handle(metadata: &mut MetadataMap, handle: Option<&SessionHandle>) {
-    if let Some(h) = handle {
-        if let Ok(v) = MetadataValue::try_from(format!("Bearer {}", h.secret().expose())) {
-            metadata.insert("authorization", v);
-        }
+    if let Some(h) = handle
+        && let Ok(v) = MetadataValue::try_from(format!("Bearer {}", h.secret().expose()))
+    {
+        metadata.insert("authorization", v);
     }
 }
 

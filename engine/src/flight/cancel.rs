@@ -191,18 +191,17 @@ impl Cancellations {
     }
 
     fn finish(&self, k: Key, run: u64) {
-        if let Ok(mut map) = self.entries.lock() {
-            if let Some(Entry {
+        if let Ok(mut map) = self.entries.lock()
+            && let Some(Entry {
                 state: State::Running(runs),
                 ..
             }) = map.get_mut(&k)
+        {
+            runs.retain(|(r, _)| *r != run);
+            if runs.is_empty()
+                && let Some(e) = map.get_mut(&k)
             {
-                runs.retain(|(r, _)| *r != run);
-                if runs.is_empty() {
-                    if let Some(e) = map.get_mut(&k) {
-                        e.state = State::Finished(Instant::now());
-                    }
-                }
+                e.state = State::Finished(Instant::now());
             }
         }
     }

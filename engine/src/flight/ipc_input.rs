@@ -744,6 +744,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Builds a forged message header from one length or offset.
+    type ForgeFn = dyn Fn(i64) -> Forged;
     use std::sync::Arc;
 
     use arrow::array::{
@@ -1110,7 +1113,7 @@ mod tests {
                 [batch.clone(), batch.clone()]
             );
 
-            let bytes = stream_bytes(&[batch.clone()], IpcWriteOptions::default());
+            let bytes = stream_bytes(std::slice::from_ref(&batch), IpcWriteOptions::default());
             check_stream(&bytes, DO_PUT_LIMITS).unwrap();
         }
     }
@@ -1368,7 +1371,7 @@ mod tests {
             body_len: 268,
             dictionary_id: None,
         };
-        let cases: [(Vec<F>, &dyn Fn(i64) -> Forged); 4] = [
+        let cases: [(Vec<F>, &ForgeFn); 4] = [
             (vec![F::Int(64)], &int),
             (
                 vec![F::DictionaryUtf8 {
@@ -1431,7 +1434,7 @@ mod tests {
             body_len: 8,
             dictionary_id: None,
         };
-        let cases: [(Vec<F>, &dyn Fn(i64) -> Forged, i64, i64); 3] = [
+        let cases: [(Vec<F>, &ForgeFn, i64, i64); 3] = [
             (vec![F::Utf8View], &view, 16, 17),
             (vec![F::Utf8], &utf8, 8, 9),
             (
@@ -1676,7 +1679,7 @@ mod tests {
         let lz4 = compressed(CompressionType::LZ4_FRAME);
         for (name, batch) in [("simple", simple_batch()), ("every_layout", every_layout())] {
             let handle = StatementHandle::new("SELECT $1")
-                .with_params(&[batch.clone()])
+                .with_params(std::slice::from_ref(&batch))
                 .unwrap();
             write(
                 "statement_handle",
@@ -1684,7 +1687,7 @@ mod tests {
                 &handle.encode(),
             );
             for (kind, options) in [("plain", IpcWriteOptions::default()), ("lz4", lz4.clone())] {
-                let bytes = stream_bytes(&[batch.clone()], options.clone());
+                let bytes = stream_bytes(std::slice::from_ref(&batch), options.clone());
                 write("statement_handle", &format!("{name}_{kind}.arrows"), &bytes);
                 let mut framed = Vec::new();
                 for d in encode(vec![batch.clone()], options) {

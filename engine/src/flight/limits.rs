@@ -47,12 +47,12 @@ struct UserSlot {
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
-        if let Ok(mut counts) = self.counts.lock() {
-            if let Some(n) = counts.get_mut(&self.user) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(&self.user);
-                }
+        if let Ok(mut counts) = self.counts.lock()
+            && let Some(n) = counts.get_mut(&self.user)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.user);
             }
         }
     }

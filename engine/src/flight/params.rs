@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::logical_expr::{DmlStatement, LogicalPlan, LogicalPlanBuilder, Values, WriteOp};
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, Union, Values, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use super::ipc_input::{self, IpcLimits};
@@ -27,13 +27,17 @@ use crate::error::EngineError;
 pub const MAX_BOUND_BYTES: usize = 1 << 20;
 
 /// What the parameters inside a handle may hold (the handle is client-built as far as the
-/// engine knows: it is checked each time it comes back). A query binds one row; each row of a
-/// prepared update runs the statement once.
+/// engine knows: it is checked each time it comes back). A query binds one row; a prepared
+/// INSERT binds any number, all in one plan ([`bind_rows`]).
 pub const BOUND_LIMITS: IpcLimits = IpcLimits {
     max_bytes: MAX_BOUND_BYTES,
     max_rows: 100_000,
     max_values: 1_000_000,
 };
+
+/// Rows bound to an INSERT whose placeholders are outside one VALUES list become one input each,
+/// under one UNION ALL: planning work grows with them, so they are capped.
+pub const MAX_UNION_ROWS: usize = 10_000;
 
 /// The bound rows of one request, as the engine holds them ([`ScalarValue`]s), take at most this
 /// many bytes. A few bytes of Arrow can stand for many values (a dictionary, a string view or a
@@ -146,7 +150,7 @@ pub fn bind_rows(
     ) = &plan
     else {
         return Err(EngineError::InvalidArgument(format!(
-            "{} rows were bound, but only an INSERT runs once per row; bind one row",
+            "{} rows were bound, but only an INSERT takes several rows; bind one row",
             rows.len()
         )));
     };
@@ -157,22 +161,26 @@ pub fn bind_rows(
         .collect::<Result<Vec<_>, _>>()?;
     let input = match values_of_all_rows(&dml.input, &types, &rows)? {
         Some(input) => input,
+        None if rows.len() > MAX_UNION_ROWS => {
+            return Err(EngineError::InvalidArgument(format!(
+                "{} rows were bound to an INSERT whose placeholders are not all in one VALUES \
+                 list; at most {MAX_UNION_ROWS} are accepted there (write `INSERT … VALUES (?, …)` \
+                 for more)",
+                rows.len()
+            )));
+        }
         None => {
-            let mut bound = rows.into_iter().map(|r| {
-                (*dml.input)
-                    .clone()
-                    .with_param_values(ParamValues::from(r))
-                    .map_err(EngineError::from)
-            });
-            let first = bound
-                .next()
-                .transpose()?
-                .unwrap_or_else(|| (*dml.input).clone());
-            let mut union = LogicalPlanBuilder::from(first);
-            for next in bound {
-                union = union.union(next?)?;
-            }
-            union.build()?
+            let inputs = rows
+                .into_iter()
+                .map(|r| {
+                    Ok(Arc::new(
+                        (*dml.input)
+                            .clone()
+                            .with_param_values(ParamValues::from(r))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, EngineError>>()?;
+            LogicalPlan::Union(Union::try_new_with_loose_types(inputs)?)
         }
     };
     Ok(LogicalPlan::Dml(DmlStatement {
@@ -477,7 +485,10 @@ mod tests {
             ]
         };
         let e = bind_rows(planned(&ctx, "SELECT ? AS x").await, two()).unwrap_err();
-        assert!(e.to_string().contains("only an INSERT"), "{e}");
+        assert!(
+            e.to_string().contains("only an INSERT takes several"),
+            "{e}"
+        );
         let plan = planned(&ctx, "INSERT INTO t VALUES (?)").await;
         let short = vec![vec![ScalarValue::Int64(Some(1))], vec![]];
         let e = bind_rows(plan.clone(), short).unwrap_err();
@@ -560,6 +571,16 @@ mod tests {
             .downcast_ref::<Int64Array>()
             .unwrap();
         assert_eq!(n.value(0), 42);
+    }
+
+    #[test]
+    fn statement_handles_round_trip_and_reject_garbage() {
+        let h = StatementHandle::new("SELECT 'a:b' AS x").encode();
+        assert_eq!(
+            StatementHandle::decode(&h).unwrap().sql,
+            "SELECT 'a:b' AS x"
+        );
+        assert!(StatementHandle::decode(b"\x00garbage").is_err());
     }
 
     #[test]
@@ -734,7 +755,9 @@ mod tests {
         let dictionary = arrow::array::DictionaryArray::try_new(keys, Arc::new(values)).unwrap();
         let batch = RecordBatch::try_from_iter([("$1", Arc::new(dictionary) as _)]).unwrap();
         assert_eq!(
-            rows_within(&[batch.clone()], 20 << 20).unwrap().len(),
+            rows_within(std::slice::from_ref(&batch), 20 << 20)
+                .unwrap()
+                .len(),
             1_000
         );
         let message = refusal(rows_within(&[batch], 1 << 20));

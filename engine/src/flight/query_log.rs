@@ -98,8 +98,19 @@ impl Drop for QueryLog {
 }
 
 /// The first keyword, for logs: statements can contain literals users consider sensitive.
+/// Leading comments are skipped (they may hold anything).
 pub fn statement_kind(sql: &str) -> String {
-    sql.split_whitespace()
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    rest.split_whitespace()
         .next()
         .unwrap_or("")
         .chars()
@@ -117,5 +128,10 @@ mod tests {
     fn logs_get_the_statement_kind_not_its_literals() {
         assert_eq!(statement_kind("  select * from t where pw = 'x'"), "SELECT");
         assert_eq!(statement_kind(""), "");
+        assert_eq!(
+            statement_kind("/* pw='x' */ -- note\n  insert into t"),
+            "INSERT"
+        );
+        assert_eq!(statement_kind("/* never closed"), "");
     }
 }

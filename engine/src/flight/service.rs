@@ -455,18 +455,3 @@ impl FlightSqlService for SqeFlightSqlService {
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statement_handles_round_trip_and_reject_garbage() {
-        let h = StatementHandle::new("SELECT 'a:b' AS x").encode();
-        assert_eq!(
-            StatementHandle::decode(&h).unwrap().sql,
-            "SELECT 'a:b' AS x"
-        );
-        assert!(StatementHandle::decode(b"\x00garbage").is_err());
-    }
-}

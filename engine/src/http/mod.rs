@@ -41,12 +41,11 @@ impl CatalogProbe {
     }
 
     pub async fn reachable(&self) -> bool {
-        if let Ok(last) = self.last.lock() {
-            if let Some((at, ok)) = *last {
-                if at.elapsed() < PROBE_CACHE {
-                    return ok;
-                }
-            }
+        if let Ok(last) = self.last.lock()
+            && let Some((at, ok)) = *last
+            && at.elapsed() < PROBE_CACHE
+        {
+            return ok;
         }
         let ok = match self.http.get(self.url.clone()).send().await {
             Ok(r) => !r.status().is_server_error(),

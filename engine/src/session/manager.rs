@@ -162,10 +162,10 @@ impl SessionManager {
         let started = Instant::now();
         let mode_label = mode_name(mode);
         let reuse_key = reuse.then(|| self.reuse.key(mode, username, password, peer));
-        if let Some(k) = &reuse_key {
-            if let Some((handle, session)) = self.reused(k).await {
-                return Ok((handle, session));
-            }
+        if let Some(k) = &reuse_key
+            && let Some((handle, session)) = self.reused(k).await
+        {
+            return Ok((handle, session));
         }
         if let Err(wait) = self.throttle.check(username, peer, started) {
             self.metrics.login(mode_label, "throttled");

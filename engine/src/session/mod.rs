@@ -231,10 +231,10 @@ impl Session {
     }
 
     pub fn touch(&self, now: Instant) {
-        if let Ok(mut t) = self.last_used.lock() {
-            if now > *t {
-                *t = now;
-            }
+        if let Ok(mut t) = self.last_used.lock()
+            && now > *t
+        {
+            *t = now;
         }
     }
 

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr, TableFactor, TableVersion, Value, ValueWithSpan, VisitorMut,
+    Expr, FromTable, Statement, TableFactor, TableVersion, Value, ValueWithSpan, VisitorMut,
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
@@ -41,6 +41,7 @@ pub fn parse(sql: &str, recursion_limit: usize) -> Result<Parsed, EngineError> {
     policy::check_tokens(tokens.iter().map(|t| &t.token))?;
     let form = form(&tokens);
     let mut versions = trino_versions(&mut tokens)?;
+    plain_at_and_before(&mut tokens);
     let mut statements = DFParserBuilder::new(tokens)
         .with_dialect(&dialect)
         .with_recursion_limit(recursion_limit)
@@ -56,6 +57,12 @@ pub fn parse(sql: &str, recursion_limit: usize) -> Result<Parsed, EngineError> {
         }
     };
     visit(&mut statement, &mut versions);
+    if let Some(table) = versions.twice {
+        return Err(invalid(format!("{table} has two versions; give one")));
+    }
+    if writes_a_version(&statement) {
+        return Err(invalid("a past version is read-only: it cannot be written"));
+    }
     if let Some(v) = versions.unplaced.first() {
         return Err(invalid(format!(
             "FOR VERSION AS OF {} must follow a table read in FROM or JOIN: a past version is \
@@ -89,6 +96,8 @@ fn form(tokens: &[TokenWithSpan]) -> String {
 struct Versions {
     /// (where the table's name ends, the version's value).
     unplaced: Vec<(Location, ValueWithSpan)>,
+    /// A table that ended up with two versions (`t FOR VERSION AS OF 1 VERSION AS OF 2`).
+    twice: Option<String>,
 }
 
 impl VisitorMut for Versions {
@@ -99,10 +108,64 @@ impl VisitorMut for Versions {
             let end = name.0.last().and_then(|p| p.as_ident()).map(|i| i.span.end);
             if let Some(at) = self.unplaced.iter().position(|(loc, _)| Some(*loc) == end) {
                 let (_, value) = self.unplaced.remove(at);
+                if version.is_some() {
+                    self.twice = Some(name.to_string());
+                }
                 *version = Some(TableVersion::VersionAsOf(Expr::Value(value)));
             }
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Whether the table a DML statement writes carries a version (`UPDATE t FOR VERSION AS OF 1
+/// …`): DataFusion's planners of writes do not look at versions, so it is refused here.
+fn writes_a_version(statement: &DFStatement) -> bool {
+    let versioned = |f: &TableFactor| {
+        matches!(
+            f,
+            TableFactor::Table {
+                version: Some(_),
+                ..
+            }
+        )
+    };
+    let DFStatement::Statement(s) = statement else {
+        return false;
+    };
+    match s.as_ref() {
+        Statement::Update(u) => versioned(&u.table.relation),
+        Statement::Delete(d) => match &d.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
+                t.iter().any(|t| versioned(&t.relation))
+            }
+        },
+        Statement::Merge(m) => versioned(&m.table),
+        _ => false,
+    }
+}
+
+/// sqlparser reads an unquoted `AT` or `BEFORE` after a table name as the start of a version
+/// function (`t AT(…)`) once table versions are on; without a `(` after it (nor `TIME ZONE`,
+/// `LOCAL`: `ts AT TIME ZONE 'UTC'`) it is the alias it always was, so it stays a plain word.
+fn plain_at_and_before(tokens: &mut [TokenWithSpan]) {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    for (n, &i) in significant.iter().enumerate() {
+        let next = significant.get(n + 1).map(|&j| &tokens[j].token);
+        let keeps_keyword = match next {
+            Some(Token::LParen) => true,
+            Some(Token::Word(w)) => matches!(w.keyword, Keyword::TIME | Keyword::LOCAL),
+            _ => false,
+        };
+        if let Token::Word(w) = &mut tokens[i].token
+            && w.quote_style.is_none()
+            && matches!(w.keyword, Keyword::AT | Keyword::BEFORE)
+            && !keeps_keyword
+        {
+            w.keyword = Keyword::NoKeyword;
+        }
     }
 }
 
@@ -258,6 +321,31 @@ mod tests {
     fn words_that_only_look_like_a_clause_are_left_alone() {
         let p = parsed("SELECT 'FOR VERSION AS OF 1' AS \"for\" FROM t -- FOR VERSION AS OF 2");
         assert_eq!(sql(&p), "SELECT 'FOR VERSION AS OF 1' AS \"for\" FROM t");
+    }
+
+    #[test]
+    fn at_and_before_are_still_aliases_and_at_time_zone_still_works() {
+        let p = parsed("SELECT before.id FROM prices before JOIN prices at ON before.id = at.id");
+        assert!(
+            sql(&p).contains("FROM prices before JOIN prices at ON before.id = at.id"),
+            "{}",
+            sql(&p)
+        );
+        let p = parsed("SELECT ts AT TIME ZONE 'UTC' FROM t");
+        assert!(sql(&p).contains("AT TIME ZONE 'UTC'"), "{}", sql(&p));
+    }
+
+    #[test]
+    fn a_version_is_given_once_and_never_written() {
+        assert!(
+            refused("SELECT * FROM t FOR VERSION AS OF 1 VERSION AS OF 2").contains("two versions")
+        );
+        for write in [
+            "UPDATE t FOR VERSION AS OF 1 SET a = 2",
+            "DELETE FROM t FOR VERSION AS OF 'main' WHERE a = 1",
+        ] {
+            assert!(refused(write).contains("read-only"), "{write}");
+        }
     }
 
     #[test]

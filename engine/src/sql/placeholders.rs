@@ -57,14 +57,14 @@ impl VisitorMut for Found {
     type Break = ();
 
     fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        if let Expr::Value(v) = e {
-            if let Value::Placeholder(p) = &v.value {
-                if p == "?" {
-                    let Location { line, column } = v.span.start;
-                    self.questions.push((line, column));
-                } else if p.starts_with('$') {
-                    self.numbered = true;
-                }
+        if let Expr::Value(v) = e
+            && let Value::Placeholder(p) = &v.value
+        {
+            if p == "?" {
+                let Location { line, column } = v.span.start;
+                self.questions.push((line, column));
+            } else if p.starts_with('$') {
+                self.numbered = true;
             }
         }
         ControlFlow::Continue(())
@@ -80,10 +80,10 @@ impl VisitorMut for Renumber {
     type Break = ();
 
     fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        if is_question(e) {
-            if let (Expr::Value(v), Some(n)) = (e, self.numbers.next()) {
-                v.value = Value::Placeholder(format!("${n}"));
-            }
+        if is_question(e)
+            && let (Expr::Value(v), Some(n)) = (e, self.numbers.next())
+        {
+            v.value = Value::Placeholder(format!("${n}"));
         }
         ControlFlow::Continue(())
     }

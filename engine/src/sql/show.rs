@@ -122,8 +122,14 @@ pub async fn plan(
         Statement::ExplainTable {
             describe_alias: DescribeAlias::Describe | DescribeAlias::Desc,
             table_name,
+            hive_format,
             ..
-        } => columns(ctx, reference(ctx, table_name)?, None).await?,
+        } => {
+            if let Some(format) = hive_format {
+                return Err(invalid(format!("DESCRIBE {format} is not supported")));
+            }
+            columns(ctx, reference(ctx, table_name)?, None).await?
+        }
         Statement::ShowCreate { obj_type, obj_name } => match obj_type {
             ShowCreateObject::Table => create_table(ctx, obj_name).await?,
             other => {

@@ -16,7 +16,7 @@ use datafusion::logical_expr::planner::{
     PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
 };
 use datafusion::logical_expr::simplify::SimplifyContext;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, TableFactor, TableVersion, Value};
 
@@ -36,6 +36,13 @@ fn invalid(msg: impl Into<String>) -> DataFusionError {
     refuse(EngineError::InvalidArgument(msg.into()))
 }
 
+fn not_versioned(name: &str) -> DataFusionError {
+    invalid(format!(
+        "{name} is not an Iceberg table of the warehouse (a CTE, a view or a session table): \
+         only those have versions to read"
+    ))
+}
+
 impl RelationPlanner for PinnedVersions {
     fn plan_relation(
         &self,
@@ -47,7 +54,12 @@ impl RelationPlanner for PinnedVersions {
             alias,
             version: Some(version),
             args,
-            ..
+            with_hints,
+            partitions,
+            with_ordinality,
+            json_path,
+            sample,
+            index_hints,
         } = relation
         else {
             return Ok(RelationPlanning::Original(Box::new(relation)));
@@ -55,21 +67,36 @@ impl RelationPlanner for PinnedVersions {
         if args.is_some() {
             return Err(invalid("a table function has no versions to travel to"));
         }
-        let reference = context.object_name_to_table_reference(name)?;
-        let source = context
-            .context_provider()
-            .get_table_source(reference.clone())?;
-        let provider = source_as_provider(&source)?;
+        let shown = name.to_string();
+        // The name as DataFusion resolves it without the version: a CTE of that name comes
+        // first, as everywhere else, and has no versions.
+        let current = context.plan(TableFactor::Table {
+            name,
+            alias: None,
+            version: None,
+            args: None,
+            with_hints,
+            partitions,
+            with_ordinality,
+            json_path,
+            sample,
+            index_hints,
+        })?;
+        let LogicalPlan::TableScan(scan) = &current else {
+            return Err(not_versioned(&shown));
+        };
+        let provider = source_as_provider(&scan.source)?;
         let Some(table) = provider.as_any().downcast_ref::<UserTable>() else {
-            return Err(invalid(format!(
-                "{reference} is not an Iceberg table of the warehouse: only those have versions \
-                 to read"
-            )));
+            return Err(not_versioned(&shown));
         };
         let as_of = as_of(version, context)?;
         let pinned = table.at(as_of).map_err(refuse)?;
-        let plan = LogicalPlanBuilder::scan(reference, provider_as_source(Arc::new(pinned)), None)?
-            .build()?;
+        let plan = LogicalPlanBuilder::scan(
+            scan.table_name.clone(),
+            provider_as_source(Arc::new(pinned)),
+            None,
+        )?
+        .build()?;
         Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
             plan, alias,
         ))))
@@ -106,10 +133,10 @@ fn as_of(version: TableVersion, context: &mut dyn RelationPlannerContext) -> DFR
 /// The instant a `FOR TIMESTAMP AS OF` expression stands for: a quoted timestamp, a `TIMESTAMP
 /// '…'` literal, or any constant expression (`current_timestamp - INTERVAL '1' HOUR`).
 fn timestamp_ms(expr: SQLExpr, context: &mut dyn RelationPlannerContext) -> DFResult<i64> {
-    if let SQLExpr::Value(v) = &expr {
-        if let Value::SingleQuotedString(text) = &v.value {
-            return parse_timestamp_ms(text).map_err(refuse);
-        }
+    if let SQLExpr::Value(v) = &expr
+        && let Value::SingleQuotedString(text) = &v.value
+    {
+        return parse_timestamp_ms(text).map_err(refuse);
     }
     let shown = expr.to_string();
     let wanted = |why: String| {

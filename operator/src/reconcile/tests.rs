@@ -124,12 +124,10 @@ impl Fake {
                     Method::PATCH => {
                         let mut v = body;
                         let old = objs.get(&key);
-                        let keep = |f: &str, new: Value| {
-                            old.map(|o| o["metadata"][f].clone())
-                                .filter(|x| !x.is_null())
-                                .unwrap_or(new)
-                        };
-                        v["metadata"]["uid"] = keep("uid", json!(format!("uid-{rv}")));
+                        v["metadata"]["uid"] = old
+                            .map(|o| o["metadata"]["uid"].clone())
+                            .filter(|x| !x.is_null())
+                            .unwrap_or(json!(format!("uid-{rv}")));
                         v["metadata"]["resourceVersion"] = old
                             .map(|o| o["metadata"]["resourceVersion"].clone())
                             .filter(|_| {

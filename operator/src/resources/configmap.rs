@@ -13,20 +13,11 @@ use sqe_engine_config::{
 };
 use url::Url;
 
-use super::{config_map_name, meta};
+use super::common::{
+    CATALOG_CA_DIR, CONFIG_KEY, FLIGHT_PORT, HTTP_PORT, TLS_DIR, config_map_name,
+    default_resources, meta,
+};
 use crate::error::{Error, Result};
-
-/// Key of the config file in the ConfigMap; mounted at `CONFIG_DIR/CONFIG_KEY`.
-pub const CONFIG_KEY: &str = "engine.yaml";
-pub const CONFIG_DIR: &str = "/etc/sqe/config";
-pub const TLS_DIR: &str = "/etc/sqe/tls";
-pub const CATALOG_CA_DIR: &str = "/etc/sqe/catalog-ca";
-pub const FLIGHT_PORT: u16 = 50051;
-pub const HTTP_PORT: u16 = 8080;
-
-pub fn config_path() -> String {
-    format!("{CONFIG_DIR}/{CONFIG_KEY}")
-}
 
 fn url(field: &str, value: &str) -> Result<Url> {
     Url::parse(value).map_err(|e| Error::InvalidSpec(format!("{field}: `{value}`: {e}")))
@@ -150,7 +141,7 @@ fn container_memory_limit(spec: &SqeClusterSpec) -> Result<Option<u64>> {
         .engine
         .resources
         .clone()
-        .unwrap_or_else(super::deployment::default_resources);
+        .unwrap_or_else(default_resources);
     match resources.limits.as_ref().and_then(|l| l.get("memory")) {
         Some(q) => parse_quantity(&q.0).map(Some).ok_or_else(|| {
             Error::InvalidSpec(format!(

@@ -1,26 +1,24 @@
 //! The engine Deployment: hardened pods, probes on the engine's health port, the client secret
 //! from the Secret as env, and a config-hash annotation so config or secret changes roll pods.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sqe_crds::{PullPolicy, SqeCluster};
 use sqe_engine_config::{CLIENT_SECRET_ENV, CONFIG_PATH_ENV};
 
-use super::configmap::{CATALOG_CA_DIR, CONFIG_DIR, FLIGHT_PORT, HTTP_PORT, TLS_DIR, config_path};
-use super::{CONFIG_HASH_ANNOTATION, config_map_name, labels, meta, selector_labels};
+use super::common::{
+    CATALOG_CA_DIR, CONFIG_DIR, CONFIG_HASH_ANNOTATION, FLIGHT_PORT, HTTP_PORT, TLS_DIR,
+    config_map_name, config_path, default_resources, labels, meta, selector_labels,
+};
 
 /// Replicas when neither `replicas` nor `autoscaling` is given: two, so one pod can drain or
 /// be evicted while the other serves.
@@ -29,20 +27,6 @@ pub const DEFAULT_REPLICAS: i32 = 2;
 const RUN_AS: i64 = 65532;
 /// Time on top of the engine's own query drain grace for the process to exit.
 const EXIT_MARGIN_SECONDS: i64 = 15;
-
-pub(super) fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("500m".into())),
-            ("memory".to_string(), Quantity("1Gi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("2Gi".into()),
-        )])),
-        ..Default::default()
-    }
-}
 
 fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
     Probe {

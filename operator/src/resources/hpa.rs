@@ -7,7 +7,7 @@ use k8s_openapi::api::autoscaling::v2::{
 use kube::ResourceExt;
 use sqe_crds::SqeCluster;
 
-use super::meta;
+use super::common::meta;
 
 pub fn build(cluster: &SqeCluster) -> Option<HorizontalPodAutoscaler> {
     let a = cluster.spec.engine.autoscaling.as_ref()?;

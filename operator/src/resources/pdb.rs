@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sqe_crds::SqeCluster;
 
-use super::{meta, selector_labels};
+use super::common::{meta, selector_labels};
 
 pub fn build(cluster: &SqeCluster) -> PodDisruptionBudget {
     PodDisruptionBudget {

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sqe_crds::SqeCluster;
 
-use super::{meta, selector_labels};
+use super::common::{meta, selector_labels};
 
 /// Affinity must outlive a session; Kubernetes caps the timeout at one day.
 const MAX_AFFINITY_SECONDS: u32 = 86_400;

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::ResourceExt;
 use sqe_crds::SqeCluster;
 
-use super::meta;
+use super::common::meta;
 
 pub fn build(cluster: &SqeCluster) -> ServiceAccount {
     ServiceAccount {

@@ -10,8 +10,10 @@ use sqe_engine_config::{CLIENT_SECRET_ENV, EngineConfig};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::configmap::{CONFIG_KEY, FLIGHT_PORT, HTTP_PORT, parse_quantity};
+use super::common::{CONFIG_KEY, FLIGHT_PORT, HTTP_PORT};
+use super::configmap::parse_quantity;
 use super::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 fn repo() -> PathBuf {
     // Read at run time: the cargo target dir is shared between checkouts at different

@@ -1,0 +1,102 @@
+//! What every object of a cluster shares: the field manager, labels, metadata and owner
+//! reference; and the engine pod's layout (ports, mount paths, default resources), which both its
+//! config and its Deployment describe.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use sqe_crds::SqeCluster;
+
+use crate::error::{Error, Result};
+
+/// The single SSA field manager for every object the operator writes.
+pub const MANAGER: &str = "sqe-operator";
+/// Pod-template annotation; a new value rolls the Deployment.
+pub const CONFIG_HASH_ANNOTATION: &str = "sqe.io/config-hash";
+
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+/// Selector for the operator's own watches: it only caches objects it manages.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=sqe-operator";
+
+/// Key of the config file in the ConfigMap; mounted at `CONFIG_DIR/CONFIG_KEY`.
+pub const CONFIG_KEY: &str = "engine.yaml";
+pub const CONFIG_DIR: &str = "/etc/sqe/config";
+pub const TLS_DIR: &str = "/etc/sqe/tls";
+pub const CATALOG_CA_DIR: &str = "/etc/sqe/catalog-ca";
+pub const FLIGHT_PORT: u16 = 50051;
+pub const HTTP_PORT: u16 = 8080;
+
+pub fn config_path() -> String {
+    format!("{CONFIG_DIR}/{CONFIG_KEY}")
+}
+
+/// Requests and limits of the engine container when the spec sets none.
+pub fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("500m".into())),
+            ("memory".to_string(), Quantity("1Gi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("2Gi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+pub fn labels(cluster: &SqeCluster) -> BTreeMap<String, String> {
+    let mut l = selector_labels(cluster);
+    l.insert(LABEL_COMPONENT.into(), "engine".into());
+    l.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
+    l.insert(LABEL_PART_OF.into(), "sqe".into());
+    l
+}
+
+/// Label selector for everything the operator made for this cluster (in its namespace):
+/// `labels` always sets both, and `managed-by` tells our objects from, say, a Helm release
+/// of the same name. Older operator versions set the same labels, so their leftovers match.
+pub fn owned_selector(cluster: &SqeCluster) -> String {
+    format!(
+        "{LABEL_MANAGED_BY}={MANAGER},{LABEL_INSTANCE}={}",
+        cluster.name_any()
+    )
+}
+
+pub fn selector_labels(cluster: &SqeCluster) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.into(), "sqe-engine".into()),
+        (LABEL_INSTANCE.into(), cluster.name_any()),
+    ])
+}
+
+/// Owner reference that makes the SqeCluster the controller of a child, so deleting it
+/// garbage-collects everything. Absent when rendering offline (no UID yet).
+pub fn owner_ref(cluster: &SqeCluster) -> Option<OwnerReference> {
+    cluster.controller_owner_ref(&())
+}
+
+pub fn meta(cluster: &SqeCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: cluster.namespace(),
+        labels: Some(labels(cluster)),
+        owner_references: owner_ref(cluster).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+pub fn config_map_name(cluster: &SqeCluster) -> String {
+    format!("{}-config", cluster.name_any())
+}
+
+pub fn namespace(cluster: &SqeCluster) -> Result<String> {
+    cluster.namespace().ok_or(Error::NoNamespace)
+}
