@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # settings defined here are read by the scripts that source this file
 # Shared settings for the Kubernetes control-plane scripts. Sourced, not run.
 # Built binaries live in $SQE_CACHE/k8s (keyed by version, outside the clone); everything a
 # running plane writes lives in $SQE_K8S_STATE, which `down` removes.

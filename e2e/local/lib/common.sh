@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # settings defined here are read by the scripts that source this file
 # Shared settings and helpers for the local stack scripts. Sourced, not run.
 # Everything downloaded or built lives in $SQE_CACHE (keyed by version, outside the clone);
 # everything a running stack writes lives in $SQE_STATE, which `down` removes.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Install steps: each downloads/builds once into $SQE_CACHE, keyed by version. Sourced by `up`.
 
 KC_HOME="$SQE_CACHE/keycloak/$KEYCLOAK_VERSION/keycloak-$KEYCLOAK_VERSION"
