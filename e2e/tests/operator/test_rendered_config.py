@@ -18,40 +18,13 @@ import requests
 ROOT = Path(__file__).resolve().parents[3]
 
 sys.path.insert(0, str(ROOT / "e2e" / "local"))
+sys.path.insert(0, str(ROOT / "e2e" / "tests"))
 import seed  # noqa: E402  (what the demo tables hold)
-
-
-def _bin(name: str) -> Path:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/sqe/cargo-target"))
-    path = Path(os.environ.get("SQE_BIN_DIR", target / "debug")) / name
-    if not path.exists():
-        pytest.fail(f"{path} missing: run `cargo build --workspace --bins`")
-    return path
-
-
-def _configmap_engine_yaml(rendered: str) -> str:
-    """The `engine.yaml` block scalar of the rendered ConfigMap (no YAML library needed)."""
-    for doc in rendered.split("\n---"):
-        if "\nkind: ConfigMap" not in "\n" + doc:
-            continue
-        lines = doc.splitlines()
-        start = next(i for i, l in enumerate(lines) if l.strip() == "engine.yaml: |")
-        indent = len(lines[start + 1]) - len(lines[start + 1].lstrip())
-        body = []
-        for line in lines[start + 1 :]:
-            if line.strip() and len(line) - len(line.lstrip()) < indent:
-                break
-            body.append(line[indent:])
-        return "\n".join(body) + "\n"
-    raise AssertionError("render printed no ConfigMap")
+from operator_render import binary, configmap_engine_yaml, render  # noqa: E402
 
 
 def test_rendered_local_stack_config_runs_the_engine_for_alice(stack, tmp_path):
-    rendered = subprocess.run(
-        [_bin("sqe-operator"), "render", "-f", ROOT / "crds/examples/local-stack.yaml"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    config = _configmap_engine_yaml(rendered)
+    config = configmap_engine_yaml(render())
     assert "secret" not in config.lower(), "a secret leaked into the ConfigMap"
     assert "flight: 0.0.0.0:50051" in config and "http: 0.0.0.0:8080" in config
     assert "uri: http://127.0.0.1:18181/iceberg" in config and "warehouse: lake" in config
@@ -65,7 +38,7 @@ def test_rendered_local_stack_config_runs_the_engine_for_alice(stack, tmp_path):
 
     log = (tmp_path / "engine.log").open("w")
     proc = subprocess.Popen(
-        [_bin("sqe-engine"), "serve", "--config", path],
+        [binary("sqe-engine"), "serve", "--config", path],
         env={**os.environ, "SQE_OIDC_CLIENT_SECRET": stack["SQE_OIDC_CLIENT_SECRET"]},
         stdout=log, stderr=subprocess.STDOUT,
     )
