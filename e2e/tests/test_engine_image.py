@@ -195,6 +195,14 @@ def _mount_options(pid: int) -> dict:
     return mounts
 
 
+def _memory_limit(pid: int) -> int:
+    """The memory limit of the cgroup a process runs in (cgroup v1 here; v2 elsewhere)."""
+    groups = dict(l.split(":", 2)[1:] for l in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
+    if "memory" in groups:
+        return int(Path(f"/sys/fs/cgroup/memory{groups['memory']}/memory.limit_in_bytes").read_text())
+    return int(Path(f"/sys/fs/cgroup{groups['']}/memory.max").read_text())
+
+
 @needs_runc
 def test_the_engine_image_serves_alice_and_refuses_bob_under_the_rendered_pod_spec(stack, image, tmp_path):
     docs = documents(render())
@@ -253,6 +261,7 @@ def test_the_engine_image_serves_alice_and_refuses_bob_under_the_rendered_pod_sp
         assert "ro" in mounts["/"][1], "root filesystem writable"
         assert mounts["/tmp"][0] == "tmpfs" and "rw" in mounts["/tmp"][1]
         assert "ro" in mounts["/etc/sqe/config"][1]
+        assert _memory_limit(pid) == _bytes(pod["containers"][0]["resources"]["limits"]["memory"])
 
         with adbc.connect(
             "grpc://127.0.0.1:50051", db_kwargs={"username": "alice", "password": "alice-pw"}, autocommit=True,
