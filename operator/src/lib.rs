@@ -1,5 +1,6 @@
 //! The SQE operator: reconciles `SqeCluster` resources into engine Deployments.
 
+pub mod crd_install;
 pub mod error;
 pub mod leader;
 pub mod metrics;

@@ -24,9 +24,18 @@ enum Command {
             default_value = "0.0.0.0:8080"
         )]
         metrics_addr: SocketAddr,
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, env = "SQE_OPERATOR_WATCH_NAMESPACE")]
-        namespace: Option<String>,
+        /// Watch only these namespaces: repeat the flag or separate with commas (default:
+        /// all namespaces). Each gets its own watches, so Roles in them suffice.
+        #[arg(
+            long = "namespace",
+            env = "SQE_OPERATOR_WATCH_NAMESPACE",
+            value_delimiter = ','
+        )]
+        namespaces: Vec<String>,
+        /// Once leading, server-side apply this version's SqeCluster CRD (Helm never
+        /// upgrades a chart's CRDs); needs `get` and `patch` on that CRD.
+        #[arg(long)]
+        apply_crd: bool,
         /// Disable leader election (only safe with a single replica).
         #[arg(long)]
         no_leader_election: bool,
@@ -77,7 +86,8 @@ fn main() -> ExitCode {
         }
         Command::Run {
             metrics_addr,
-            namespace,
+            namespaces,
+            apply_crd,
             no_leader_election,
             lease_namespace,
             lease_name,
@@ -99,7 +109,8 @@ fn main() -> ExitCode {
             });
             let opts = sqe_operator::run::RunOptions {
                 metrics_addr,
-                namespace,
+                namespaces,
+                apply_crd,
                 leader_election: !no_leader_election,
                 lease_namespace,
                 lease_name,

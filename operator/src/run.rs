@@ -25,14 +25,19 @@ use crate::resources::MANAGED_SELECTOR;
 
 pub struct RunOptions {
     pub metrics_addr: SocketAddr,
-    /// Watch only this namespace (then a Role suffices); all namespaces when `None`.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (then Roles in them suffice); all namespaces when empty.
+    pub namespaces: Vec<String>,
+    /// Bring the SqeCluster CRD up to date once leading (`crd_install`).
+    pub apply_crd: bool,
     pub leader_election: bool,
     pub lease_namespace: String,
     pub lease_name: String,
     pub identity: String,
     pub lease_duration: Duration,
 }
+
+/// How long a freshly applied CRD may take to be served.
+const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
@@ -126,50 +131,79 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context::new(client.clone(), Some(recorder), m.clone()));
 
-    let clusters: Api<SqeCluster> = scoped(&client, opts.namespace.as_deref());
+    if opts.apply_crd {
+        // Before the controller: its watch on SqeClusters needs the CRD served, and fields
+        // this version added must not be pruned from what users apply meanwhile.
+        if let Err(e) = crate::crd_install::apply_own_crd(&client, CRD_ESTABLISHED_TIMEOUT).await {
+            m.set_leader(false);
+            if let Some(el) = &elector {
+                el.release().await;
+            }
+            server.abort();
+            return Err(e);
+        }
+    }
+
+    // One controller per watched namespace (a namespaced watch needs only a Role there), or
+    // one over all namespaces. They share the context: metrics, events and backoff.
+    let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {
+        vec![None]
+    } else {
+        opts.namespaces.iter().cloned().map(Some).collect()
+    };
+    futures::future::join_all(scopes.into_iter().map(|ns| {
+        let mut stop = stop_rx.clone();
+        let mut lost = lost_rx.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = lost.changed() => {}
+            }
+        };
+        controller(client.clone(), ns, ctx.clone(), shutdown)
+    }))
+    .await;
+
+    m.set_leader(false);
+    if let Some(e) = &elector {
+        if *lost_rx.borrow() {
+            server.abort();
+            anyhow::bail!("lost leadership");
+        }
+        e.release().await;
+        tracing::info!("released leadership");
+    }
+    server.abort();
+    Ok(())
+}
+
+/// The SqeCluster controller over one namespace (`Some`) or all of them (`None`), until
+/// `shutdown` resolves.
+async fn controller(
+    client: Client,
+    ns: Option<String>,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = ns.as_deref();
+    let clusters: Api<SqeCluster> = scoped(&client, ns);
     let owned = watcher::Config::default().labels(MANAGED_SELECTOR);
     let controller = Controller::new(clusters, watcher::Config::default().any_semantic());
     let store = controller.store();
     // Secrets: metadata only (their values never enter the operator's watch stream); a change
     // to a referenced Secret triggers its SqeClusters, whose reconcile re-hashes the value.
     let secrets = watcher(
-        scoped::<PartialObjectMeta<Secret>>(&client, opts.namespace.as_deref()),
+        scoped::<PartialObjectMeta<Secret>>(&client, ns),
         watcher::Config::default(),
     )
     .touched_objects();
-    let mut stop = stop_rx.clone();
-    let mut lost = lost_rx.clone();
-    let shutdown = async move {
-        tokio::select! {
-            _ = stop.changed() => {}
-            _ = lost.changed() => {}
-        }
-    };
     controller
-        .owns(
-            scoped::<Deployment>(&client, opts.namespace.as_deref()),
-            owned.clone(),
-        )
-        .owns(
-            scoped::<ConfigMap>(&client, opts.namespace.as_deref()),
-            owned.clone(),
-        )
-        .owns(
-            scoped::<Service>(&client, opts.namespace.as_deref()),
-            owned.clone(),
-        )
-        .owns(
-            scoped::<ServiceAccount>(&client, opts.namespace.as_deref()),
-            owned.clone(),
-        )
-        .owns(
-            scoped::<PodDisruptionBudget>(&client, opts.namespace.as_deref()),
-            owned.clone(),
-        )
-        .owns(
-            scoped::<HorizontalPodAutoscaler>(&client, opts.namespace.as_deref()),
-            owned,
-        )
+        .owns(scoped::<Deployment>(&client, ns), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, ns), owned.clone())
+        .owns(scoped::<Service>(&client, ns), owned.clone())
+        .owns(scoped::<ServiceAccount>(&client, ns), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, ns), owned.clone())
+        .owns(scoped::<HorizontalPodAutoscaler>(&client, ns), owned)
         .watches_stream(secrets, move |secret| {
             let ns = secret.namespace();
             let name = secret.name_any();
@@ -189,18 +223,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         })
         .await;
-
-    m.set_leader(false);
-    if let Some(e) = &elector {
-        if *lost_rx.borrow() {
-            server.abort();
-            anyhow::bail!("lost leadership");
-        }
-        e.release().await;
-        tracing::info!("released leadership");
-    }
-    server.abort();
-    Ok(())
 }
 
 fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>

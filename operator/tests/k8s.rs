@@ -684,6 +684,13 @@ async fn operator_lifecycle_on_a_real_control_plane() {
     })
     .await;
     wait_ready(ns, "demo").await;
+    // Ready holds from the first ready pod on; the second one still moves the status
+    // (readyReplicas) after that, which would read as an idle reconcile changing it.
+    eventually("both pods counted in the status", 60, || async {
+        let cl = clusters.get("demo").await.ok()?;
+        (cl.status?.ready_replicas == 2).then_some(())
+    })
+    .await;
     let before = resource_versions(ns, "demo").await;
     assert!(before.iter().any(|(k, _)| k == "hpa"));
     touch_and_wait_for_applies(&op, ns, "demo", "2").await;
