@@ -23,6 +23,29 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "sqe.io";
 pub const VERSION: &str = "v1alpha1";
 
+/// Doc comments wrap at 100 columns in the source; `kubectl explain` wraps again, so a kept
+/// line break shows as a ragged one. Join the lines of each paragraph of this struct's and its
+/// fields' descriptions (only ours: upstream Kubernetes descriptions use line breaks for lists).
+fn one_line_docs(schema: &mut schemars::Schema) {
+    fn join(s: &mut schemars::Schema) {
+        if let Some(serde_json::Value::String(d)) = s.get_mut("description") {
+            *d = d
+                .split("\n\n")
+                .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("\n\n");
+        }
+    }
+    join(schema);
+    if let Some(serde_json::Value::Object(props)) = schema.get_mut("properties") {
+        for p in props.values_mut() {
+            if let Ok(sub) = <&mut schemars::Schema>::try_from(p) {
+                join(sub);
+            }
+        }
+    }
+}
+
 /// Condition types reported in `status.conditions`.
 pub mod condition {
     pub const READY: &str = "Ready";
@@ -109,6 +132,7 @@ pub const RESERVED_MOUNT_DIRS: [&str; 2] = ["/etc/sqe", "/tmp"];
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct SqeClusterSpec {
     /// The identity provider users authenticate against (OIDC).
     pub oidc: OidcSpec,
@@ -133,6 +157,7 @@ pub struct SqeClusterSpec {
 /// Day-2 operations on a running cluster.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct ClusterOperationSpec {
     /// While true the operator writes nothing for this cluster (no applies, no deletes): the
     /// running objects stay exactly as they are and spec changes wait. Status still reports
@@ -156,6 +181,7 @@ pub struct ClusterOperationSpec {
         .message("exactly one of oidc.keycloak or oidc.issuer must be set")
         .reason(Reason::FieldValueInvalid),
 )]
+#[schemars(transform = one_line_docs)]
 pub struct OidcSpec {
     /// A Keycloak realm as the identity provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,6 +227,7 @@ fn default_modes() -> Vec<AuthMode> {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 /// A Keycloak realm; the issuer is `{url}/realms/{realm}`.
+#[schemars(transform = one_line_docs)]
 pub struct KeycloakSpec {
     /// Keycloak base URL, e.g. `https://keycloak.example.com`.
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("oidc.keycloak.url must be an http(s) URL"))]
@@ -225,6 +252,7 @@ pub enum AuthMode {
 /// A key in a Secret in the SqeCluster's namespace.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct SecretKeyRef {
     /// The Secret's name.
     #[schemars(length(min = 1, max = 253))]
@@ -237,6 +265,7 @@ pub struct SecretKeyRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 /// The Iceberg REST catalog.
+#[schemars(transform = one_line_docs)]
 pub struct PolarisSpec {
     /// Iceberg REST catalog base URI, e.g. `http://polaris:8181/api/catalog`.
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("polaris.uri must be an http(s) URL"))]
@@ -256,6 +285,7 @@ pub struct PolarisSpec {
 #[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))")
     .message("set either engine.replicas or engine.autoscaling, not both")
     .reason(Reason::FieldValueForbidden))]
+#[schemars(transform = one_line_docs)]
 pub struct EngineSpec {
     /// The engine container image, e.g. `ghcr.io/sqe-io/sqe-engine:0.1.0`.
     #[schemars(length(min = 1, max = 1024))]
@@ -304,6 +334,7 @@ pub enum PullPolicy {
     .message("engine.autoscaling.minReplicas must not exceed maxReplicas")
     .field_path(".minReplicas")
     .reason(Reason::FieldValueInvalid))]
+#[schemars(transform = one_line_docs)]
 pub struct AutoscalingSpec {
     /// The fewest engine pods.
     #[serde(default = "one")]
@@ -334,6 +365,7 @@ fn default_cpu_target() -> i32 {
     .message("engine.session.maxLifetimeSeconds must not be shorter than idleTimeoutSeconds")
     .field_path(".maxLifetimeSeconds")
     .reason(Reason::FieldValueInvalid))]
+#[schemars(transform = one_line_docs)]
 pub struct SessionSpec {
     /// Refresh a user's tokens this many seconds before they expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,6 +392,7 @@ pub struct SessionSpec {
 /// Query limits; unset fields take the engine's defaults.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct QuerySpec {
     /// A query (planning, listing and execution) taking longer fails with DEADLINE_EXCEEDED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -425,6 +458,7 @@ impl LogLevel {
 // reports such a mount as `Degraded` (InvalidSpec) instead.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct PodOverrides {
     /// Node labels the engine pods must run on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -499,6 +533,7 @@ pub struct PodOverrides {
 /// The Service in front of the engine pods.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct ServiceSpec {
     /// The Service type.
     #[serde(default, rename = "type")]
@@ -547,6 +582,7 @@ impl ServiceType {
 /// A `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) for the Flight endpoint.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct TlsSpec {
     /// The Secret's name, in the SqeCluster's namespace.
     #[schemars(length(min = 1, max = 253))]
@@ -556,6 +592,7 @@ pub struct TlsSpec {
 /// The PodDisruptionBudget of the engine pods.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct DisruptionSpec {
     /// Pods that may be down at once during voluntary disruptions (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -565,6 +602,7 @@ pub struct DisruptionSpec {
 /// What the operator observed; written only by the operator, through the status subresource.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct SqeClusterStatus {
     /// `Ready`, `Progressing`, `Degraded` and `ReconciliationPaused`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
