@@ -10,7 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint, Volume, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -20,14 +23,52 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "sqe.io";
 pub const VERSION: &str = "v1alpha1";
 
+/// Doc comments wrap at 100 columns in the source; `kubectl explain` wraps again, so a kept
+/// line break shows as a ragged one. Join the lines of each paragraph of this struct's and its
+/// fields' descriptions (only ours: upstream Kubernetes descriptions use line breaks for lists).
+fn one_line_docs(schema: &mut schemars::Schema) {
+    fn join(s: &mut schemars::Schema) {
+        if let Some(serde_json::Value::String(d)) = s.get_mut("description") {
+            *d = d
+                .split("\n\n")
+                .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("\n\n");
+        }
+    }
+    join(schema);
+    if let Some(serde_json::Value::Object(props)) = schema.get_mut("properties") {
+        for p in props.values_mut() {
+            if let Ok(sub) = <&mut schemars::Schema>::try_from(p) {
+                join(sub);
+            }
+        }
+    }
+}
+
 /// Condition types reported in `status.conditions`.
 pub mod condition {
     pub const READY: &str = "Ready";
     pub const PROGRESSING: &str = "Progressing";
     pub const DEGRADED: &str = "Degraded";
+    /// `True` while `spec.clusterOperation.reconciliationPaused` holds the operator back.
+    pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
 }
 
-/// An SQE engine deployment: OIDC provider, Polaris catalog, and how the engine pods run.
+/// Environment variable names the operator sets on the engine container itself; the schema
+/// refuses `podOverrides.env` entries with this prefix, so a user variable can never replace
+/// the config path or the client secret.
+pub const RESERVED_ENV_PREFIX: &str = "SQE_";
+/// Pod volumes the operator defines; `podOverrides.volumes` may not reuse these names.
+pub const RESERVED_VOLUME_NAMES: [&str; 4] = ["config", "tmp", "tls", "catalog-ca"];
+/// Where the operator mounts its own volumes: `podOverrides.volumeMounts` may not mount at
+/// `/tmp` or at or below `/etc/sqe` (the engine reads its config, TLS and CA files there).
+pub const RESERVED_MOUNT_DIRS: [&str; 2] = ["/etc/sqe", "/tmp"];
+
+/// An SQE engine deployment: the OIDC provider users log in with, the Iceberg REST catalog they
+/// query, and how the engine pods run. The operator turns it into a Deployment, Service,
+/// ConfigMap, PodDisruptionBudget and (with `engine.autoscaling`) a HorizontalPodAutoscaler, and
+/// reports progress in `status` only; it never writes `spec`.
 // Each printcolumn(...) names its own `type_`; clippy reads them as one attribute repeated.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -40,17 +81,50 @@ pub mod condition {
     shortname = "sqe",
     category = "sqe",
     derive = "PartialEq",
+    // `kubectl scale sqe/NAME --replicas=N` and HPAs targeting the SqeCluster write
+    // `spec.engine.replicas`; the selector lets an HPA find the engine pods for metrics.
+    scale(
+        spec_replicas_path = ".spec.engine.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
+        description = "Whether every engine pod runs the current spec and is ready",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
         name = "Replicas",
         type_ = "integer",
+        description = "Engine pods that exist",
+        json_path = ".status.replicas"
+    ),
+    printcolumn(
+        name = "Ready Replicas",
+        type_ = "integer",
+        description = "Engine pods that pass their readiness probe",
         json_path = ".status.readyReplicas"
     ),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(
+        name = "Paused",
+        type_ = "boolean",
+        description = "Reconciliation paused by spec.clusterOperation.reconciliationPaused",
+        json_path = ".spec.clusterOperation.reconciliationPaused"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        description = "Flight SQL endpoint inside the cluster",
+        json_path = ".status.endpoint"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        description = "Why the cluster is (not) ready",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -58,17 +132,45 @@ pub mod condition {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct SqeClusterSpec {
+    /// The identity provider users authenticate against (OIDC).
     pub oidc: OidcSpec,
+    /// The Iceberg REST catalog (Apache Polaris or compatible) users query as themselves.
     pub polaris: PolarisSpec,
+    /// The engine pods: image, replicas or autoscaling, resources, limits and pod overrides.
     pub engine: EngineSpec,
+    /// The Service clients connect to with Flight SQL (ADBC, JDBC).
     #[serde(default)]
     pub service: ServiceSpec,
     /// Serve Flight over TLS with the certificate in this Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// The PodDisruptionBudget of the engine pods.
     #[serde(default)]
     pub disruption: DisruptionSpec,
+    /// Day-2 operations: pause reconciliation, restart the engine pods.
+    #[serde(default)]
+    pub cluster_operation: ClusterOperationSpec,
+}
+
+/// Day-2 operations on a running cluster.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
+pub struct ClusterOperationSpec {
+    /// While true the operator writes nothing for this cluster (no applies, no deletes): the
+    /// running objects stay exactly as they are and spec changes wait. Status still reports
+    /// the pods, with `ReconciliationPaused=True`. For maintenance and for taking over objects
+    /// by hand.
+    #[serde(default)]
+    pub reconciliation_paused: bool,
+    /// Any value; changing it restarts every engine pod with a rolling update (the value is
+    /// copied into the pod template annotation `sqe.io/restart-nonce`), e.g. a date or a
+    /// counter. Leaving it unchanged never restarts anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub restart_nonce: Option<String>,
 }
 
 /// The identity provider users authenticate against. Exactly one of `keycloak` or `issuer`.
@@ -79,7 +181,9 @@ pub struct SqeClusterSpec {
         .message("exactly one of oidc.keycloak or oidc.issuer must be set")
         .reason(Reason::FieldValueInvalid),
 )]
+#[schemars(transform = one_line_docs)]
 pub struct OidcSpec {
+    /// A Keycloak realm as the identity provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keycloak: Option<KeycloakSpec>,
     /// A generic OIDC issuer URL (discovery at `{issuer}/.well-known/openid-configuration`).
@@ -87,6 +191,7 @@ pub struct OidcSpec {
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("oidc.issuer must be an http(s) URL"))]
     #[schemars(length(max = 2048))]
     pub issuer: Option<String>,
+    /// The engine's OIDC client id.
     #[schemars(length(min = 1, max = 253))]
     pub client_id: String,
     /// The client secret; passed to the engine as an environment variable, never in a ConfigMap.
@@ -121,11 +226,14 @@ fn default_modes() -> Vec<AuthMode> {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+/// A Keycloak realm; the issuer is `{url}/realms/{realm}`.
+#[schemars(transform = one_line_docs)]
 pub struct KeycloakSpec {
     /// Keycloak base URL, e.g. `https://keycloak.example.com`.
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("oidc.keycloak.url must be an http(s) URL"))]
     #[schemars(length(max = 2048))]
     pub url: String,
+    /// The realm name.
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^/\s]+$"))]
     pub realm: String,
 }
@@ -144,15 +252,20 @@ pub enum AuthMode {
 /// A key in a Secret in the SqeCluster's namespace.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct SecretKeyRef {
+    /// The Secret's name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// The key within the Secret's data.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+/// The Iceberg REST catalog.
+#[schemars(transform = one_line_docs)]
 pub struct PolarisSpec {
     /// Iceberg REST catalog base URI, e.g. `http://polaris:8181/api/catalog`.
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("polaris.uri must be an http(s) URL"))]
@@ -172,26 +285,37 @@ pub struct PolarisSpec {
 #[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))")
     .message("set either engine.replicas or engine.autoscaling, not both")
     .reason(Reason::FieldValueForbidden))]
+#[schemars(transform = one_line_docs)]
 pub struct EngineSpec {
+    /// The engine container image, e.g. `ghcr.io/sqe-io/sqe-engine:0.1.0`.
     #[schemars(length(min = 1, max = 1024))]
     pub image: String,
+    /// When the kubelet pulls the image.
     #[serde(default)]
     pub image_pull_policy: PullPolicy,
-    /// Fixed number of engine pods (default 2 when autoscaling is not set).
+    /// Fixed number of engine pods (default 2 when autoscaling is not set). The scale
+    /// subresource writes this field: `kubectl scale sqe/NAME --replicas=3`, or an HPA whose
+    /// `scaleTargetRef` is the SqeCluster. A GitOps tool should then not set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: Option<i32>,
+    /// Let an operator-managed HorizontalPodAutoscaler scale the engine Deployment on CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
     /// Container resources; defaults to requests cpu 500m / memory 1Gi and a 2Gi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Login session limits.
     #[serde(default)]
     pub session: SessionSpec,
+    /// Query limits.
     #[serde(default)]
     pub query: QuerySpec,
+    /// The engine's log level.
     #[serde(default)]
     pub log_level: LogLevel,
+    /// Pod settings passed through to the engine pods (scheduling, metadata, extra env and
+    /// volumes, image pull secrets).
     #[serde(default)]
     pub pod_overrides: PodOverrides,
 }
@@ -210,12 +334,16 @@ pub enum PullPolicy {
     .message("engine.autoscaling.minReplicas must not exceed maxReplicas")
     .field_path(".minReplicas")
     .reason(Reason::FieldValueInvalid))]
+#[schemars(transform = one_line_docs)]
 pub struct AutoscalingSpec {
+    /// The fewest engine pods.
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 1000))]
     pub min_replicas: i32,
+    /// The most engine pods.
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
+    /// Average CPU use, in percent of the pods' CPU request, that the HPA aims for.
     #[serde(default = "default_cpu_target")]
     #[serde(rename = "targetCPUUtilizationPercentage")]
     #[schemars(range(min = 1, max = 100))]
@@ -237,16 +365,21 @@ fn default_cpu_target() -> i32 {
     .message("engine.session.maxLifetimeSeconds must not be shorter than idleTimeoutSeconds")
     .field_path(".maxLifetimeSeconds")
     .reason(Reason::FieldValueInvalid))]
+#[schemars(transform = one_line_docs)]
 pub struct SessionSpec {
+    /// Refresh a user's tokens this many seconds before they expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub refresh_buffer_seconds: Option<u32>,
+    /// Close a session unused for this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 604800))]
     pub idle_timeout_seconds: Option<u32>,
+    /// Close a session this long after login, used or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 604800))]
     pub max_lifetime_seconds: Option<u32>,
+    /// Sessions one engine pod holds at most, all users together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_sessions: Option<u32>,
@@ -259,7 +392,9 @@ pub struct SessionSpec {
 /// Query limits; unset fields take the engine's defaults.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct QuerySpec {
+    /// A query (planning, listing and execution) taking longer fails with DEADLINE_EXCEEDED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 86400))]
     pub timeout_seconds: Option<u32>,
@@ -278,6 +413,7 @@ pub struct QuerySpec {
         .message("engine.query.memoryPool must be a quantity of at least 16Mi, e.g. 2Gi"))]
     #[schemars(length(max = 64))]
     pub memory_pool: Option<String>,
+    /// Queries one engine pod runs at once, all users together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_concurrent: Option<u32>,
@@ -314,35 +450,99 @@ impl LogLevel {
     }
 }
 
-/// Scheduling and metadata passed through to the engine pods.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// Pod settings passed through to the engine pods. The operator's own settings (its env
+/// variables, volumes, mounts and selector labels) cannot be overridden; the schema refuses
+/// collisions.
+// No CEL rule ties `volumeMounts[].name` to `volumes[].name`: without length limits on the
+// upstream name fields its estimated cost is 30 times the API server's budget. The operator
+// reports such a mount as `Degraded` (InvalidSpec) instead.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct PodOverrides {
+    /// Node labels the engine pods must run on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Taints the engine pods tolerate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub tolerations: Vec<Toleration>,
+    /// Node and pod (anti-)affinity of the engine pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// How the engine pods spread over zones or nodes. A constraint without `labelSelector`
+    /// gets the engine pods' own selector, so `topologyKey`, `maxSkew` and
+    /// `whenUnsatisfiable` are enough.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Extra pod annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Extra pod labels; the operator's own `app.kubernetes.io/*` labels win on conflict.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// PriorityClass of the engine pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub priority_class_name: Option<String>,
+    /// Secrets with registry credentials for pulling `engine.image`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Extra environment variables of the engine container (names starting with `SQE_` are
+    /// the operator's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 128),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    #[x_kube(validation = Rule::new("self.all(e, !e.name.startsWith('SQE_'))")
+        .message("podOverrides.env must not set variables starting with SQE_: the operator sets those")
+        .reason(Reason::FieldValueForbidden))]
+    pub env: Vec<EnvVar>,
+    /// Extra pod volumes, mounted with `volumeMounts` (the names `config`, `tmp`, `tls` and
+    /// `catalog-ca` are the operator's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    #[x_kube(validation = Rule::new("self.all(v, !(v.name in ['config', 'tmp', 'tls', 'catalog-ca']))")
+        .message("podOverrides.volumes must not use the names config, tmp, tls or catalog-ca: the operator defines those")
+        .reason(Reason::FieldValueForbidden))]
+    pub volumes: Vec<Volume>,
+    /// Mounts of `volumes` into the engine container (not at `/tmp` or under `/etc/sqe`,
+    /// where the operator mounts the config, TLS and CA files). A mount of a volume not in
+    /// `volumes` makes the cluster `Degraded` (InvalidSpec).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["mountPath"])
+    )]
+    #[x_kube(validation = Rule::new(
+            "self.all(m, m.mountPath != '/tmp' && m.mountPath != '/etc/sqe' && !m.mountPath.startsWith('/etc/sqe/') && !m.mountPath.startsWith('/tmp/'))")
+        .message("podOverrides.volumeMounts must not mount at /tmp or under /etc/sqe: the operator mounts there")
+        .reason(Reason::FieldValueForbidden))]
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
+/// The Service in front of the engine pods.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct ServiceSpec {
+    /// The Service type.
     #[serde(default, rename = "type")]
     pub type_: ServiceType,
     /// Flight SQL port of the Service.
     #[serde(default = "default_flight_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// Annotations of the Service, e.g. for a cloud load balancer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -382,33 +582,44 @@ impl ServiceType {
 /// A `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) for the Flight endpoint.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct TlsSpec {
+    /// The Secret's name, in the SqeCluster's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 }
 
+/// The PodDisruptionBudget of the engine pods.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct DisruptionSpec {
     /// Pods that may be down at once during voluntary disruptions (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<IntOrString>,
 }
 
+/// What the operator observed; written only by the operator, through the status subresource.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
 pub struct SqeClusterStatus {
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded` and `ReconciliationPaused`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Engine pods that exist (the scale subresource's `status.replicas`).
     #[serde(default)]
     pub replicas: i32,
+    /// Engine pods that pass their readiness probe.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Label selector of the engine pods, e.g. for an HPA that targets this SqeCluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Flight SQL endpoint inside the cluster, e.g. `grpc://name.ns.svc:50051`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,

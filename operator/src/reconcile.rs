@@ -1,6 +1,7 @@
 //! The reconcile pipeline: read the spec and referenced Secrets → validate → build the desired
 //! objects (pure, `resources`) → server-side apply them under one field manager → sweep owned
-//! objects no longer desired (`sweep`) → compute and patch status. Applies are sent every time
+//! objects no longer desired (`sweep`) → compute and patch status. While
+//! `spec.clusterOperation.reconciliationPaused` is set only the status is written. Applies are sent every time
 //! (a no-op apply changes nothing on the server); status is patched only when it changed.
 
 use std::collections::HashMap;
@@ -91,6 +92,19 @@ pub fn error_policy(cluster: Arc<SqeCluster>, err: &Error, ctx: Arc<Context>) ->
 async fn reconcile_inner(cluster: &SqeCluster, ctx: &Context) -> Result<Action> {
     let ns = resources::namespace(cluster)?;
     let client = &ctx.client;
+
+    // Paused: read the Deployment for status, write nothing but the status subresource.
+    if cluster.spec.cluster_operation.reconciliation_paused {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let deployment = api.get_opt(&cluster.name_any()).await?;
+        let old = cluster.status.clone().unwrap_or_default();
+        let new = status::paused(cluster, deployment.as_ref(), Timestamp::now());
+        if new != old {
+            patch_status(client, &ns, cluster, &new).await?;
+            publish_transitions(ctx, cluster, &old, &new).await;
+        }
+        return Ok(Action::requeue(REQUEUE_STEADY));
+    }
 
     // 1. Read referenced objects. 2. Validate (missing Secret, engine config rules).
     let (digests, mut problem) = read_secrets(client, &ns, &cluster.spec).await?;
@@ -300,12 +314,24 @@ async fn publish_transitions(
             secondary: None,
         });
     }
-    for t in [condition::READY, condition::DEGRADED] {
+    for t in [
+        condition::READY,
+        condition::DEGRADED,
+        condition::RECONCILIATION_PAUSED,
+    ] {
         let (o, n) = (status_of(old, t), status_of(new, t));
         if o.as_ref().map(|x| &x.0) != n.as_ref().map(|x| &x.0)
             && let Some((status, reason, message)) = n
         {
-            let bad = (t == condition::DEGRADED) == (status == "True");
+            // A pause starting or ending is news; a new cluster that was never paused is not.
+            if t == condition::RECONCILIATION_PAUSED && o.is_none() && status == "False" {
+                continue;
+            }
+            let bad = match t {
+                condition::READY => status != "True",
+                condition::DEGRADED => status == "True",
+                _ => false,
+            };
             events.push(Event {
                 type_: if bad {
                     EventType::Warning

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use sqe_crds::{SqeCluster, SqeClusterStatus, condition};
 
+use crate::resources::common::engine_selector;
 use crate::resources::service::endpoint;
 
 /// Why the spec could not be (fully) realised; reported as `Degraded=True`.
@@ -102,36 +103,14 @@ pub fn compute(
     let generation = cluster.metadata.generation;
     let rollout = deployment.map(Rollout::of);
 
-    let ready = match rollout {
-        Some(r) if r.ready() => cond(
-            condition::READY,
-            true,
-            "AllReplicasReady",
-            format!("{}/{} engine pods ready", r.ready, r.desired),
-            generation,
-        ),
-        Some(r) if r.desired == 0 => cond(
-            condition::READY,
-            false,
-            "ScaledToZero",
-            "no engine pods requested".into(),
-            generation,
-        ),
-        Some(r) => cond(
-            condition::READY,
-            false,
-            "ReplicasNotReady",
-            format!("{}/{} engine pods ready", r.ready, r.desired),
-            generation,
-        ),
-        None => {
-            let (reason, message) = match problem {
-                Some(p) => (p.reason, p.message.clone()),
-                None => ("Creating", "engine Deployment not created yet".into()),
-            };
-            cond(condition::READY, false, reason, message, generation)
-        }
-    };
+    let ready = ready_condition(
+        rollout,
+        match problem {
+            Some(p) => (p.reason, p.message.clone()),
+            None => ("Creating", "engine Deployment not created yet".into()),
+        },
+        generation,
+    );
 
     let progressing = match (rollout, problem) {
         (_, Some(p)) => cond(
@@ -191,12 +170,135 @@ pub fn compute(
         ),
     };
 
+    // Always present (False while reconciling), so a GitOps health check or `kubectl wait`
+    // sees the pause lift rather than a condition vanish.
+    let paused = cond(
+        condition::RECONCILIATION_PAUSED,
+        false,
+        "Reconciling",
+        "the operator applies the spec".into(),
+        generation,
+    );
+
+    finish(
+        cluster,
+        rollout,
+        vec![ready, progressing, degraded, paused],
+        config_hash,
+        now,
+    )
+}
+
+/// Status while `spec.clusterOperation.reconciliationPaused` is set: the operator applied
+/// nothing, so it reports what runs (the Deployment as it is) and that the spec waits. The
+/// last `Degraded` is kept: pausing does not fix a problem, nor did the operator look again.
+pub fn paused(
+    cluster: &SqeCluster,
+    deployment: Option<&Deployment>,
+    now: Timestamp,
+) -> SqeClusterStatus {
+    let generation = cluster.metadata.generation;
+    let rollout = deployment.map(Rollout::of);
+    let old = cluster.status.clone().unwrap_or_default();
+    let ready = ready_condition(
+        rollout,
+        (
+            "ReconciliationPaused",
+            "reconciliation paused before the engine Deployment was created".into(),
+        ),
+        generation,
+    );
+    let progressing = cond(
+        condition::PROGRESSING,
+        false,
+        "ReconciliationPaused",
+        "spec changes are not rolled out while spec.clusterOperation.reconciliationPaused is true"
+            .into(),
+        generation,
+    );
+    let degraded = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::DEGRADED)
+        .cloned()
+        .unwrap_or_else(|| {
+            cond(
+                condition::DEGRADED,
+                false,
+                "AsExpected",
+                "no problem seen before the pause".into(),
+                generation,
+            )
+        });
+    let paused = cond(
+        condition::RECONCILIATION_PAUSED,
+        true,
+        "ReconciliationPaused",
+        "spec.clusterOperation.reconciliationPaused is true: the operator writes nothing for this cluster"
+            .into(),
+        generation,
+    );
+    finish(
+        cluster,
+        rollout,
+        vec![ready, progressing, degraded, paused],
+        None,
+        now,
+    )
+}
+
+/// `Ready` from the rollout; `no_deployment` says why there is none yet.
+fn ready_condition(
+    rollout: Option<Rollout>,
+    no_deployment: (&str, String),
+    generation: Option<i64>,
+) -> Condition {
+    match rollout {
+        Some(r) if r.ready() => cond(
+            condition::READY,
+            true,
+            "AllReplicasReady",
+            format!("{}/{} engine pods ready", r.ready, r.desired),
+            generation,
+        ),
+        Some(r) if r.desired == 0 => cond(
+            condition::READY,
+            false,
+            "ScaledToZero",
+            "no engine pods requested".into(),
+            generation,
+        ),
+        Some(r) => cond(
+            condition::READY,
+            false,
+            "ReplicasNotReady",
+            format!("{}/{} engine pods ready", r.ready, r.desired),
+            generation,
+        ),
+        None => cond(
+            condition::READY,
+            false,
+            no_deployment.0,
+            no_deployment.1,
+            generation,
+        ),
+    }
+}
+
+fn finish(
+    cluster: &SqeCluster,
+    rollout: Option<Rollout>,
+    conditions: Vec<Condition>,
+    config_hash: Option<String>,
+    now: Timestamp,
+) -> SqeClusterStatus {
     let old = cluster.status.clone().unwrap_or_default();
     SqeClusterStatus {
-        conditions: merge(&old.conditions, vec![ready, progressing, degraded], now),
-        observed_generation: generation,
+        conditions: merge(&old.conditions, conditions, now),
+        observed_generation: cluster.metadata.generation,
         replicas: rollout.map_or(0, |r| r.replicas),
         ready_replicas: rollout.map_or(0, |r| r.ready),
+        selector: Some(engine_selector(cluster)),
         endpoint: endpoint(cluster),
         config_hash: config_hash.or(old.config_hash),
     }
@@ -357,5 +459,81 @@ mod tests {
             get(&s3, "Degraded").last_transition_time,
             get(&s1, "Degraded").last_transition_time
         );
+    }
+    #[test]
+    fn reconciling_reports_reconciliation_paused_false_and_the_pod_selector() {
+        let s = compute(
+            &cluster(),
+            Some(&deployment(2, 2, 2, true)),
+            None,
+            None,
+            Timestamp::now(),
+        );
+        let p = get(&s, "ReconciliationPaused");
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("False", "Reconciling")
+        );
+        assert_eq!(
+            s.selector.as_deref(),
+            Some("app.kubernetes.io/instance=x,app.kubernetes.io/name=sqe-engine")
+        );
+    }
+
+    #[test]
+    fn paused_reports_the_running_pods_and_that_the_spec_waits() {
+        let mut c = cluster();
+        let before = compute(
+            &c,
+            Some(&deployment(2, 2, 2, true)),
+            None,
+            Some("h".into()),
+            Timestamp::now(),
+        );
+        c.status = Some(before.clone());
+        c.metadata.generation = Some(4);
+        let s = paused(&c, Some(&deployment(2, 2, 2, true)), Timestamp::now());
+        assert_eq!(get(&s, "ReconciliationPaused").status, "True");
+        assert_eq!(get(&s, "Ready").status, "True", "the pods still serve");
+        let p = get(&s, "Progressing");
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("False", "ReconciliationPaused")
+        );
+        assert_eq!(s.observed_generation, Some(4), "the operator saw the pause");
+        assert_eq!(
+            s.config_hash.as_deref(),
+            Some("h"),
+            "the pods still run this config"
+        );
+        assert_eq!(s.replicas, 2);
+        assert!(s.selector.is_some());
+    }
+
+    #[test]
+    fn paused_keeps_the_last_degraded_it_saw_rather_than_clearing_it() {
+        let mut c = cluster();
+        let p = Problem::new("SecretMissing", "Secret ns/s not found");
+        c.status = Some(compute(&c, None, Some(&p), None, Timestamp::now()));
+        let s = paused(&c, None, Timestamp::now());
+        let d = get(&s, "Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "SecretMissing")
+        );
+        let r = get(&s, "Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "ReconciliationPaused")
+        );
+    }
+
+    #[test]
+    fn an_unchanged_paused_cluster_gives_identical_status() {
+        let mut c = cluster();
+        let s1 = paused(&c, Some(&deployment(2, 2, 2, true)), Timestamp::now());
+        c.status = Some(s1.clone());
+        let later = Timestamp::now() + std::time::Duration::from_secs(60);
+        assert_eq!(paused(&c, Some(&deployment(2, 2, 2, true)), later), s1);
     }
 }

@@ -678,9 +678,12 @@ async fn operator_lifecycle_on_a_real_control_plane() {
     assert!(owned_by(&hpa, &cl));
     // Replicas left our apply (the field went back to its default); the HPA controller raises
     // them to minReplicas on its next sync. Settle before comparing.
+    // Wait for the status to show both pods too: while replicas were 1, "1/1 ready" was a
+    // Ready=True of the same generation, which wait_ready alone would accept.
     eventually("HPA scaled the Deployment to minReplicas", 90, || async {
         let d = deployments.get("demo").await.ok()?;
-        (d.spec?.replicas == Some(2)).then_some(())
+        let ready = cluster_of(&clusters, "demo").await.status?.ready_replicas;
+        (d.spec?.replicas == Some(2) && ready == 2).then_some(())
     })
     .await;
     wait_ready(ns, "demo").await;

@@ -639,3 +639,99 @@ async fn failures_back_off_per_object() {
         Action::requeue(Duration::from_secs(2))
     );
 }
+
+impl Fake {
+    /// Change the stored cluster's spec as a user would: a new generation, status kept.
+    fn edit_spec(&self, edit: impl FnOnce(&mut Value)) {
+        let mut c = self.get(CLUSTER_PATH).unwrap();
+        edit(&mut c["spec"]);
+        let g = c["metadata"]["generation"].as_i64().unwrap();
+        c["metadata"]["generation"] = json!(g + 1);
+        self.put(CLUSTER_PATH, c);
+    }
+
+    fn all_calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+const DEPLOY_PATH: &str = "/apis/apps/v1/namespaces/ns/deployments/demo";
+
+#[tokio::test]
+async fn a_paused_cluster_gets_only_its_status_written_and_resumes_on_unpause() {
+    let f = Fake::new();
+    f.put_secret("s1");
+    f.put_cluster(json!({"image": "sqe:1"}));
+    f.reconcile().await;
+    let running = f.get(DEPLOY_PATH).unwrap();
+
+    f.edit_spec(|s| {
+        s["clusterOperation"] = json!({"reconciliationPaused": true});
+        s["engine"]["image"] = json!("sqe:2");
+    });
+    f.reconcile().await;
+    assert_eq!(
+        f.all_calls(),
+        [format!("GET {DEPLOY_PATH}"), STATUS.to_string()],
+        "paused: read the Deployment for status, write only the status"
+    );
+    assert_eq!(f.get(DEPLOY_PATH).unwrap(), running, "the new image waits");
+    assert_eq!(f.condition("ReconciliationPaused").0, "True");
+    assert_eq!(f.condition("Progressing").1, "ReconciliationPaused");
+    assert_eq!(
+        f.cluster().status.as_ref().unwrap().observed_generation,
+        Some(2)
+    );
+
+    // Still paused, nothing changed: not even a status write.
+    assert!(f.reconcile().await.is_empty());
+
+    f.edit_spec(|s| s["clusterOperation"]["reconciliationPaused"] = json!(false));
+    assert_eq!(f.reconcile().await, with_status(APPLIES.to_vec()));
+    let image = &f.get(DEPLOY_PATH).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(image, "sqe:2");
+    assert_eq!(f.condition("ReconciliationPaused").0, "False");
+}
+
+#[tokio::test]
+async fn a_cluster_paused_from_the_start_creates_nothing() {
+    let f = Fake::new();
+    f.put_secret("s1");
+    f.put_cluster(json!({"image": "sqe:1"}));
+    f.edit_spec(|s| s["clusterOperation"] = json!({"reconciliationPaused": true}));
+    assert_eq!(f.reconcile().await, [STATUS]);
+    assert!(f.get(DEPLOY_PATH).is_none());
+    let (status, reason, _) = f.condition("Ready");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ReconciliationPaused")
+    );
+}
+
+#[tokio::test]
+async fn a_new_restart_nonce_rolls_the_pods_and_leaves_the_config_alone() {
+    let f = Fake::new();
+    f.put_secret("s1");
+    f.put_cluster(json!({"image": "sqe:1"}));
+    f.reconcile().await;
+    let (hash, cm) = (f.pod_hash(), f.get(CM_PATH).unwrap());
+    f.edit_spec(|s| s["clusterOperation"] = json!({"restartNonce": "1"}));
+    f.reconcile().await;
+    let annotations = &f.get(DEPLOY_PATH).unwrap()["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations[resources::RESTART_NONCE_ANNOTATION], "1");
+    assert_eq!(f.pod_hash(), hash);
+    assert_eq!(f.get(CM_PATH).unwrap(), cm);
+}
+
+#[tokio::test]
+async fn status_carries_the_engine_pods_selector_for_the_scale_subresource() {
+    let f = Fake::new();
+    f.put_secret("s1");
+    f.put_cluster(json!({"image": "sqe:1", "replicas": 3}));
+    f.reconcile().await;
+    let st = f.cluster().status.clone().unwrap();
+    assert_eq!(
+        st.selector.as_deref(),
+        Some("app.kubernetes.io/instance=demo,app.kubernetes.io/name=sqe-engine")
+    );
+}

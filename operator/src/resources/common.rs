@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 pub const MANAGER: &str = "sqe-operator";
 /// Pod-template annotation; a new value rolls the Deployment.
 pub const CONFIG_HASH_ANNOTATION: &str = "sqe.io/config-hash";
+/// Pod-template annotation copied from `spec.clusterOperation.restartNonce`; changing the
+/// nonce changes the template and so restarts the pods with a rolling update.
+pub const RESTART_NONCE_ANNOTATION: &str = "sqe.io/restart-nonce";
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
@@ -68,6 +71,16 @@ pub fn owned_selector(cluster: &SqeCluster) -> String {
         "{LABEL_MANAGED_BY}={MANAGER},{LABEL_INSTANCE}={}",
         cluster.name_any()
     )
+}
+
+/// `selector_labels` as a label selector string: `status.selector`, which the scale
+/// subresource hands to an HPA targeting the SqeCluster so it finds the engine pods.
+pub fn engine_selector(cluster: &SqeCluster) -> String {
+    selector_labels(cluster)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn selector_labels(cluster: &SqeCluster) -> BTreeMap<String, String> {

@@ -1,5 +1,7 @@
 //! The engine Deployment: hardened pods, probes on the engine's health port, the client secret
-//! from the Secret as env, and a config-hash annotation so config or secret changes roll pods.
+//! from the Secret as env, and a config-hash annotation so config or secret changes roll pods
+//! (and a restart-nonce annotation so a user can roll them on purpose). The user's pod
+//! overrides are added to the operator's own settings, never in place of them.
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -7,17 +9,22 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use sqe_crds::{PullPolicy, SqeCluster};
+use sqe_crds::{
+    PodOverrides, PullPolicy, RESERVED_ENV_PREFIX, RESERVED_MOUNT_DIRS, RESERVED_VOLUME_NAMES,
+    SqeCluster,
+};
 use sqe_engine_config::{CLIENT_SECRET_ENV, CONFIG_PATH_ENV};
 
 use super::common::{
-    CATALOG_CA_DIR, CONFIG_DIR, CONFIG_HASH_ANNOTATION, FLIGHT_PORT, HTTP_PORT, TLS_DIR,
-    config_map_name, config_path, default_resources, labels, meta, selector_labels,
+    CATALOG_CA_DIR, CONFIG_DIR, CONFIG_HASH_ANNOTATION, FLIGHT_PORT, HTTP_PORT,
+    RESTART_NONCE_ANNOTATION, TLS_DIR, config_map_name, config_path, default_resources, labels,
+    meta, selector_labels,
 };
 
 /// Replicas when neither `replicas` nor `autoscaling` is given: two, so one pod can drain or
@@ -52,6 +59,9 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
     pod_labels.extend(labels(cluster)); // the operator's labels win: selectors depend on them
     let mut pod_annotations = engine.pod_overrides.annotations.clone();
     pod_annotations.insert(CONFIG_HASH_ANNOTATION.into(), config_hash.into());
+    if let Some(nonce) = &spec.cluster_operation.restart_nonce {
+        pod_annotations.insert(RESTART_NONCE_ANNOTATION.into(), nonce.clone());
+    }
     pod_annotations.insert("prometheus.io/scrape".into(), "true".into());
     pod_annotations.insert("prometheus.io/port".into(), HTTP_PORT.to_string());
 
@@ -112,6 +122,12 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
         volumes.push(secret_volume("catalog-ca", &ca.name));
         mounts.push(read_only_mount("catalog-ca", CATALOG_CA_DIR));
     }
+    // The user's additions come after the operator's own; `check_overrides` (and the CRD
+    // schema) keep them from colliding.
+    let o = &engine.pod_overrides;
+    env.extend(o.env.iter().cloned());
+    volumes.extend(o.volumes.iter().cloned());
+    mounts.extend(o.volume_mounts.iter().cloned());
 
     let grace = i64::from(engine.query.shutdown_grace_seconds.unwrap_or(30)) + EXIT_MARGIN_SECONDS;
     let container = Container {
@@ -167,7 +183,6 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
         ..Default::default()
     };
 
-    let o = &engine.pod_overrides;
     let pod = PodSpec {
         service_account_name: Some(name.clone()),
         automount_service_account_token: Some(false),
@@ -189,6 +204,10 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
         tolerations: (!o.tolerations.is_empty()).then(|| o.tolerations.clone()),
         affinity: o.affinity.clone(),
         priority_class_name: o.priority_class_name.clone(),
+        image_pull_secrets: (!o.image_pull_secrets.is_empty())
+            .then(|| o.image_pull_secrets.clone()),
+        topology_spread_constraints: (!o.topology_spread_constraints.is_empty())
+            .then(|| spread_constraints(cluster, &o.topology_spread_constraints)),
         ..Default::default()
     };
 
@@ -247,4 +266,67 @@ fn read_only_mount(name: &str, path: &str) -> VolumeMount {
         read_only: Some(true),
         ..Default::default()
     }
+}
+
+/// Topology spread constraints as given, with the engine pods' selector filled in where the
+/// user left `labelSelector` out: without one a constraint counts no pods and spreads nothing.
+fn spread_constraints(
+    cluster: &SqeCluster,
+    given: &[TopologySpreadConstraint],
+) -> Vec<TopologySpreadConstraint> {
+    given
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            c.label_selector.get_or_insert_with(|| LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..Default::default()
+            });
+            c
+        })
+        .collect()
+}
+
+/// The pod overrides may add env, volumes and mounts, never replace the operator's own. The
+/// CRD schema refuses the same collisions; this check covers objects that never passed an API
+/// server (`sqe-operator render`) and an older CRD still installed.
+pub fn check_overrides(o: &PodOverrides) -> Result<(), String> {
+    if let Some(e) = o
+        .env
+        .iter()
+        .find(|e| e.name.starts_with(RESERVED_ENV_PREFIX))
+    {
+        return Err(format!(
+            "podOverrides.env[{}]: variables starting with {RESERVED_ENV_PREFIX} are set by the operator",
+            e.name
+        ));
+    }
+    if let Some(v) = o
+        .volumes
+        .iter()
+        .find(|v| RESERVED_VOLUME_NAMES.contains(&v.name.as_str()))
+    {
+        return Err(format!(
+            "podOverrides.volumes[{}]: the operator defines a volume of that name",
+            v.name
+        ));
+    }
+    for m in &o.volume_mounts {
+        let reserved = RESERVED_MOUNT_DIRS
+            .iter()
+            .any(|dir| m.mount_path == *dir || m.mount_path.starts_with(&format!("{dir}/")));
+        if reserved {
+            return Err(format!(
+                "podOverrides.volumeMounts[{}]: the operator mounts its files there",
+                m.mount_path
+            ));
+        }
+        if !o.volumes.iter().any(|v| v.name == m.name) {
+            return Err(format!(
+                "podOverrides.volumeMounts[{}]: no volume {} in podOverrides.volumes",
+                m.mount_path, m.name
+            ));
+        }
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use sqe_crds::SqeCluster;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 pub use common::*;
 
 /// Digests of referenced Secret values (never the values themselves).
@@ -68,6 +68,7 @@ impl Desired {
 }
 
 pub fn build(cluster: &SqeCluster, secrets: &SecretDigests) -> Result<Desired> {
+    deployment::check_overrides(&cluster.spec.engine.pod_overrides).map_err(Error::InvalidSpec)?;
     let cfg = configmap::engine_config(&cluster.spec)?;
     let yaml = cfg.to_yaml();
     let config_hash = config_hash(&yaml, secrets);

@@ -444,3 +444,270 @@ fn render_without_uid_has_no_owner_references() {
         5
     );
 }
+
+/// A minimal cluster with `overrides` as `spec.engine.podOverrides` and `spec_extra` merged
+/// into `spec`, as the API server would hand it over (namespace and uid set).
+fn cluster_with(overrides: serde_json::Value, spec_extra: serde_json::Value) -> SqeCluster {
+    let mut spec = serde_json::json!({
+        "oidc": {"issuer": "https://idp.example", "clientId": "sqe",
+                 "clientSecretRef": {"name": "oidc", "key": "client-secret"}},
+        "polaris": {"uri": "http://p:8181/api/catalog", "warehouse": "lake"},
+        "engine": {"image": "sqe:1", "podOverrides": overrides}
+    });
+    for (k, v) in spec_extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    let mut c: SqeCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "sqe.io/v1alpha1", "kind": "SqeCluster",
+        "metadata": {"name": "lake", "namespace": "team-a", "uid": "u"},
+        "spec": spec
+    }))
+    .unwrap();
+    c.metadata.generation = Some(1);
+    c
+}
+
+fn pod_spec(d: &Desired) -> &k8s_openapi::api::core::v1::PodSpec {
+    d.deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+}
+
+fn pod_annotations(d: &Desired) -> std::collections::BTreeMap<String, String> {
+    d.deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone()
+        .unwrap()
+}
+
+#[test]
+fn pod_overrides_add_env_volumes_pull_secrets_and_spread_after_the_operators_own() {
+    let c = cluster_with(
+        serde_json::json!({
+            "env": [{"name": "TZ", "value": "UTC"}],
+            "volumes": [{"name": "spill", "emptyDir": {}}],
+            "volumeMounts": [{"name": "spill", "mountPath": "/var/spill"}],
+            "imagePullSecrets": [{"name": "registry"}],
+            "topologySpreadConstraints": [
+                {"topologyKey": "topology.kubernetes.io/zone", "maxSkew": 1,
+                 "whenUnsatisfiable": "ScheduleAnyway"},
+                {"topologyKey": "kubernetes.io/hostname", "maxSkew": 2,
+                 "whenUnsatisfiable": "DoNotSchedule",
+                 "labelSelector": {"matchLabels": {"team": "a"}}}
+            ]
+        }),
+        serde_json::json!({}),
+    );
+    let d = build(&c, &SecretDigests::default()).unwrap();
+    let env: Vec<_> = engine(&d)
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(env, ["SQE_CONFIG", CLIENT_SECRET_ENV, "TZ"]);
+    let pod = pod_spec(&d);
+    let volumes: Vec<_> = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(volumes, ["config", "tmp", "spill"]);
+    let mounts: Vec<_> = engine(&d)
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, ["/etc/sqe/config", "/tmp", "/var/spill"]);
+    assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
+    let spread = pod.topology_spread_constraints.as_ref().unwrap();
+    assert_eq!(
+        spread[0].label_selector.as_ref().unwrap().match_labels,
+        Some(selector_labels(&c)),
+        "a constraint without a selector spreads the engine pods"
+    );
+    assert_eq!(
+        spread[1]
+            .label_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["team"],
+        "a",
+        "a given selector is kept"
+    );
+}
+
+#[test]
+fn no_overrides_leave_the_pod_spec_without_those_fields() {
+    let d = build(
+        &cluster_with(serde_json::json!({}), serde_json::json!({})),
+        &SecretDigests::default(),
+    )
+    .unwrap();
+    let pod = pod_spec(&d);
+    assert_eq!(pod.image_pull_secrets, None);
+    assert_eq!(pod.topology_spread_constraints, None);
+    assert!(!pod_annotations(&d).contains_key(RESTART_NONCE_ANNOTATION));
+}
+
+#[test]
+fn overrides_that_would_replace_the_operators_settings_are_an_invalid_spec() {
+    for (overrides, names) in [
+        (
+            serde_json::json!({"env": [{"name": "SQE_CONFIG", "value": "/x"}]}),
+            "SQE_CONFIG",
+        ),
+        (
+            serde_json::json!({"volumes": [{"name": "tmp", "emptyDir": {}}]}),
+            "volumes[tmp]",
+        ),
+        (
+            serde_json::json!({"volumes": [{"name": "x", "emptyDir": {}}],
+                               "volumeMounts": [{"name": "x", "mountPath": "/etc/sqe/tls"}]}),
+            "/etc/sqe/tls",
+        ),
+        (
+            serde_json::json!({"volumes": [{"name": "x", "emptyDir": {}}],
+                               "volumeMounts": [{"name": "x", "mountPath": "/tmp"}]}),
+            "[/tmp]",
+        ),
+        (
+            serde_json::json!({"volumeMounts": [{"name": "nowhere", "mountPath": "/data"}]}),
+            "no volume nowhere",
+        ),
+    ] {
+        match build(
+            &cluster_with(overrides.clone(), serde_json::json!({})),
+            &SecretDigests::default(),
+        ) {
+            Err(crate::error::Error::InvalidSpec(msg)) => {
+                assert!(msg.contains(names), "{overrides}: {msg}")
+            }
+            other => panic!("{overrides}: {other:?}"),
+        }
+    }
+    // Near misses are fine: a path that only starts like a reserved one.
+    let ok = serde_json::json!({"volumes": [{"name": "x", "emptyDir": {}}],
+                                "volumeMounts": [{"name": "x", "mountPath": "/etc/sqe-extra"}]});
+    assert!(
+        build(
+            &cluster_with(ok, serde_json::json!({})),
+            &SecretDigests::default()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn the_reserved_names_cover_everything_the_operator_puts_in_the_pod() {
+    // With TLS and a catalog CA the operator uses all its volumes.
+    let c = cluster_with(
+        serde_json::json!({}),
+        serde_json::json!({"tls": {"secretName": "t"}}),
+    );
+    let mut c = c;
+    c.spec.polaris.ca_secret_ref = Some(sqe_crds::SecretKeyRef {
+        name: "ca".into(),
+        key: "ca.crt".into(),
+    });
+    let d = build(&c, &SecretDigests::default()).unwrap();
+    for v in pod_spec(&d).volumes.as_ref().unwrap() {
+        assert!(
+            sqe_crds::RESERVED_VOLUME_NAMES.contains(&v.name.as_str()),
+            "{}",
+            v.name
+        );
+    }
+    for m in engine(&d).volume_mounts.as_ref().unwrap() {
+        assert!(
+            sqe_crds::RESERVED_MOUNT_DIRS
+                .iter()
+                .any(|dir| m.mount_path == *dir || m.mount_path.starts_with(&format!("{dir}/"))),
+            "{}",
+            m.mount_path
+        );
+    }
+    for e in engine(&d).env.as_ref().unwrap() {
+        assert!(
+            e.name.starts_with(sqe_crds::RESERVED_ENV_PREFIX),
+            "{}",
+            e.name
+        );
+    }
+}
+
+#[test]
+fn a_restart_nonce_changes_only_the_pod_template_annotation() {
+    let plain = cluster_with(serde_json::json!({}), serde_json::json!({}));
+    let nonce = cluster_with(
+        serde_json::json!({}),
+        serde_json::json!({"clusterOperation": {"restartNonce": "2026-01-01"}}),
+    );
+    let (a, b) = (
+        build(&plain, &SecretDigests::default()).unwrap(),
+        build(&nonce, &SecretDigests::default()).unwrap(),
+    );
+    assert_eq!(pod_annotations(&b)[RESTART_NONCE_ANNOTATION], "2026-01-01");
+    assert_eq!(
+        a.config_hash, b.config_hash,
+        "a restart is not a config change"
+    );
+    assert_eq!(a.config_map, b.config_map);
+    let mut without = pod_annotations(&b);
+    without.remove(RESTART_NONCE_ANNOTATION);
+    assert_eq!(without, pod_annotations(&a));
+}
+
+#[test]
+fn the_status_selector_selects_exactly_the_engine_pods() {
+    let c = cluster_with(
+        serde_json::json!({"labels": {"team": "a"}}),
+        serde_json::json!({}),
+    );
+    let d = build(&c, &SecretDigests::default()).unwrap();
+    let pod_labels = d
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    let selector = engine_selector(&c);
+    assert_eq!(
+        selector,
+        "app.kubernetes.io/instance=lake,app.kubernetes.io/name=sqe-engine"
+    );
+    for kv in selector.split(',') {
+        let (k, v) = kv.split_once('=').unwrap();
+        assert_eq!(pod_labels[k], v);
+    }
+    assert_eq!(
+        d.deployment.spec.as_ref().unwrap().selector.match_labels,
+        Some(selector_labels(&c)),
+        "the Deployment selects with the same labels"
+    );
+}
