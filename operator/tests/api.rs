@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -103,7 +103,21 @@ async fn kubectl_explain_and_get_read_well() {
     setup();
     let ns = "t-api-explain";
     fresh_namespace(ns);
-    let spec = kubectl(&["explain", "sqecluster.spec", "--recursive"]);
+    // The API server publishes a new CRD's OpenAPI a few seconds after it is Established;
+    // `kubectl explain` reads that, so it may not know the kind yet on a fresh plane.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let spec = loop {
+        let out = kubectl_in(None, &["explain", "sqecluster.spec", "--recursive"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl explain: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
     for field in [
         "clusterOperation",
         "reconciliationPaused",
