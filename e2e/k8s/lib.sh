@@ -39,6 +39,22 @@ KWOK_PORT=${SQE_K8S_KWOK_PORT:-10247}
 
 KUBECONFIG_PATH="$SQE_K8S_STATE/admin.kubeconfig"
 
+# Real node (e2e/k8s/node, work in progress): kubelet + kube-proxy from the same k8s.io/kubernetes
+# pin, Debian's containerd/runc/CNI plugins, a pause image built from the Kubernetes source.
+NODE_BIN="$SQE_CACHE/k8s/kubelet-$K8S_VERSION/bin"
+PAUSE_ARCHIVE="$SQE_CACHE/k8s/pause-$K8S_VERSION/pause.oci.tar"
+PAUSE_IMAGE=localhost/pause:3.10.2
+NODE_NAME=${SQE_K8S_NODE_NAME:-sqe-node-1}
+# Pod addresses live only on this machine: a bridge the script creates, with no default route in
+# the pods and no masquerade. The KWOK nodes' fake pod IPs use 10.244.0.0/16, so a separate range.
+NODE_BRIDGE=${SQE_K8S_NODE_BRIDGE:-sqe-br0}
+NODE_POD_CIDR=${SQE_K8S_NODE_POD_CIDR:-10.245.0.0/24}
+NODE_SERVICE_CIDR=10.96.0.0/16   # the apiserver's --service-cluster-ip-range (up)
+KUBELET_PORT=${SQE_K8S_KUBELET_PORT:-10250}
+KUBELET_HEALTHZ_PORT=${SQE_K8S_KUBELET_HEALTHZ_PORT:-10248}
+KUBE_PROXY_HEALTHZ_PORT=${SQE_K8S_KUBE_PROXY_HEALTHZ_PORT:-10256}
+KUBE_PROXY_METRICS_PORT=${SQE_K8S_KUBE_PROXY_METRICS_PORT:-10249}
+
 say() { printf '[sqe-k8s] %s\n' "$*" >&2; }
 die() { printf '[sqe-k8s] ERROR: %s\n' "$*" >&2; exit 1; }
 
