@@ -1,7 +1,6 @@
 //! The real-control-plane harness shared by the test files that run through `e2e/k8s/test`:
 //! kubectl and helm with the plane's kubeconfig, the CRD and the chart's RBAC installed once,
 //! and the operator under test as a subprocess with a token bound to exactly that RBAC.
-//! (A copy of the helpers at the top of `k8s.rs`, which can switch to `mod common;` too.)
 #![allow(dead_code)] // each test file uses a different part
 
 use std::path::{Path, PathBuf};
