@@ -16,23 +16,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::{Api, Resource};
 use sqe_crds::SqeCluster;
 
-fn cluster_yaml(name: &str, engine_extra: &str, spec_extra: &str) -> String {
-    format!(
-        r#"apiVersion: sqe.io/v1alpha1
-kind: SqeCluster
-metadata: {{name: {name}}}
-spec:
-  oidc:
-    keycloak: {{url: "http://keycloak:8080", realm: sqe}}
-    clientId: sqe
-    clientSecretRef: {{name: oidc, key: client-secret}}
-  polaris: {{uri: "http://polaris:8181/api/catalog", warehouse: lake}}
-  engine:
-    image: sqe-engine:test
-{engine_extra}{spec_extra}"#
-    )
-}
-
 const SECRET: &str =
     "apiVersion: v1\nkind: Secret\nmetadata: {name: oidc}\nstringData: {client-secret: s1}\n";
 

@@ -17,29 +17,6 @@ use sqe_crds::SqeCluster;
 mod common;
 use common::*;
 
-fn secret_yaml(value: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: oidc}}\nstringData: {{client-secret: {value}}}\n"
-    )
-}
-
-fn cluster_yaml(name: &str, engine_extra: &str) -> String {
-    format!(
-        r#"apiVersion: sqe.io/v1alpha1
-kind: SqeCluster
-metadata: {{name: {name}}}
-spec:
-  oidc:
-    keycloak: {{url: "http://keycloak:8080", realm: sqe}}
-    clientId: sqe
-    clientSecretRef: {{name: oidc, key: client-secret}}
-  polaris: {{uri: "http://polaris:8181/api/catalog", warehouse: lake}}
-  engine:
-    image: sqe-engine:test
-{engine_extra}"#
-    )
-}
-
 async fn cluster_of(api: &Api<SqeCluster>, name: &str) -> SqeCluster {
     api.get(name).await.unwrap()
 }
@@ -283,7 +260,7 @@ async fn operator_lifecycle_on_a_real_control_plane() {
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(c.clone(), ns);
 
     kubectl_apply(ns, &secret_yaml("s1"));
-    kubectl_apply(ns, &cluster_yaml("demo", "    replicas: 2\n"));
+    kubectl_apply(ns, &cluster_yaml("demo", "    replicas: 2\n", ""));
     let op = Operator::start(ns, "lease-lifecycle", "op-lifecycle-1");
 
     // Created with owner references; KWOK brings the pods up; kubectl wait works.
@@ -564,7 +541,7 @@ async fn two_replicas_only_the_leader_writes() {
     let lease = leases.get("lease-leader").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("op-a"));
 
-    kubectl_apply(ns, &cluster_yaml("one", "    replicas: 1\n"));
+    kubectl_apply(ns, &cluster_yaml("one", "    replicas: 1\n", ""));
     wait_ready(ns, "one").await;
     assert!(a.writes() > 0.0);
     assert_eq!(b.writes(), 0.0, "the standby wrote");
@@ -575,7 +552,7 @@ async fn two_replicas_only_the_leader_writes() {
         b.is_leader().then_some(())
     })
     .await;
-    kubectl_apply(ns, &cluster_yaml("two", "    replicas: 1\n"));
+    kubectl_apply(ns, &cluster_yaml("two", "    replicas: 1\n", ""));
     wait_ready(ns, "two").await;
     assert!(deployments.get_opt("two").await.unwrap().is_some());
     assert!(b.writes() > 0.0);

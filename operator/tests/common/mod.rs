@@ -289,3 +289,29 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The `oidc` Secret a test cluster references.
+pub fn secret_yaml(value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: oidc}}\nstringData: {{client-secret: {value}}}\n"
+    )
+}
+
+/// A SqeCluster with the fields every test needs; `engine_extra` goes under `spec.engine`,
+/// `spec_extra` under `spec` (each line indented and ending in a newline).
+pub fn cluster_yaml(name: &str, engine_extra: &str, spec_extra: &str) -> String {
+    format!(
+        r#"apiVersion: sqe.io/v1alpha1
+kind: SqeCluster
+metadata: {{name: {name}}}
+spec:
+  oidc:
+    keycloak: {{url: "http://keycloak:8080", realm: sqe}}
+    clientId: sqe
+    clientSecretRef: {{name: oidc, key: client-secret}}
+  polaris: {{uri: "http://polaris:8181/api/catalog", warehouse: lake}}
+  engine:
+    image: sqe-engine:test
+{engine_extra}{spec_extra}"#
+    )
+}
