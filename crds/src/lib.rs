@@ -236,6 +236,11 @@ pub struct KeycloakSpec {
     /// The realm name.
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^/\s]+$"))]
     pub realm: String,
+    /// Keycloak's public URL (its `hostname` option), which tokens carry in `iss`, when the engine reaches Keycloak at `url` through another address, e.g. an in-cluster Service; Keycloak then needs `hostname-backchannel-dynamic=true`. Unset: `url` is the public URL.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("oidc.keycloak.frontendUrl must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend_url: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -277,6 +282,11 @@ pub struct PolarisSpec {
     /// CA bundle (PEM) to trust for the catalog, when it uses a private CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+    /// The S3 endpoint the engine reads through instead of the `s3.endpoint` the catalog vends, when the engine's pods reach the object store by another address (e.g. an in-cluster Service). Only the vended credentials are ever used.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+')").message("polaris.storageEndpoint must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_endpoint: Option<String>,
 }
 
 /// How the engine pods run. Either a fixed `replicas` count or `autoscaling`, not both.

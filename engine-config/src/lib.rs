@@ -85,8 +85,15 @@ pub enum AuthMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeycloakRef {
+    /// Where the engine reaches Keycloak (discovery, token and key requests).
     pub url: Url,
     pub realm: String,
+    /// Keycloak's public URL (its `hostname` option), which its tokens carry in `iss`, when the
+    /// engine reaches it at `url` through another address (an in-cluster Service, a private
+    /// network). Keycloak then needs `hostname-backchannel-dynamic=true` so that discovery
+    /// through `url` names token and key endpoints at `url`. Unset: `url` is the public one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend_url: Option<Url>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +135,12 @@ pub struct CatalogConfig {
     /// When to ask the catalog for fresh storage credentials during a long scan.
     #[serde(default, skip_serializing_if = "VendedCredentialsConfig::is_default")]
     pub vended_credentials: VendedCredentialsConfig,
+    /// The S3 endpoint the engine reads through, in place of the `s3.endpoint` the catalog
+    /// vends: for when the catalog names the object store by an address the engine's pods
+    /// cannot reach (an external name where pods use an in-cluster Service). The vended
+    /// credentials are still the only keys used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_endpoint: Option<Url>,
 }
 
 /// Vended storage credentials are short-lived; a scan that outlives them asks the catalog again
@@ -315,16 +328,22 @@ impl EngineConfig {
         serde_yaml::to_string(self).expect("config types always serialize")
     }
 
-    /// The OIDC issuer: given directly, or `{url}/realms/{realm}` for Keycloak.
+    /// The OIDC issuer tokens must carry in `iss`: given directly, or `{frontend_url or
+    /// url}/realms/{realm}` for Keycloak.
     pub fn issuer(&self) -> Url {
         match (&self.oidc.keycloak, &self.oidc.issuer) {
             (_, Some(issuer)) => issuer.clone(),
-            (Some(kc), None) => {
-                let base = kc.url.as_str().trim_end_matches('/');
-                Url::parse(&format!("{base}/realms/{}", kc.realm))
-                    .expect("validated keycloak url and realm form a url")
-            }
+            (Some(kc), None) => realm_url(kc.frontend_url.as_ref().unwrap_or(&kc.url), &kc.realm),
             (None, None) => unreachable!("validate() requires keycloak or issuer"),
+        }
+    }
+
+    /// Where the engine fetches the issuer's discovery document: the issuer itself, except for
+    /// a Keycloak reached through another address than its `frontend_url`.
+    pub fn discovery_base(&self) -> Url {
+        match (&self.oidc.keycloak, &self.oidc.issuer) {
+            (Some(kc), None) => realm_url(&kc.url, &kc.realm),
+            _ => self.issuer(),
         }
     }
 
@@ -346,6 +365,9 @@ impl EngineConfig {
                     ));
                 }
                 check_http_url("oidc.keycloak.url", &kc.url)?;
+                if let Some(frontend) = &kc.frontend_url {
+                    check_http_url("oidc.keycloak.frontend_url", frontend)?;
+                }
             }
             (None, Some(issuer)) => check_http_url("oidc.issuer", issuer)?,
         }
@@ -375,6 +397,9 @@ impl EngineConfig {
             }
         }
         check_http_url("catalog.uri", &self.catalog.uri)?;
+        if let Some(endpoint) = &self.catalog.storage_endpoint {
+            check_http_url("catalog.storage_endpoint", endpoint)?;
+        }
         if self.catalog.warehouse.trim().is_empty() {
             return Err(invalid("catalog.warehouse", "must not be empty"));
         }
@@ -438,6 +463,12 @@ impl EngineConfig {
         }
         Ok(())
     }
+}
+
+fn realm_url(base: &Url, realm: &str) -> Url {
+    let base = base.as_str().trim_end_matches('/');
+    Url::parse(&format!("{base}/realms/{realm}"))
+        .expect("validated keycloak url and realm form a url")
 }
 
 /// Asymmetric algorithms only: a symmetric key would have to be shared with the engine.
@@ -505,6 +536,50 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
             e.contains("catalog.vended_credentials.refresh_margin_seconds"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_keycloak_behind_another_address_is_discovered_there_but_issues_its_public_url() {
+        let c = EngineConfig::from_yaml(MINIMAL).unwrap();
+        assert_eq!(
+            c.discovery_base(),
+            c.issuer(),
+            "one address: discovery at the issuer"
+        );
+
+        let split = MINIMAL.replace(
+            "realm: sqe }",
+            "realm: sqe, frontend_url: \"https://sso.example.com/\" }",
+        );
+        let c = EngineConfig::from_yaml(&split).unwrap();
+        assert_eq!(c.issuer().as_str(), "https://sso.example.com/realms/sqe");
+        assert_eq!(
+            c.discovery_base().as_str(),
+            "http://127.0.0.1:8081/realms/sqe"
+        );
+        assert_eq!(EngineConfig::from_yaml(&c.to_yaml()).unwrap(), c);
+
+        let e =
+            err_of(&MINIMAL.replace("realm: sqe }", "realm: sqe, frontend_url: \"file:///x\" }"));
+        assert!(e.contains("oidc.keycloak.frontend_url"), "{e}");
+    }
+
+    #[test]
+    fn a_storage_endpoint_must_be_an_http_url_and_stays_out_when_unset() {
+        let c = EngineConfig::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.catalog.storage_endpoint, None);
+        assert!(!c.to_yaml().contains("storage_endpoint"));
+        let set = MINIMAL.replace(
+            "warehouse: lake }",
+            "warehouse: lake, storage_endpoint: \"http://minio.storage:9000\" }",
+        );
+        let c = EngineConfig::from_yaml(&set).unwrap();
+        assert_eq!(
+            c.catalog.storage_endpoint.as_ref().map(Url::as_str),
+            Some("http://minio.storage:9000/")
+        );
+        let e = err_of(&set.replace("http://minio.storage:9000", "s3://bucket"));
+        assert!(e.contains("catalog.storage_endpoint"), "{e}");
     }
 
     #[test]

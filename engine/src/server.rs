@@ -38,6 +38,7 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
     let issuer = config.issuer();
     let oidc = Arc::new(OidcProvider::new(
         &issuer,
+        &config.discovery_base(),
         &config.oidc.client_id,
         secrets.client_secret.as_deref(),
         idp_http,

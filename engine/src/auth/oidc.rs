@@ -45,6 +45,9 @@ pub struct Discovered {
 
 pub struct OidcProvider {
     issuer: IssuerUrl,
+    /// Where the discovery document is fetched: the issuer, or the address the engine reaches a
+    /// Keycloak at when its public URL (the issuer) is another.
+    discovery_base: Url,
     client_id: ClientId,
     client_secret: Option<ClientSecret>,
     http: openidconnect::reqwest::Client,
@@ -60,6 +63,7 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 impl OidcProvider {
     pub fn new(
         issuer: &Url,
+        discovery_base: &Url,
         client_id: &str,
         client_secret: Option<&str>,
         http: openidconnect::reqwest::Client,
@@ -68,6 +72,7 @@ impl OidcProvider {
             .map_err(|e| IdpError::Misconfigured(format!("issuer URL: {e}")))?;
         Ok(Self {
             issuer,
+            discovery_base: discovery_base.clone(),
             client_id: ClientId::new(client_id.to_string()),
             client_secret: client_secret.map(|s| ClientSecret::new(s.to_string())),
             http,
@@ -109,9 +114,7 @@ impl OidcProvider {
         if let Some(d) = self.cached() {
             return Ok(d);
         }
-        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
-            .await
-            .map_err(|e| IdpError::Unavailable(format!("OIDC discovery failed: {e}")))?;
+        let metadata = self.fetch_metadata().await?;
         let jwks_uri = Url::parse(metadata.jwks_uri().as_str())
             .map_err(|e| IdpError::Misconfigured(format!("jwks_uri: {e}")))?;
         let issuer = metadata.issuer().as_str().to_string();
@@ -130,6 +133,39 @@ impl OidcProvider {
             *slot = Some(d.clone());
         }
         Ok(d)
+    }
+
+    /// The provider metadata. At the issuer itself, the crate fetches and checks it; through
+    /// another address the document is fetched there, and its `issuer` must still be the one
+    /// tokens are checked against (never believed from the document).
+    async fn fetch_metadata(&self) -> Result<CoreProviderMetadata, IdpError> {
+        let base = self.discovery_base.as_str().trim_end_matches('/');
+        if base == self.issuer.as_str() {
+            return CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+                .await
+                .map_err(|e| IdpError::Unavailable(format!("OIDC discovery failed: {e}")));
+        }
+        let url = format!("{base}/.well-known/openid-configuration");
+        let unavailable =
+            |e: String| IdpError::Unavailable(format!("OIDC discovery at {url} failed: {e}"));
+        let response = self
+            .http
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| unavailable(e.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(unavailable(format!("HTTP {}", response.status())));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unavailable(e.without_url().to_string()))?;
+        let metadata: CoreProviderMetadata =
+            serde_json::from_slice(&body).map_err(|e| unavailable(e.to_string()))?;
+        check_issuer(&metadata, &self.issuer)?;
+        Ok(metadata)
     }
 
     async fn grant_password(
@@ -250,4 +286,48 @@ fn lifetime_from_exp(token: &str) -> Option<Duration> {
     let exp = unverified_claims(token)?.get("exp")?.as_u64()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(Duration::from_secs(exp.saturating_sub(now)))
+}
+
+/// A discovery document fetched through another address must still name the issuer the engine
+/// was configured with: otherwise the engine would be talking to some other IdP.
+fn check_issuer(metadata: &CoreProviderMetadata, expected: &IssuerUrl) -> Result<(), IdpError> {
+    let said = metadata.issuer().as_str().trim_end_matches('/');
+    if said == expected.as_str().trim_end_matches('/') {
+        Ok(())
+    } else {
+        Err(IdpError::Misconfigured(format!(
+            "the IdP's discovery document names issuer `{said}`, not the configured `{}` \
+             (oidc.keycloak.frontend_url)",
+            expected.as_str()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(issuer: &str) -> CoreProviderMetadata {
+        serde_json::from_value(serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": "http://10.0.0.1:8080/realms/sqe/protocol/openid-connect/auth",
+            "token_endpoint": "http://10.0.0.1:8080/realms/sqe/protocol/openid-connect/token",
+            "jwks_uri": "http://10.0.0.1:8080/realms/sqe/protocol/openid-connect/certs",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_document_fetched_elsewhere_must_name_the_configured_issuer() {
+        let expected = IssuerUrl::new("https://sso.example.com/realms/sqe".into()).unwrap();
+        assert!(check_issuer(&metadata("https://sso.example.com/realms/sqe"), &expected).is_ok());
+        assert!(check_issuer(&metadata("https://sso.example.com/realms/sqe/"), &expected).is_ok());
+        let e = check_issuer(&metadata("http://10.0.0.1:8080/realms/sqe"), &expected).unwrap_err();
+        assert!(matches!(e, IdpError::Misconfigured(_)), "{e:?}");
+        let e = check_issuer(&metadata("https://sso.example.com/realms/other"), &expected);
+        assert!(e.is_err());
+    }
 }

@@ -111,6 +111,13 @@ fn code_for_storage_error(kind: opendal::ErrorKind, temporary: bool) -> Code {
 /// An engine error for an object-store failure while working on `subject`. opendal's message is
 /// the store's own error (S3 code, message, resource, request id); never a key or signature.
 fn storage_error(e: &opendal::Error, subject: &str) -> EngineError {
+    if is_unreachable(e) {
+        // No answer at all: the store is down or not reachable from here, not refusing anyone.
+        return EngineError::Unavailable(format!(
+            "object store unreachable for {subject}: {}",
+            e.message()
+        ));
+    }
     let code = code_for_storage_error(e.kind(), e.is_temporary());
     EngineError::from_code(
         code,
@@ -120,6 +127,12 @@ fn storage_error(e: &opendal::Error, subject: &str) -> EngineError {
             e.message()
         ),
     )
+}
+
+/// opendal's error for a request that got no HTTP response (connection refused, DNS, TLS,
+/// timeout); after its retries it is no longer marked temporary, so the message tells.
+fn is_unreachable(e: &opendal::Error) -> bool {
+    e.kind() == opendal::ErrorKind::Unexpected && e.message() == "send http request"
 }
 
 /// A DataFusion error with any iceberg error inside it replaced by its classification: iceberg
@@ -336,6 +349,19 @@ mod tests {
             .with_context("response", "Parts { status: 403, version: HTTP/1.1 }");
         iceberg::Error::new(ErrorKind::Unexpected, "Failure in doing io operation")
             .with_source(store)
+    }
+
+    #[test]
+    fn an_object_store_that_does_not_answer_is_unavailable() {
+        let refused = opendal::Error::new(opendal::ErrorKind::Unexpected, "send http request")
+            .with_context("url", "http://127.0.0.1:1/warehouse/demo/c/data/x.parquet");
+        let e = classify(
+            &iceberg::Error::new(ErrorKind::Unexpected, "Failure in doing io operation")
+                .with_source(refused),
+            "table lake.demo.c",
+        );
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(e.to_string().contains("unreachable"), "{e}");
     }
 
     #[test]

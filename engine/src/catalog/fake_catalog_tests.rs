@@ -190,6 +190,7 @@ fn context_as(uri: &url::Url, user: &str, token: &str) -> SessionContext {
         warehouse: "lake".into(),
         ca_file: None,
         vended_credentials: Default::default(),
+        storage_endpoint: None,
     };
     let f = CatalogContextFactory::new(&config, crate::memory::shared_pool(256 << 20), 64 << 20, 2)
         .unwrap();

@@ -61,6 +61,7 @@ pub struct CatalogContextFactory {
     http: reqwest::Client,
     storage: Arc<dyn StorageFactory>,
     credentials: CredentialPolicy,
+    storage_endpoint: Option<String>,
     /// The process's one memory pool; each session gets `memory_limit_bytes` of it at most.
     shared_pool: Arc<dyn MemoryPool>,
     pub memory_limit_bytes: usize,
@@ -101,6 +102,10 @@ impl CatalogContextFactory {
                 customized_credential_load: None,
             }),
             credentials: (&catalog.vended_credentials).into(),
+            storage_endpoint: catalog
+                .storage_endpoint
+                .as_ref()
+                .map(|u| u.as_str().trim_end_matches('/').to_owned()),
             shared_pool,
             memory_limit_bytes,
             target_partitions,
@@ -123,6 +128,7 @@ impl QueryContextFactory for CatalogContextFactory {
             http: self.http.clone(),
             storage: self.storage.clone(),
             credentials: self.credentials,
+            storage_endpoint: self.storage_endpoint.clone(),
         };
         let catalog = UserCatalog::new(access, &token.access_token, token.latest.clone())?;
         let state = CatalogState::new(catalog, self.listing_ttl);

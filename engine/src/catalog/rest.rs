@@ -56,8 +56,12 @@ pub fn catalog_props(uri: &str, warehouse: &str, token: &Secret) -> HashMap<Stri
 
 /// The FileIO properties for one table: the storage keys the catalog supplied (its loadTable
 /// `config`, and its /v1/config answer, which iceberg has already merged in), never the token,
-/// headers or other client settings, plus the no-ambient flags.
-pub fn storage_props(merged: &HashMap<String, String>) -> HashMap<String, String> {
+/// headers or other client settings, plus the no-ambient flags; `endpoint` (the engine's
+/// `catalog.storage_endpoint`) replaces the vended `s3.endpoint`, and nothing else.
+pub fn storage_props(
+    merged: &HashMap<String, String>,
+    endpoint: Option<&str>,
+) -> HashMap<String, String> {
     let mut out: HashMap<String, String> = merged
         .iter()
         .filter(|(k, _)| STORAGE_PREFIXES.iter().any(|p| k.starts_with(p)))
@@ -65,6 +69,9 @@ pub fn storage_props(merged: &HashMap<String, String>) -> HashMap<String, String
         .collect();
     for (k, v) in NO_AMBIENT_CREDENTIALS {
         out.insert(k.to_owned(), v.to_owned());
+    }
+    if let Some(endpoint) = endpoint {
+        out.insert("s3.endpoint".to_owned(), endpoint.to_owned());
     }
     out
 }
@@ -105,6 +112,9 @@ pub struct CatalogAccess {
     pub http: reqwest::Client,
     pub storage: Arc<dyn StorageFactory>,
     pub credentials: CredentialPolicy,
+    /// Replaces the vended `s3.endpoint` (config `catalog.storage_endpoint`), without a
+    /// trailing slash.
+    pub storage_endpoint: Option<String>,
 }
 
 /// Never prints the inner client: its properties hold the user's token.
@@ -180,7 +190,10 @@ impl UserCatalog {
     /// The table with a FileIO that can only use what the catalog vended for it; a table in
     /// object storage without vended keys is refused rather than read with ambient credentials.
     fn restrict(&self, table: Table) -> IcebergResult<Table> {
-        let props = storage_props(table.file_io().config().props());
+        let props = storage_props(
+            table.file_io().config().props(),
+            self.access.storage_endpoint.as_deref(),
+        );
         let location = table.metadata().location();
         if needs_vended_credentials(location) && !has_vended_credentials(&props) {
             let ident = table.identifier();
@@ -341,7 +354,7 @@ mod tests {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
-        let out = storage_props(&merged);
+        let out = storage_props(&merged, None);
         assert_eq!(out["s3.access-key-id"], "AK");
         assert_eq!(out["client.region"], "us-east-1");
         assert_eq!(out["s3.disable-config-load"], "true");
@@ -359,12 +372,36 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_storage_endpoint_replaces_only_the_vended_endpoint() {
+        let merged = HashMap::from(
+            [
+                ("s3.access-key-id", "AK"),
+                ("s3.secret-access-key", "SK"),
+                ("s3.endpoint", "http://127.0.0.1:19000/"),
+                ("s3.path-style-access", "true"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let out = storage_props(&merged, Some("http://minio.storage.svc:9000"));
+        assert_eq!(out["s3.endpoint"], "http://minio.storage.svc:9000");
+        assert_eq!(out["s3.access-key-id"], "AK");
+        assert_eq!(out["s3.path-style-access"], "true");
+        assert_eq!(
+            storage_props(&merged, None)["s3.endpoint"],
+            "http://127.0.0.1:19000/"
+        );
+        // An endpoint alone is no credential: a table without vended keys is still refused.
+        let endpoint_only = storage_props(&HashMap::new(), Some("http://minio:9000"));
+        assert!(!has_vended_credentials(&endpoint_only));
+    }
+
+    #[test]
     fn s3_tables_need_vended_keys() {
         assert!(needs_vended_credentials("s3://warehouse/demo/a"));
         assert!(needs_vended_credentials("s3a://warehouse/demo/a"));
         assert!(!needs_vended_credentials("file:///tmp/w/demo/a"));
         assert!(!needs_vended_credentials("memory://x"));
-        let flags_only = storage_props(&HashMap::new());
+        let flags_only = storage_props(&HashMap::new(), None);
         assert!(!has_vended_credentials(&flags_only));
         let half = HashMap::from([("s3.access-key-id".to_owned(), "AK".to_owned())]);
         assert!(!has_vended_credentials(&half));
@@ -380,6 +417,7 @@ mod tests {
                 customized_credential_load: None,
             }),
             credentials: CredentialPolicy::default(),
+            storage_endpoint: None,
         }
     }
 

@@ -35,6 +35,11 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
         Some(k) => Some(KeycloakRef {
             url: url("spec.oidc.keycloak.url", &k.url)?,
             realm: k.realm.clone(),
+            frontend_url: k
+                .frontend_url
+                .as_deref()
+                .map(|u| url("spec.oidc.keycloak.frontendUrl", u))
+                .transpose()?,
         }),
         None => None,
     };
@@ -97,6 +102,12 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
                 .as_ref()
                 .map(|r| PathBuf::from(format!("{CATALOG_CA_DIR}/{}", r.key))),
             vended_credentials: Default::default(),
+            storage_endpoint: spec
+                .polaris
+                .storage_endpoint
+                .as_deref()
+                .map(|u| url("spec.polaris.storageEndpoint", u))
+                .transpose()?,
         },
         session: SessionConfig {
             refresh_buffer_seconds: s

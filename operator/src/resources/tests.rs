@@ -711,3 +711,41 @@ fn the_status_selector_selects_exactly_the_engine_pods() {
         "the Deployment selects with the same labels"
     );
 }
+
+#[test]
+fn a_cluster_internal_keycloak_and_object_store_address_reach_the_engine_config() {
+    let c = cluster_with(
+        serde_json::json!({}),
+        serde_json::json!({
+            "oidc": {"keycloak": {"url": "http://keycloak.iam.svc:8080", "realm": "sqe",
+                                  "frontendUrl": "https://sso.example.com"},
+                     "clientId": "sqe", "clientSecretRef": {"name": "oidc", "key": "client-secret"}},
+            "polaris": {"uri": "http://polaris.lake.svc:8181/api/catalog", "warehouse": "lake",
+                        "storageEndpoint": "http://minio.storage.svc:9000"}
+        }),
+    );
+    let d = build(&c, &SecretDigests::default()).unwrap();
+    let cfg = EngineConfig::from_yaml(&d.config_map.data.as_ref().unwrap()[CONFIG_KEY]).unwrap();
+    // Tokens carry the public URL; the engine fetches discovery through the Service.
+    assert_eq!(cfg.issuer().as_str(), "https://sso.example.com/realms/sqe");
+    assert_eq!(
+        cfg.discovery_base().as_str(),
+        "http://keycloak.iam.svc:8080/realms/sqe"
+    );
+    assert_eq!(
+        cfg.catalog.storage_endpoint.as_ref().map(|u| u.as_str()),
+        Some("http://minio.storage.svc:9000/")
+    );
+
+    // Neither is written when unset.
+    let plain = build(
+        &cluster_with(serde_json::json!({}), serde_json::json!({})),
+        &SecretDigests::default(),
+    )
+    .unwrap();
+    let yaml = &plain.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    assert!(
+        !yaml.contains("frontend_url") && !yaml.contains("storage_endpoint"),
+        "{yaml}"
+    );
+}
