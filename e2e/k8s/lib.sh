@@ -36,6 +36,9 @@ APISERVER_PORT=${SQE_K8S_APISERVER_PORT:-16443}
 KCM_PORT=${SQE_K8S_KCM_PORT:-10257}
 SCHED_PORT=${SQE_K8S_SCHED_PORT:-10259}
 KWOK_PORT=${SQE_K8S_KWOK_PORT:-10247}
+# The API server listens on every address (pods reach it on the bridge, which does not exist yet
+# when the plane starts); host clients keep using 127.0.0.1. Set 127.0.0.1 for a KWOK-only plane.
+APISERVER_BIND_ADDRESS=${SQE_K8S_APISERVER_BIND_ADDRESS:-0.0.0.0}
 
 KUBECONFIG_PATH="$SQE_K8S_STATE/admin.kubeconfig"
 
@@ -50,6 +53,26 @@ NODE_NAME=${SQE_K8S_NODE_NAME:-sqe-node-1}
 NODE_BRIDGE=${SQE_K8S_NODE_BRIDGE:-sqe-br0}
 NODE_POD_CIDR=${SQE_K8S_NODE_POD_CIDR:-10.245.0.0/24}
 NODE_SERVICE_CIDR=10.96.0.0/16   # the apiserver's --service-cluster-ip-range (up)
+# The node's address: the first host of the pod CIDR, on the bridge. `up` advertises the API
+# server there (the `kubernetes` Service's endpoint), so pods reach it through 10.96.0.1:443.
+first_host() { # first_host A.B.C.D/N -> the address after the network address
+  local a b c d n
+  IFS=. read -r a b c d <<<"${1%/*}"
+  n=$(( (a << 24 | b << 16 | c << 8 | d) + 1 ))
+  echo "$((n >> 24 & 255)).$((n >> 16 & 255)).$((n >> 8 & 255)).$((n & 255))"
+}
+NODE_IP=$(first_host "$NODE_POD_CIDR")
+# Cluster DNS: CoreDNS as a pod on the real node, behind this ClusterIP (kubelet clusterDNS).
+NODE_DNS_IP=${SQE_K8S_NODE_DNS_IP:-10.96.0.10}
+COREDNS_VERSION=v1.15.0
+COREDNS_ARCHIVE="$SQE_CACHE/k8s/coredns-$COREDNS_VERSION/coredns.oci.tar"
+COREDNS_IMAGE=localhost/coredns:$COREDNS_VERSION
+# A shell and tools for smoke checks: Debian's busybox-static, one layer, no base image.
+BUSYBOX_ARCHIVE="$SQE_CACHE/k8s/busybox/busybox.oci.tar"
+BUSYBOX_IMAGE=localhost/sqe-busybox:dev
+# TCP ports of host services on 127.0.0.1 (Keycloak, the catalog, MinIO) that pods reach at
+# $NODE_IP:<same port> (a DNAT from the bridge only). Space separated; none by default.
+NODE_HOST_PORTS=${SQE_K8S_NODE_HOST_PORTS:-}
 KUBELET_PORT=${SQE_K8S_KUBELET_PORT:-10250}
 KUBELET_HEALTHZ_PORT=${SQE_K8S_KUBELET_HEALTHZ_PORT:-10248}
 KUBE_PROXY_HEALTHZ_PORT=${SQE_K8S_KUBE_PROXY_HEALTHZ_PORT:-10256}
