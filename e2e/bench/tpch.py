@@ -368,7 +368,7 @@ class DuckDB(System):
 
     def run(self, query: str, sql: str) -> dict:
         t0 = time.perf_counter()
-        table = self.con.execute(sql).fetch_arrow_table()
+        table = self.con.execute(sql).to_arrow_table()
         ms = (time.perf_counter() - t0) * 1e3
         rows, checksum = arrow_answer(table)
         return {"ms": ms, "rows": rows, "checksum": checksum}
@@ -594,6 +594,9 @@ def main() -> int:
     ap.add_argument("--sqe-password", default="alice-pw")
     ap.add_argument("--up", action="store_true", help="run e2e/local/up first (implied by --smoke)")
     ap.add_argument("--out", help="results directory (default e2e/bench/results[/smoke])")
+    ap.add_argument("--keep-data", action="store_true",
+                    help="--smoke: keep the namespace in the catalog (default: dropped at the end, "
+                         "so later tests on the same stack see only their own namespaces)")
     args = ap.parse_args()
     if args.smoke:
         args.sf, args.runs, args.up = "0.01", 1, True
@@ -657,6 +660,8 @@ def main() -> int:
     finally:
         for s in live:
             s.stop()
+        if args.smoke and not args.keep_data:
+            data.drop(args.sf, data.admin_catalog())
 
     summary = summarize(results, systems, list(queries))
     table = print_table(results, summary, systems, list(queries))
