@@ -63,6 +63,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The workspace links two rustls providers (ring, and aws-lc-rs through opendal's reqwest);
+    // rustls then panics at the first TLS config that relies on the default (kube's client).
+    // Ring is the one the workspace chose; an error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => match sqe_crds::crd_yaml() {

@@ -8,9 +8,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -34,6 +34,10 @@ pub const DEFAULT_REPLICAS: i32 = 2;
 const RUN_AS: i64 = 65532;
 /// Time on top of the engine's own query drain grace for the process to exit.
 const EXIT_MARGIN_SECONDS: i64 = 15;
+/// A stopping pod keeps accepting connections this long before the engine is told to drain:
+/// kube-proxy (and any load balancer) needs time to take it out of the Service, and until it
+/// has, new connections still arrive and would be refused.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 
 fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
     Probe {
@@ -129,7 +133,9 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
     volumes.extend(o.volumes.iter().cloned());
     mounts.extend(o.volume_mounts.iter().cloned());
 
-    let grace = i64::from(engine.query.shutdown_grace_seconds.unwrap_or(30)) + EXIT_MARGIN_SECONDS;
+    let grace = PRE_STOP_SLEEP_SECONDS
+        + i64::from(engine.query.shutdown_grace_seconds.unwrap_or(30))
+        + EXIT_MARGIN_SECONDS;
     let container = Container {
         name: "engine".into(),
         image: Some(engine.image.clone()),
@@ -161,6 +167,16 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
         // liveness only restarts a wedged process.
         startup_probe: Some(http_probe("/healthz", 2, 60)),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        // The kubelet's own sleep (the image has no shell): SIGTERM comes after it.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: Some(engine.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(SecurityContext {

@@ -296,9 +296,18 @@ fn pods_are_hardened() {
                 .is_some_and(|r| r.contains_key("memory")),
             "{name}"
         );
-        // Long enough to drain queries: the engine's grace plus a margin.
+        // A stopping pod first waits to leave the Service's endpoints (kubelet sleep, no shell
+        // needed), then drains; the grace period covers both and the exit.
+        let sleep = engine(&d)
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.sleep.as_ref())
+            .map(|s| s.seconds)
+            .expect("a preStop sleep");
+        assert_eq!(sleep, super::deployment::PRE_STOP_SLEEP_SECONDS);
         let grace = c.spec.engine.query.shutdown_grace_seconds.unwrap_or(30) as i64;
-        assert!(pod.termination_grace_period_seconds.unwrap() > grace);
+        assert!(pod.termination_grace_period_seconds.unwrap() > sleep + grace);
     }
 }
 
