@@ -3,7 +3,8 @@
 //!
 //! opendal is the engine's own storage client (iceberg's FileIO reads through it), already built
 //! with its S3 service in this workspace; object_store's `aws` feature would rebuild every
-//! DataFusion crate. A ranged read is one GET with a Range header, as with object_store's S3.
+//! DataFusion crate. A ranged read is one GET with a Range header, and `get_ranges` is the trait's
+//! default (nearby ranges coalesced, up to 10 at a time), as with object_store's S3.
 
 use std::fmt;
 use std::ops::Range;
@@ -169,10 +170,6 @@ impl ObjectStore for OpendalS3 {
             range,
             attributes: Default::default(),
         })
-    }
-
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        futures::future::try_join_all(ranges.iter().map(|r| self.read(location, r.clone()))).await
     }
 
     fn delete_stream(
