@@ -175,13 +175,14 @@ def drop(sf: str, cat) -> None:
 
     ns = namespace(sf)
     try:
-        idents = cat.list_tables(ns)
+        if not cat.namespace_exists(ns):
+            raise NoSuchNamespaceError(ns)
+        for ident in cat.list_tables(ns):
+            drop_table(cat, ".".join(ident))
+        cat.drop_namespace(ns)
     except NoSuchNamespaceError:
         log(f"{ns}: not there")
         return
-    for ident in idents:
-        drop_table(cat, ".".join(ident))
-    cat.drop_namespace(ns)
     (sf_dir(sf) / "lake.json").unlink(missing_ok=True)
     log(f"dropped {ns}")
 
