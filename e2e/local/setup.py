@@ -18,16 +18,22 @@ E = os.environ
 
 
 def kc_admin_token() -> str:
-    r = requests.post(
-        f"{E['SQE_KEYCLOAK_URL']}/realms/master/protocol/openid-connect/token",
-        data={
-            "grant_type": "password",
-            "client_id": "admin-cli",
-            "username": E["SQE_KEYCLOAK_ADMIN"],
-            "password": E["SQE_KEYCLOAK_ADMIN_PASSWORD"],
-        },
-        timeout=30,
-    )
+    # On its first start in a fresh state dir Keycloak can report ready while it still creates
+    # the master realm and its bootstrap admin, answering 503 meanwhile: retried for a minute.
+    for _ in range(60):
+        r = requests.post(
+            f"{E['SQE_KEYCLOAK_URL']}/realms/master/protocol/openid-connect/token",
+            data={
+                "grant_type": "password",
+                "client_id": "admin-cli",
+                "username": E["SQE_KEYCLOAK_ADMIN"],
+                "password": E["SQE_KEYCLOAK_ADMIN_PASSWORD"],
+            },
+            timeout=30,
+        )
+        if r.status_code != 503:
+            break
+        time.sleep(1)
     r.raise_for_status()
     return r.json()["access_token"]
 

@@ -4,24 +4,35 @@
 KC_HOME="$SQE_CACHE/keycloak/$KEYCLOAK_VERSION/keycloak-$KEYCLOAK_VERSION"
 MINIO_BIN="$SQE_CACHE/minio/$MINIO_VERSION/bin/minio"
 
+# Build-time options of the optimized Keycloak; a change rebuilds it in place (no new download).
+# client-secret-rotation (a preview feature): a regenerated client secret leaves the old one valid
+# for a while, so a deployment's pods can roll to the new one without failed logins.
+KC_BUILD_OPTS=(--db=dev-file --health-enabled=true --cache=local --features=client-secret-rotation)
+
 install_keycloak() {
-  [[ -f $KC_HOME/.sqe-built ]] && return 0
-  need mvn "install Maven (apt-get install maven)"
+  local want="${KC_BUILD_OPTS[*]}"
+  [[ -f $KC_HOME/.sqe-built && $(cat "$KC_HOME/.sqe-built") == "$want" ]] && return 0
   [[ -x $JAVA25_HOME/bin/java ]] || die "Java 21+ is missing at $JAVA25_HOME (Keycloak $KEYCLOAK_VERSION needs it; set SQE_JAVA_HOME)"
-  say "installing Keycloak $KEYCLOAK_VERSION from Maven Central (checksum-verified) ..."
-  local dl="$SQE_CACHE/downloads"
-  mkdir -p "$dl" "$SQE_CACHE/logs"
-  # --strict-checksums: fail (not warn) if the archive does not match the registry's checksum.
-  mvn -B -q --strict-checksums -Dmaven.repo.local="$MAVEN_REPO" dependency:copy \
-    -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" -DoutputDirectory="$dl" \
-    > "$SQE_CACHE/logs/keycloak-download.log" 2>&1 \
-    || { tail -n 20 "$SQE_CACHE/logs/keycloak-download.log" >&2; die "downloading org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION failed"; }
-  rm -rf "$(dirname "$KC_HOME")"; mkdir -p "$(dirname "$KC_HOME")"
-  tar xzf "$dl/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C "$(dirname "$KC_HOME")"
+  mkdir -p "$SQE_CACHE/logs"
+  if [[ ! -x $KC_HOME/bin/kc.sh ]]; then
+    need mvn "install Maven (apt-get install maven)"
+    say "installing Keycloak $KEYCLOAK_VERSION from Maven Central (checksum-verified) ..."
+    local dl="$SQE_CACHE/downloads"
+    mkdir -p "$dl"
+    # --strict-checksums: fail (not warn) if the archive does not match the registry's checksum.
+    mvn -B -q --strict-checksums -Dmaven.repo.local="$MAVEN_REPO" dependency:copy \
+      -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" -DoutputDirectory="$dl" \
+      > "$SQE_CACHE/logs/keycloak-download.log" 2>&1 \
+      || { tail -n 20 "$SQE_CACHE/logs/keycloak-download.log" >&2; die "downloading org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION failed"; }
+    rm -rf "$(dirname "$KC_HOME")"; mkdir -p "$(dirname "$KC_HOME")"
+    tar xzf "$dl/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C "$(dirname "$KC_HOME")"
+  fi
+  pid_alive keycloak && die "Keycloak's build options changed while it runs: e2e/local/down first"
   # Build once for the production profile so every start can be --optimized (one JVM, ~15 s).
-  JAVA_HOME="$JAVA25_HOME" "$KC_HOME/bin/kc.sh" build --db=dev-file --health-enabled=true --cache=local \
+  say "building Keycloak ($want) ..."
+  JAVA_HOME="$JAVA25_HOME" "$KC_HOME/bin/kc.sh" build "${KC_BUILD_OPTS[@]}" \
     > "$SQE_CACHE/logs/keycloak-build.log" 2>&1 || { tail -n 20 "$SQE_CACHE/logs/keycloak-build.log" >&2; die "kc.sh build failed"; }
-  touch "$KC_HOME/.sqe-built"
+  echo "$want" > "$KC_HOME/.sqe-built"
 }
 
 install_minio() {

@@ -170,14 +170,44 @@ def cluster(kube, operator, stack):
     kube.kubectl("delete", "namespace", NS, "--wait=true", timeout=180)
 
 
+ROTATION_PROFILE = {
+    "name": "sqe-node-test-rotation",
+    "executors": [{"executor": "secret-rotation", "configuration": {
+        # A regenerated secret leaves the old one valid for 10 minutes: time for the pods to roll.
+        "expiration-period": 30 * 86400, "rotated-expiration-period": 600, "remaining-rotation-period": 86400}}],
+}
+ROTATION_POLICY = {
+    "name": "sqe-node-test-rotation", "enabled": True,
+    "conditions": [{"condition": "any-client", "configuration": {}}],
+    "profiles": [ROTATION_PROFILE["name"]],
+}
+
+
 @pytest.fixture(scope="module")
 def idp_client(keycloak, stack):
-    """The engine's client at Keycloak; its secret is put back when the module ends (the other
-    suites log in with the stack's secret)."""
+    """The engine's client at Keycloak, with Keycloak's secret rotation policy on (a regenerated
+    secret leaves the old one valid for a while) for this module only. At the end the policy goes,
+    the old secret is invalidated and the stack's secret is put back for the other suites."""
     client = keycloak.admin("GET", f"/clients?clientId={stack['SQE_OIDC_CLIENT_ID']}").json()[0]
+    profiles = keycloak.admin("GET", "/client-policies/profiles").json().get("profiles", [])
+    policies = keycloak.admin("GET", "/client-policies/policies").json().get("policies", [])
+    for path, body in (("/client-policies/profiles", {"profiles": [*profiles, ROTATION_PROFILE]}),
+                       ("/client-policies/policies", {"policies": [*policies, ROTATION_POLICY]})):
+        r = keycloak.admin("PUT", path, json=body)
+        assert r.status_code == 204, (path, r.status_code, r.text)
     yield client
-    r = keycloak.admin("PUT", f"/clients/{client['id']}", json={**client, "secret": stack["SQE_OIDC_CLIENT_SECRET"]})
-    assert r.status_code == 204, r.text
+    problems = []
+    for path, body in (("/client-policies/policies", {"policies": policies}),
+                       ("/client-policies/profiles", {"profiles": profiles})):
+        r = keycloak.admin("PUT", path, json=body)
+        if r.status_code != 204:
+            problems.append((path, r.status_code, r.text))
+    keycloak.admin("DELETE", f"/clients/{client['id']}/client-secret/rotated")
+    current = keycloak.admin("GET", f"/clients/{client['id']}").json()
+    r = keycloak.admin("PUT", f"/clients/{client['id']}", json={**current, "secret": stack["SQE_OIDC_CLIENT_SECRET"]})
+    if r.status_code != 204:
+        problems.append(("restore secret", r.status_code, r.text))
+    assert not problems, problems
 
 
 @pytest.fixture(scope="module")
@@ -365,13 +395,17 @@ def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time
     time.sleep(2)
 
     client = idp_client
-    new_secret = "rotated-" + uuid.uuid4().hex
     terminating_seen: dict[str, float] = {}
     min_ready = 99
     try:
-        # Rotate at the IdP, then hand the new secret and a changed session setting to the cluster.
-        r = keycloak.admin("PUT", f"/clients/{client['id']}", json={**client, "secret": new_secret})
-        assert r.status_code == 204, r.text
+        # Rotate at the IdP (the old secret stays valid for a while), then hand the new secret and
+        # a changed session setting to the cluster.
+        r = keycloak.admin("POST", f"/clients/{client['id']}/client-secret")
+        assert r.status_code == 200, r.text
+        new_secret = r.json()["value"]
+        assert new_secret != stack["SQE_OIDC_CLIENT_SECRET"]
+        old_still = keycloak.grant(grant_type="password", username="carol", password="carol-pw")
+        assert old_still.status_code == 200, ("the old secret must stay valid", old_still.text)
         kube.apply(cluster_manifest(stack, client_secret=new_secret, idle_timeout=600), NS)
 
         def rolled():
@@ -411,27 +445,33 @@ def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time
     drained = [r for r in long_runs.runs if r["fetched"]
                and any(r["start"] < t < r["fetched"] for t in terminating_seen.values())]
     assert drained, (terminating_seen, long_runs.runs)
-    # Logins failed only where an old pod still held the old secret, which the IdP no longer
-    # accepts (Keycloak's rotation here has no overlap); never a refused connection (a stopping
-    # pod keeps accepting until it has left the Service: preStop sleep).
-    unexpected = [r for r in logins.runs if not r["ok"] and "misconfigured" not in r["msg"]]
-    assert not unexpected, unexpected
-    # New logins work on the new pods with the new secret.
-    assert logins.runs and logins.runs[-1]["ok"], logins.runs[-3:]
+    # Every login worked throughout: old pods with the old secret (still valid at the IdP), new
+    # pods with the new one, and no connection was refused (a stopping pod keeps accepting until
+    # it has left the Service: preStop sleep).
+    failed = [r for r in logins.runs if not r["ok"]]
+    assert logins.runs and not failed, failed
     assert query(uri, "alice", "SELECT count(*) AS n FROM lake.demo.c").column("n").to_pylist() == [seed.rows_c().num_rows]
 
 
 # --- 5. a killed pod ------------------------------------------------------------------------
 
+def alice_logins(kube) -> dict[str, int]:
+    return {p["metadata"]["name"]: sum(1 for e in pod_events(kube, p["metadata"]["name"])
+                                       if e.get("event") == "login" and e.get("user") == "alice"
+                                       and e.get("outcome") == "ok")
+            for p in engine_pods(kube)}
+
+
 def test_a_killed_engine_pod_is_replaced_and_clients_log_in_again(kube, uri):
+    logins_before = alice_logins(kube)
     conn = connect(uri, "alice")
     with conn.cursor() as cur:
         cur.execute("SELECT 1 AS one")
         cur.fetch_arrow_table()
-    # The pod holding alice's session (the Service keeps a client on one pod: ClientIP affinity).
-    holder = next(p["metadata"]["name"] for p in engine_pods(kube)
-                  if any(e.get("event") == "login" and e.get("user") == "alice" and e.get("outcome") == "ok"
-                         for e in pod_events(kube, p["metadata"]["name"])))
+    # The pod that logged this connection in (the Service keeps a client on one pod).
+    grown = [pod for pod, n in alice_logins(kube).items() if n > logins_before.get(pod, 0)]
+    assert len(grown) == 1, (logins_before, grown)
+    holder = grown[0]
     before = {p["metadata"]["name"] for p in engine_pods(kube)}
     t0 = time.monotonic()
     kube.kubectl("delete", "pod", "-n", NS, holder, "--grace-period=0", "--force")
