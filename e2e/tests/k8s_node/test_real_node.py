@@ -274,7 +274,7 @@ def test_engine_pods_start_from_the_operators_pod_spec_and_turn_ready(kube, clus
 
 # --- 3. real clients through the Service ----------------------------------------------------
 
-def test_users_query_as_themselves_through_the_cluster_ip(kube, uri, catalog, minio_audit):
+def test_users_query_as_themselves_through_the_cluster_ip(kube, uri, catalog, minio_audit, stack):
     wh = "lake"
     catalog_mark = len(catalog.access_log_lines())
     audit_mark = len(minio_audit.entries())
@@ -282,9 +282,13 @@ def test_users_query_as_themselves_through_the_cluster_ip(kube, uri, catalog, mi
     n = query(uri, "alice", f"SELECT count(*) AS n, '{nonce}' AS nonce FROM {wh}.demo.c").column("n").to_pylist()
     assert n == [seed.rows_c().num_rows]
 
+    alice_reads = minio_audit.wait_for(minio_audit.object_read("demo/c_"), since=audit_mark)
     denied = error_of(uri, "bob", f"SELECT count(*) FROM {wh}.demo.c")
     assert denied.status_code.name in {"UNAUTHORIZED", "NOT_FOUND"}, denied
-    assert query(uri, "bob", f"SELECT count(*) AS n FROM {wh}.demo.a").column("n").to_pylist() == [seed.rows_a().num_rows]
+    bob_mark = len(minio_audit.entries())
+    assert query(uri, "bob", f"SELECT count(*) AS n, '{nonce}' AS nonce FROM {wh}.demo.a").column("n").to_pylist() == [
+        seed.rows_a().num_rows]
+    bob_reads = minio_audit.wait_for(minio_audit.object_read("demo/a_"), since=bob_mark)
     assert query(uri, "carol", f"SHOW TABLES FROM {wh}.demo").num_rows == 0
 
     # The catalog saw each user's own token: alice loaded demo.c, bob was refused it.
@@ -292,17 +296,19 @@ def test_users_query_as_themselves_through_the_cluster_ip(kube, uri, catalog, mi
     loads_c = [l for l in lines if re.search(r'"GET \S*/namespaces/demo/tables/c\b', l)]
     assert {re.search(r"principal=(\S+)", l).group(1) for l in loads_c} == {"alice", "bob"}, loads_c
 
-    # MinIO saw alice's read signed with a key vended to alice (as the engine pods logged it).
-    reads = minio_audit.wait_for(minio_audit.object_read("demo/c_"), since=audit_mark)
-    assert reads, "no S3 read of demo.c recorded"
-    used = {e["accessKey"] for e in reads}
+    # MinIO saw each user's reads signed with keys vended to that user (as the engine pods logged
+    # them), never the other's and never MinIO's root key.
+    assert alice_reads and bob_reads, "no S3 read recorded"
     vended = {}
     for pod in engine_pods(kube):
         for e in pod_events(kube, pod["metadata"]["name"]):
             if e.get("event") == "storage_credentials":
                 vended.setdefault(e["user"], set()).add(e["access_key_fp"])
-    assert {fingerprint(k) for k in used} <= vended.get("alice", set()), (used, vended)
-    assert not ({fingerprint(k) for k in used} & vended.get("bob", set()))
+    for user, reads, other in (("alice", alice_reads, "bob"), ("bob", bob_reads, "alice")):
+        used = {fingerprint(e["accessKey"]) for e in reads}
+        assert used <= vended.get(user, set()), (user, used, vended)
+        assert not (used & vended.get(other, set())), (user, used, vended)
+        assert all(e["accessKey"] != stack["SQE_MINIO_ROOT_USER"] for e in reads)
 
 
 def test_a_client_pod_queries_through_the_service_name(kube, uri):
@@ -381,6 +387,9 @@ class Timeline:
 
 def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time(kube, uri, stack, keycloak, idp_client):
     old_pods = {p["metadata"]["name"] for p in engine_pods(kube)}
+    pdb = kube.get("pdb", NAME, "-n", NS)
+    assert pdb["spec"]["maxUnavailable"] == 1 and pdb["status"]["expectedPods"] == 2, pdb
+    pdb_slack = []
     # A query long enough to be running when its pod is told to stop: about 3 s here.
     long_sql = "SELECT sum(v % 7) AS s FROM generate_series(1, 400000000) AS t(v)"
     t0 = time.time()
@@ -415,6 +424,8 @@ def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time
                 if p["metadata"].get("deletionTimestamp") and p["metadata"]["name"] not in terminating_seen:
                     terminating_seen[p["metadata"]["name"]] = time.time()
             min_ready = min(min_ready, sum(1 for p in pods if is_ready(p) and not p["metadata"].get("deletionTimestamp")))
+            st = kube.get("pdb", NAME, "-n", NS)["status"]
+            pdb_slack.append(st.get("currentHealthy", 0) - st.get("desiredHealthy", 0))
             live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
             names = {p["metadata"]["name"] for p in live}
             return (len(pods) == 2 and not (names & old_pods) and all(is_ready(p) for p in live)) or None
@@ -429,14 +440,16 @@ def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time
 
     REPORT["rolling_update"] = {
         "min_ready_pods": min_ready,
+        "min_pdb_slack": min(pdb_slack) if pdb_slack else None,
         "long_queries": [(round(r["end"] - r["start"], 1), r.get("code", "OK"), r["fetched"] is not None)
                          for r in long_runs.runs],
         "long_query_failures": [r["msg"] for r in long_runs.runs if not r["ok"]],
         "logins": {"ok": sum(r["ok"] for r in logins.runs), "failed": sum(not r["ok"] for r in logins.runs)},
         "login_failures": sorted({r["msg"][:160] for r in logins.runs if not r["ok"]}),
     }
-    # The Deployment keeps both pods serving while it surges a third (maxUnavailable 0).
-    assert min_ready >= 1
+    # The Deployment keeps both pods serving while it surges a third (maxUnavailable 0): the
+    # budget (maxUnavailable 1) was never used up.
+    assert min_ready >= 1 and min(pdb_slack) >= 0, (min_ready, pdb_slack)
     # No query was cut off: every long query either delivered all its results or failed at once
     # (a stopping or gone pod refused a new call), never after running a while.
     cut = [r for r in long_runs.runs if not r["fetched"] and r["end"] - r["start"] > 1.5]
