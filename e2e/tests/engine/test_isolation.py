@@ -10,6 +10,7 @@
 Expected answers come from pyiceberg reading the tables directly, not from the engine.
 """
 
+import collections
 import hashlib
 import random
 import re
@@ -21,6 +22,8 @@ import pyarrow.compute as pc
 import pytest
 
 from test_catalog_queries import assert_denied, connect, denied, query
+
+import seed  # noqa: E402  (on the path through test_catalog_queries)
 
 
 pytestmark = pytest.mark.usefixtures("needs_catalog")
@@ -220,3 +223,15 @@ def test_each_users_reads_are_signed_only_with_keys_vended_to_that_user(engine, 
     assert not ({fingerprint(k) for k in bob_used} & all_alice)
     # And every vended set came with a session token (temporary credentials).
     assert all(e["session_token"] for e in engine.events("storage_credentials"))
+
+
+def test_a_self_join_loads_the_table_once_as_the_user(engine, catalog):
+    # Planning and both scans share one loadTable (one snapshot, one set of vended keys); only
+    # if DoGet came more than a quarter second after planning would the scans load it again.
+    mark = len(catalog.access_log_lines())
+    n = query(engine, "alice", "SELECT count(*) AS n FROM lake.demo.a x JOIN lake.demo.a y ON x.id = y.id")
+    ids = collections.Counter(seed.rows_a().column("id").to_pylist())
+    assert n.column("n").to_pylist() == [sum(c * c for c in ids.values())]
+    loads = [l for l in catalog.access_log_lines()[mark:] if re.search(r'"GET \S*/namespaces/demo/tables/a\b', l)]
+    assert 1 <= len(loads) <= 2, loads
+    assert all("principal=alice" in l for l in loads), loads

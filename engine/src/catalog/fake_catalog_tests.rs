@@ -535,3 +535,30 @@ async fn time_travel_pins_each_table_where_it_is_read() {
         assert!(e.to_string().contains(says), "{sql}: {e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_loads_each_table_once_and_a_later_statement_loads_it_again() {
+    let (uri, log) = start_fake().await;
+    let ctx = context(&uri, "tok-alice-1");
+    let loads = || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == "GET" && s.path == "/v1/namespaces/demo/tables/a")
+            .count()
+    };
+    run(
+        &ctx,
+        "SELECT x.id FROM lake.demo.a x JOIN lake.demo.a y ON x.id = y.id",
+    )
+    .await
+    .unwrap();
+    assert_eq!(loads(), 1, "planning and both scans share one loadTable");
+    tokio::time::sleep(super::recent::FRESH_FOR + std::time::Duration::from_millis(50)).await;
+    run(&ctx, "SELECT count(*) FROM lake.demo.a").await.unwrap();
+    assert_eq!(
+        loads(),
+        2,
+        "a later statement reads the table as it is then"
+    );
+}

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod describe;
 pub mod errors;
 pub mod parquet;
+pub mod recent;
 pub mod rest;
 pub mod scan;
 pub mod schema;
@@ -129,6 +130,7 @@ impl QueryContextFactory for CatalogContextFactory {
             storage: self.storage.clone(),
             credentials: self.credentials,
             storage_endpoint: self.storage_endpoint.clone(),
+            recent: Arc::default(),
         };
         let catalog = UserCatalog::new(access, &token.access_token, token.latest.clone())?;
         let state = CatalogState::new(catalog, self.listing_ttl);

@@ -20,6 +20,7 @@ use iceberg::{
 use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 
 use super::credentials::CredentialPolicy;
+use super::recent::RecentLoads;
 use crate::error::EngineError;
 use crate::secret::{Fingerprint, Secret};
 use crate::token::LatestToken;
@@ -115,6 +116,9 @@ pub struct CatalogAccess {
     /// Replaces the vended `s3.endpoint` (config `catalog.storage_endpoint`), without a
     /// trailing slash.
     pub storage_endpoint: Option<String>,
+    /// The session's tables loaded a moment ago (one per session, shared with the clients
+    /// that later tokens of the session get).
+    pub recent: Arc<RecentLoads>,
 }
 
 /// Never prints the inner client: its properties hold the user's token.
@@ -164,6 +168,40 @@ impl UserCatalog {
 
     pub fn credential_policy(&self) -> CredentialPolicy {
         self.access.credentials
+    }
+
+    /// The table, and when its keys were vended: a load of this session younger than
+    /// `recent::FRESH_FOR` if there is one, else a new one.
+    pub async fn load_vended_table(
+        &self,
+        ident: &TableIdent,
+    ) -> IcebergResult<(Table, std::time::SystemTime)> {
+        match self.access.recent.get(ident, std::time::Instant::now()) {
+            Some(hit) => Ok(hit),
+            None => self.reload_table(ident).await,
+        }
+    }
+
+    /// A new loadTable (fresh keys), remembered for the statement's other reads.
+    pub async fn reload_table(
+        &self,
+        ident: &TableIdent,
+    ) -> IcebergResult<(Table, std::time::SystemTime)> {
+        let vended_at = std::time::SystemTime::now();
+        let table = self.restrict(self.rest.load_table(ident).await?)?;
+        self.access.recent.put(
+            ident.clone(),
+            table.clone(),
+            vended_at,
+            std::time::Instant::now(),
+        );
+        Ok((table, vended_at))
+    }
+
+    /// Whatever a write changed must be loaded again by the next read.
+    fn wrote<T>(&self, result: IcebergResult<T>) -> IcebergResult<T> {
+        self.access.recent.forget_all();
+        result
     }
 
     /// This client if the session still has the token it was built with, else a client for
@@ -278,37 +316,36 @@ impl Catalog for UserCatalog {
         namespace: &NamespaceIdent,
         creation: TableCreation,
     ) -> IcebergResult<Table> {
-        let table = self.rest.create_table(namespace, creation).await?;
+        let table = self.wrote(self.rest.create_table(namespace, creation).await)?;
         self.restrict(table)
     }
     async fn load_table(&self, table: &TableIdent) -> IcebergResult<Table> {
-        let table = self.rest.load_table(table).await?;
-        self.restrict(table)
+        Ok(self.load_vended_table(table).await?.0)
     }
     async fn drop_table(&self, table: &TableIdent) -> IcebergResult<()> {
-        self.rest.drop_table(table).await
+        self.wrote(self.rest.drop_table(table).await)
     }
     async fn purge_table(&self, table: &TableIdent) -> IcebergResult<()> {
-        self.rest.purge_table(table).await
+        self.wrote(self.rest.purge_table(table).await)
     }
     async fn table_exists(&self, table: &TableIdent) -> IcebergResult<bool> {
         self.rest.table_exists(table).await
     }
     async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> IcebergResult<()> {
-        self.rest.rename_table(src, dest).await
+        self.wrote(self.rest.rename_table(src, dest).await)
     }
     async fn register_table(
         &self,
         table: &TableIdent,
         metadata_location: String,
     ) -> IcebergResult<Table> {
-        let table = self.rest.register_table(table, metadata_location).await?;
+        let table = self.wrote(self.rest.register_table(table, metadata_location).await)?;
         self.restrict(table)
     }
     async fn update_table(&self, commit: TableCommit) -> IcebergResult<Table> {
         // The commit response carries no vended config; the table is re-loaded (and restricted)
         // before any further read, so it is returned as the catalog built it.
-        self.rest.update_table(commit).await
+        self.wrote(self.rest.update_table(commit).await)
     }
 }
 
@@ -418,6 +455,7 @@ mod tests {
             }),
             credentials: CredentialPolicy::default(),
             storage_endpoint: None,
+            recent: Arc::default(),
         }
     }
 

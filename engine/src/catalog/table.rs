@@ -4,7 +4,6 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -16,11 +15,11 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use futures::{FutureExt, TryStreamExt};
+use iceberg::TableIdent;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{Schema as IcebergSchema, TableMetadata, TableMetadataRef};
 use iceberg::table::Table;
-use iceberg::{Catalog, TableIdent};
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
 use super::credentials::{Renew, Vended, VendedIo};
@@ -42,18 +41,28 @@ fn df_err(e: EngineError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// The table as loaded now, and the keys vended with it (when they run out, by the catalog's
-/// word or the assumed lifetime counted from before the request).
+/// Whether a load may be one the session made a moment ago (`recent`), or must be new (fresh
+/// keys: a renewal).
+#[derive(Clone, Copy)]
+enum Load {
+    RecentOk,
+    New,
+}
+
+/// The table as loaded (now, or a moment ago by this session), and the keys vended with it
+/// (when they run out, by the catalog's word or the assumed lifetime counted from before the
+/// request).
 async fn load_vended(
     catalog: &UserCatalog,
     ident: &TableIdent,
     subject: &str,
+    load: Load,
 ) -> Result<(Table, Vended), EngineError> {
-    let vended_at = SystemTime::now();
-    let table = catalog
-        .load_table(ident)
-        .await
-        .map_err(|e| classify(&e, subject))?;
+    let (table, vended_at) = match load {
+        Load::RecentOk => catalog.load_vended_table(ident).await,
+        Load::New => catalog.reload_table(ident).await,
+    }
+    .map_err(|e| classify(&e, subject))?;
     let vended = Vended {
         file_io: table.file_io().clone(),
         expires_at: catalog
@@ -138,7 +147,7 @@ impl UserTable {
             let (catalog, ident, subject) = (catalog.clone(), ident.clone(), subject.clone());
             async move {
                 let catalog = catalog.current().await?;
-                Ok(load_vended(&catalog, &ident, &subject).await?.1)
+                Ok(load_vended(&catalog, &ident, &subject, Load::New).await?.1)
             }
             .boxed()
         })
@@ -182,8 +191,9 @@ impl TableProvider for UserTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        // Loaded per query: the latest snapshot and credentials vended now, for this user.
-        let (table, first) = load_vended(&self.catalog, &self.ident, &self.subject)
+        // Loaded per query: the latest snapshot and credentials vended now for this user (or a
+        // moment ago, for this statement's planning or another scan of it: `recent`).
+        let (table, first) = load_vended(&self.catalog, &self.ident, &self.subject, Load::RecentOk)
             .await
             .map_err(df_err)?;
         let snapshot_id = match &self.pinned {
