@@ -140,6 +140,10 @@ mod tests {
         assert!(recent.get(&a, t0).is_none());
         recent.put(a.clone(), table("a").1, SystemTime::now(), t0);
         recent.put(b, tb, SystemTime::now(), t0 + FRESH_FOR * 2);
-        assert_eq!(recent.entry_count(), 1, "a's expired entry went when b was put");
+        assert_eq!(
+            recent.entry_count(),
+            1,
+            "a's expired entry went when b was put"
+        );
     }
 }
