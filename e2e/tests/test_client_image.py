@@ -15,7 +15,6 @@ reaches it through a Service).
 import importlib.metadata
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,24 +29,11 @@ sys.path.insert(0, str(ROOT / "e2e" / "local"))
 sys.path.insert(0, str(ROOT / "e2e" / "tests"))
 import seed  # noqa: E402  (what the demo tables hold)
 from operator_render import binary  # noqa: E402
+from oci_runtime import CAPABILITY_SETS, NONROOT, needs_runc, run_checked  # noqa: E402
 
 ENTRYPOINT = ["python3", "/usr/local/bin/sqe-query"]
-NONROOT = 65532
 PACKAGES = ("adbc-driver-flightsql", "adbc-driver-manager", "pyarrow")
-CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 COUNT_C = "SELECT count(*) AS n FROM lake.demo.c"
-
-# As test_engine_image.py: only a machine where runc cannot run at all skips (CI, as root, has
-# these). A missing archive is no reason: the fixture builds it, and a failed build fails.
-needs_runc = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("runc", "umoci", "buildah")) or os.geteuid() != 0,
-    reason="needs runc, umoci and buildah (apt-get install runc umoci buildah; .ci/run does) and "
-    "root (runc has no user namespaces here to run rootless)",
-)
-
-
-def _run(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +46,11 @@ def image(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("client-image")
     layout = work / "layout"
     layout.mkdir()
-    _run("tar", "-xf", archive, "-C", layout)
+    run_checked("tar", "-xf", archive, "-C", layout)
     (manifest,) = json.loads((layout / "index.json").read_text())["manifests"]
     manifest = json.loads((layout / "blobs" / manifest["digest"].replace(":", "/")).read_text())
     config = json.loads((layout / "blobs" / manifest["config"]["digest"].replace(":", "/")).read_text())
-    _run("umoci", "unpack", "--image", f"{layout}:dev", work / "bundle")
+    run_checked("umoci", "unpack", "--image", f"{layout}:dev", work / "bundle")
     return {
         "config": config["config"],
         "bundle": work / "bundle",

@@ -17,7 +17,6 @@ RuntimeDefault seccomp profile (runc has none of its own), probes (polled here i
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -33,21 +32,9 @@ sys.path.insert(0, str(ROOT / "e2e" / "local"))
 sys.path.insert(0, str(ROOT / "e2e" / "tests"))
 import seed  # noqa: E402  (what the demo tables hold)
 from operator_render import LOCAL_STACK_EXAMPLE, binary, documents, one, render  # noqa: E402
+from oci_runtime import CAPABILITY_SETS, NONROOT, needs_runc, run_checked  # noqa: E402
 
 ENTRYPOINT = ["/usr/local/bin/sqe-engine"]
-NONROOT = 65532
-CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
-
-# Only a machine where runc cannot run at all skips: CI (.ci/run) installs these and runs as root.
-needs_runc = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("runc", "umoci", "buildah")) or os.geteuid() != 0,
-    reason="needs runc, umoci and buildah (apt-get install runc umoci buildah; .ci/run does) and "
-    "root (runc has no user namespaces here to run rootless)",
-)
-
-
-def _run(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +42,17 @@ def image(tmp_path_factory) -> dict:
     """The engine image built from the binary under test (a cache hit after e2e/run-tests' build
     step), unpacked: its OCI config and a runtime bundle (`rootfs/`, `config.json`)."""
     env = {**os.environ, "SQE_BIN_DIR": str(binary("sqe-engine").parent)}
-    _run(ROOT / "e2e/images/build", "engine", env=env)
+    run_checked(ROOT / "e2e/images/build", "engine", env=env)
     archive = Path(os.environ.get("SQE_CACHE", Path.home() / ".cache/sqe")) / "images/sqe-engine.oci.tar"
     work = tmp_path_factory.mktemp("engine-image")
     layout = work / "layout"
     layout.mkdir()
-    _run("tar", "-xf", archive, "-C", layout)
+    run_checked("tar", "-xf", archive, "-C", layout)
     index = json.loads((layout / "index.json").read_text())
     (manifest,) = index["manifests"]
     manifest = json.loads((layout / "blobs" / manifest["digest"].replace(":", "/")).read_text())
     config = json.loads((layout / "blobs" / manifest["config"]["digest"].replace(":", "/")).read_text())
-    _run("umoci", "unpack", "--image", f"{layout}:dev", work / "bundle")
+    run_checked("umoci", "unpack", "--image", f"{layout}:dev", work / "bundle")
     return {"config": config["config"], "bundle": work / "bundle"}
 
 
@@ -251,7 +238,7 @@ def test_the_engine_image_serves_alice_and_refuses_bob_under_the_rendered_pod_sp
             time.sleep(0.5)
 
         # The engine process runs as the pod spec says.
-        pid = json.loads(_run("runc", "--root", state, "state", name).stdout)["pid"]
+        pid = json.loads(run_checked("runc", "--root", state, "state", name).stdout)["pid"]
         status = _proc_status(pid)
         assert status["Uid"].split() == [str(NONROOT)] * 4 and status["Gid"].split() == [str(NONROOT)] * 4
         for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
