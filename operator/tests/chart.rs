@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 // ---------------------------------------------------------------------------------------------
 // Harness: kubectl, helm, tokens, the operator as a host process.
 
@@ -298,26 +300,13 @@ impl Drop for Operator {
     }
 }
 
-fn secret_yaml() -> &'static str {
-    "apiVersion: v1\nkind: Secret\nmetadata: {name: oidc}\nstringData: {client-secret: s1}\n"
+/// The Secret and SqeCluster the chart's tests apply: the shared builders, one replica.
+fn secret_yaml() -> String {
+    common::secret_yaml("s1")
 }
 
 fn cluster_yaml(name: &str, spec_extra: &str) -> String {
-    format!(
-        r#"apiVersion: sqe.io/v1alpha1
-kind: SqeCluster
-metadata: {{name: {name}}}
-spec:
-  oidc:
-    keycloak: {{url: "http://keycloak:8080", realm: sqe}}
-    clientId: sqe
-    clientSecretRef: {{name: oidc, key: client-secret}}
-  polaris: {{uri: "http://polaris:8181/api/catalog", warehouse: lake}}
-  engine:
-    image: sqe-engine:test
-    replicas: 1
-{spec_extra}"#
-    )
+    common::cluster_yaml(name, "    replicas: 1\n", spec_extra)
 }
 
 fn wait_cluster_ready(ns: &str, name: &str) {
@@ -500,9 +489,9 @@ fn in_role_mode_helm_installs_upgrades_and_uninstalls_an_operator_confined_to_it
     // Ready, and leaves one in an unwatched namespace alone.
     let mut op = Operator::from_deployment(op_ns, &name, &kc);
     op.wait_leading();
-    kubectl_apply(team_a, secret_yaml());
+    kubectl_apply(team_a, &secret_yaml());
     kubectl_apply(team_a, &cluster_yaml("lake", ""));
-    kubectl_apply(other, secret_yaml());
+    kubectl_apply(other, &secret_yaml());
     kubectl_apply(other, &cluster_yaml("stray", ""));
     wait_cluster_ready(team_a, "lake");
     assert!(exists(&["-n", team_a, "deployment", "lake"]));
@@ -688,7 +677,7 @@ fn the_operator_upgrades_an_older_crd_so_a_new_field_is_accepted() {
         ["managedFields"]
         .to_string();
     assert!(managers.contains("sqe-operator-crd"), "{managers}");
-    kubectl_apply(apps, secret_yaml());
+    kubectl_apply(apps, &secret_yaml());
     kubectl_apply(apps, &with_field);
     wait_cluster_ready(apps, "lake");
     let pdb = get_json(&["-n", apps, "poddisruptionbudget", "lake"]);
