@@ -65,6 +65,9 @@ struct Args {
     /// Read run requests from stdin (JSON lines) instead of running --query.
     #[arg(long)]
     serve: bool,
+    /// Print each query's physical plan (EXPLAIN) on stderr instead of running it.
+    #[arg(long)]
+    explain: bool,
     /// Partitions (DataFusion target_partitions); default one per core, as the engine.
     #[arg(long)]
     target_partitions: Option<usize>,
@@ -101,9 +104,11 @@ fn context(args: &Args) -> anyhow::Result<SessionContext> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(ENGINE_SESSION_MEMORY)))
         .build_arc()?;
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(partitions(args).max(1));
+    // The engine's PLANNING_CONCURRENCY (its scans wait on the catalog while planned).
+    config.options_mut().execution.planning_concurrency = 16;
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
@@ -312,6 +317,16 @@ fn main() -> anyhow::Result<()> {
         }
         for (name, file) in query_files(&args)? {
             match read_sql(&file) {
+                Ok(sql) if args.explain => {
+                    let plan = bench
+                        .ctx
+                        .sql(&format!("EXPLAIN {sql}"))
+                        .await?
+                        .collect()
+                        .await?;
+                    let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan)?;
+                    eprintln!("{name}\n{text}");
+                }
                 Ok(sql) => {
                     for _ in 0..args.runs.max(1) {
                         let v = bench.run_once(&name, &sql).await;

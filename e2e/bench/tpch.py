@@ -199,8 +199,12 @@ def profile_of(binary: Path) -> str:
 class Sqe(System):
     name = "sqe"
 
-    def __init__(self, args, ns: str):
+    def __init__(self, args, ns: str, extra_config: str = "", modes: str = ""):
+        """For overhead.py: `extra_config`, more top-level YAML lines for the engine's config;
+        `modes`, its oidc.modes (a YAML list) instead of the default."""
         super().__init__()
+        self.extra_config = extra_config
+        self.modes = f", modes: {modes}" if modes else ""
         self.bin = cargo_bin("sqe-engine", args.engine_bin)
         self.ns, self.user, self.password = ns, args.sqe_user, args.sqe_password
         self.proc = self.conn = self.cur = None
@@ -218,9 +222,9 @@ class Sqe(System):
         config.write_text(
             f'listen: {{ flight: "127.0.0.1:{ENGINE_FLIGHT_PORT}", http: "127.0.0.1:{ENGINE_HTTP_PORT}" }}\n'
             f'oidc: {{ keycloak: {{ url: "{e["SQE_KEYCLOAK_URL"]}", realm: {e["SQE_KEYCLOAK_REALM"]} }}, '
-            f'client_id: {e["SQE_OIDC_CLIENT_ID"]} }}\n'
+            f'client_id: {e["SQE_OIDC_CLIENT_ID"]}{self.modes} }}\n'
             f'catalog: {{ uri: "{e["SQE_CATALOG_URI"]}", warehouse: {e["SQE_CATALOG_WAREHOUSE"]} }}\n'
-            "query: { shutdown_grace_seconds: 5, timeout_seconds: 3600 }\n"
+            "query: { shutdown_grace_seconds: 5, timeout_seconds: 3600 }\n" + self.extra_config
         )
         self.log_path = state / f"bench-engine-{ENGINE_FLIGHT_PORT}.log"
         t0 = time.monotonic()

@@ -15,6 +15,7 @@
 pub mod credentials;
 pub mod describe;
 pub mod errors;
+pub mod footers;
 pub mod parquet;
 pub mod recent;
 pub mod rest;
@@ -69,6 +70,9 @@ pub struct CatalogContextFactory {
     pub target_partitions: usize,
     pub listing_ttl: Duration,
 }
+
+/// Scans of one statement planned at once (each loads its table and reads its footers).
+pub const PLANNING_CONCURRENCY: usize = 16;
 
 impl CatalogContextFactory {
     pub fn new(
@@ -131,6 +135,7 @@ impl QueryContextFactory for CatalogContextFactory {
             credentials: self.credentials,
             storage_endpoint: self.storage_endpoint.clone(),
             recent: Arc::default(),
+            footers: Arc::default(),
         };
         let catalog = UserCatalog::new(access, &token.access_token, token.latest.clone())?;
         let state = CatalogState::new(catalog, self.listing_ttl);
@@ -143,11 +148,14 @@ impl QueryContextFactory for CatalogContextFactory {
         let _ = runtime.deregister_object_store(&file);
         let label = url::Url::parse(parquet::LABEL_URL).expect("static URL");
         runtime.register_object_store(&label, Arc::new(InMemory::new()));
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(self.target_partitions.max(1))
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(&self.warehouse, DEFAULT_SCHEMA);
+        // A statement's scans are planned together, not a core's worth at a time: planning one
+        // is mostly waiting for the catalog and the footers (DataFusion's default is the cores).
+        config.options_mut().execution.planning_concurrency = PLANNING_CONCURRENCY;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_catalog(&self.warehouse, Arc::new(WarehouseProvider::new(state)));
         // `datafusion.public`: session-local tables in memory, paid for out of the session's

@@ -18,9 +18,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::DFSchema;
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, Statistics};
 use datafusion::config::TableParquetOptions;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::{
     FileGroup, FileScanConfigBuilder, ParquetFileMetrics, ParquetFileReaderFactory, ParquetSource,
 };
@@ -32,11 +34,13 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::errors::ParquetError;
-use datafusion::parquet::file::metadata::ParquetMetaData;
+use datafusion::parquet::file::metadata::{
+    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use iceberg::arrow::ArrowFileReader;
 use iceberg::io::FileMetadata;
 use iceberg::scan::FileScanTask;
@@ -44,6 +48,7 @@ use iceberg::spec::DataFileFormat;
 
 use super::credentials::{VendedIo, store_refusal};
 use super::errors::iceberg_cause;
+use super::footers::FooterCache;
 use super::scan::{balance, task_bytes};
 
 /// The object-store URL DataFusion's plan names for these scans. The session registers an empty
@@ -91,6 +96,8 @@ fn partitioned_file(task: &FileScanTask) -> PartitionedFile {
 pub fn parquet_exec(
     state: &dyn Session,
     io: Arc<VendedIo>,
+    footers: Arc<FooterCache>,
+    statistics: Statistics,
     tasks: Vec<FileScanTask>,
     table_schema: SchemaRef,
     projection: Option<&Vec<usize>>,
@@ -106,7 +113,7 @@ pub fn parquet_exec(
     options.global.schema_force_view_types = false;
     let mut source = ParquetSource::new(table_schema.clone())
         .with_table_parquet_options(options)
-        .with_parquet_file_reader_factory(Arc::new(VendedReaderFactory { io }));
+        .with_parquet_file_reader_factory(Arc::new(VendedReaderFactory { io, footers }));
     if let Some(predicate) = conjunction(filters.iter().cloned()) {
         let df_schema = DFSchema::try_from(table_schema.as_ref().clone())?;
         source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
@@ -119,14 +126,116 @@ pub fn parquet_exec(
         .with_file_groups(groups)
         .with_projection_indices(projection.cloned())?
         .with_limit(limit)
+        .with_statistics(statistics)
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+/// Files whose footers a scan reads while it is planned, at most: beyond, the manifests' row
+/// counts alone (reading thousands of footers would cost more than a better join order saves).
+pub const MAX_FOOTERS_PER_SCAN: usize = 256;
+
+/// What DataFusion plans joins with (which side builds the hash table, whether a side is small
+/// enough to collect, how many rows a join or filter leaves): the statistics of every file from
+/// its footer (rows, and per column min, max, nulls and size), as DataFusion's listing tables
+/// have them. The footers come from the session's cache or are read now with the table's vended
+/// keys, and stay cached for the scan itself. Too many files, or a footer that cannot be read:
+/// the manifests' row counts (`manifest_statistics`); the scan reports a real read failure.
+pub async fn file_statistics(
+    io: &Arc<VendedIo>,
+    footers: &Arc<FooterCache>,
+    tasks: &[FileScanTask],
+    table_schema: &SchemaRef,
+    metadata_size_hint: Option<usize>,
+) -> Statistics {
+    if tasks.len() > MAX_FOOTERS_PER_SCAN {
+        return manifest_statistics(tasks, table_schema);
+    }
+    let reads: Vec<_> = tasks
+        .iter()
+        .map(|t| {
+            let (io, footers, schema) = (io.clone(), footers.clone(), table_schema.clone());
+            let (location, size) = (t.data_file_path.clone(), t.file_size_in_bytes);
+            async move {
+                let metadata = footer(&io, &footers, &location, size, metadata_size_hint)
+                    .await
+                    .inspect_err(|e| {
+                        tracing::debug!(event = "footer", file = %location, error = %e,
+                                        "planning without this file's statistics")
+                    })
+                    .ok()?;
+                DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema)
+                    .inspect_err(|e| {
+                        tracing::debug!(event = "footer", file = %location, error = %e,
+                                        "statistics unreadable")
+                    })
+                    .ok()
+            }
+        })
+        .collect();
+    let per_file: Vec<Option<Statistics>> =
+        futures::stream::iter(reads).buffered(8).collect().await;
+    let Some(per_file) = per_file.into_iter().collect::<Option<Vec<Statistics>>>() else {
+        return manifest_statistics(tasks, table_schema);
+    };
+    Statistics::try_merge_iter(per_file.iter(), table_schema)
+        .unwrap_or_else(|_| manifest_statistics(tasks, table_schema))
+}
+
+/// The footer of one file (with its page indexes), cached for the context: read once with the
+/// table's vended keys (renewed if refused, as every read), then served from memory.
+async fn footer(
+    io: &Arc<VendedIo>,
+    footers: &Arc<FooterCache>,
+    location: &str,
+    size: u64,
+    metadata_size_hint: Option<usize>,
+) -> Result<Arc<ParquetMetaData>, ParquetError> {
+    if let Some(cached) = footers.get(location, size) {
+        return Ok(cached);
+    }
+    let mut reader = VendedParquetReader {
+        io: io.clone(),
+        footers: footers.clone(),
+        location: location.to_owned(),
+        size,
+        metadata_size_hint,
+        inner: None,
+        generation: 0,
+        metrics: None,
+    };
+    let metadata = ParquetMetaDataReader::new()
+        .with_prefetch_hint(metadata_size_hint)
+        .with_page_index_policy(PageIndexPolicy::Optional)
+        .load_and_finish(&mut reader, size)
+        .await?;
+    let metadata = Arc::new(metadata);
+    footers.put(location, size, metadata.clone());
+    Ok(metadata)
+}
+
+/// What the manifests alone say: the exact row count when every task is a whole file with a
+/// known count, else unknown; no column statistics.
+pub fn manifest_statistics(tasks: &[FileScanTask], table_schema: &SchemaRef) -> Statistics {
+    let rows = tasks
+        .iter()
+        .map(|t| {
+            let whole = t.start == 0 && t.length >= t.file_size_in_bytes;
+            t.record_count.filter(|_| whole)
+        })
+        .try_fold(0usize, |sum, n| Some(sum + usize::try_from(n?).ok()?));
+    Statistics {
+        num_rows: rows.map_or(Precision::Absent, Precision::Exact),
+        total_byte_size: Precision::Absent,
+        column_statistics: Statistics::unknown_column(table_schema),
+    }
 }
 
 /// Opens each planned file through the table's vended keys, renewed as the scan goes on.
 #[derive(Debug)]
 struct VendedReaderFactory {
     io: Arc<VendedIo>,
+    footers: Arc<FooterCache>,
 }
 
 impl ParquetFileReaderFactory for VendedReaderFactory {
@@ -134,7 +243,7 @@ impl ParquetFileReaderFactory for VendedReaderFactory {
         &self,
         partition_index: usize,
         file: PartitionedFile,
-        _metadata_size_hint: Option<usize>,
+        metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> DFResult<Box<dyn AsyncFileReader + Send>> {
         let location = file
@@ -152,11 +261,13 @@ impl ParquetFileReaderFactory for VendedReaderFactory {
             ParquetFileMetrics::new(partition_index, file.object_meta.location.as_ref(), metrics);
         Ok(Box::new(VendedParquetReader {
             io: self.io.clone(),
+            footers: self.footers.clone(),
             location,
             size: file.object_meta.size,
+            metadata_size_hint,
             inner: None,
             generation: 0,
-            metrics: file_metrics,
+            metrics: Some(file_metrics),
         }))
     }
 }
@@ -166,12 +277,15 @@ impl ParquetFileReaderFactory for VendedReaderFactory {
 /// renewed: every request is signed with keys that are current when it is made.
 struct VendedParquetReader {
     io: Arc<VendedIo>,
+    footers: Arc<FooterCache>,
     location: String,
     size: u64,
+    metadata_size_hint: Option<usize>,
     /// Open with the keys of `generation`; `None` until first use and after a renewal.
     inner: Option<ArrowFileReader>,
     generation: u64,
-    metrics: ParquetFileMetrics,
+    /// `None` while the footer is read for planning (not part of any scan's metrics).
+    metrics: Option<ParquetFileMetrics>,
 }
 
 fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ParquetError {
@@ -237,9 +351,9 @@ fn classified(e: ParquetError, subject: &str) -> ParquetError {
 
 impl AsyncFileReader for VendedParquetReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes, ParquetError>> {
-        self.metrics
-            .bytes_scanned
-            .add((range.end - range.start) as usize);
+        if let Some(m) = &self.metrics {
+            m.bytes_scanned.add((range.end - range.start) as usize);
+        }
         async move { once_more_if_refused!(self, |r| r.get_bytes(range.clone())) }.boxed()
     }
 
@@ -248,21 +362,84 @@ impl AsyncFileReader for VendedParquetReader {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
         let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-        self.metrics.bytes_scanned.add(total as usize);
+        if let Some(m) = &self.metrics {
+            m.bytes_scanned.add(total as usize);
+        }
         async move { once_more_if_refused!(self, |r| r.get_byte_ranges(ranges.clone())) }.boxed()
     }
 
+    /// The footer as planning read it (or as the first reader of the file reads it now), page
+    /// indexes included, whatever `options` ask: DataFusion's reader takes what it needs.
     fn get_metadata<'a>(
         &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
+        _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>, ParquetError>> {
-        async move { once_more_if_refused!(self, |r| r.get_metadata(options)) }.boxed()
+        async move {
+            footer(
+                &self.io,
+                &self.footers,
+                &self.location,
+                self.size,
+                self.metadata_size_hint,
+            )
+            .await
+        }
+        .boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(size: u64, record_count: Option<u64>) -> FileScanTask {
+        serde_json::from_value(serde_json::json!({
+            "start": 0, "length": size, "record_count": record_count,
+            "data_file_path": "s3://warehouse/demo/a/data/x.parquet",
+            "data_file_format": "parquet",
+            "schema": {"type": "struct", "schema-id": 0, "fields": [
+                {"id": 1, "name": "id", "required": true, "type": "long"}]},
+            "project_field_ids": [1],
+            "predicate": null,
+            "deletes": [],
+            "file_size_in_bytes": size,
+            "case_sensitive": true
+        }))
+        .expect("FileScanTask from JSON")
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new(
+                "id",
+                datafusion::arrow::datatypes::DataType::Int64,
+                false,
+            ),
+        ]))
+    }
+
+    #[test]
+    fn the_manifests_row_counts_become_the_scans_exact_row_count() {
+        let s = manifest_statistics(&[task(100, Some(10)), task(50, Some(7))], &schema());
+        assert_eq!(s.num_rows, Precision::Exact(17));
+        assert_eq!(s.column_statistics.len(), 1);
+        assert_eq!(
+            manifest_statistics(&[], &schema()).num_rows,
+            Precision::Exact(0)
+        );
+    }
+
+    #[test]
+    fn a_file_without_a_count_or_read_in_part_leaves_the_row_count_unknown() {
+        let unknown = manifest_statistics(&[task(100, Some(10)), task(50, None)], &schema());
+        assert_eq!(unknown.num_rows, Precision::Absent);
+        let mut part = task(100, Some(10));
+        part.length = 40;
+        assert_eq!(
+            manifest_statistics(&[part], &schema()).num_rows,
+            Precision::Absent
+        );
+    }
 
     #[test]
     fn only_plain_parquet_files_of_an_unevolved_table_go_to_datafusion() {

@@ -9,7 +9,7 @@
 //! later than a fresh load would see it. Credential renewal never takes an entry from here.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use iceberg::TableIdent;
@@ -23,6 +23,9 @@ pub const FRESH_FOR: Duration = Duration::from_millis(250);
 #[derive(Debug, Default)]
 pub struct RecentLoads {
     entries: Mutex<HashMap<TableIdent, Entry>>,
+    /// One gate per table being loaded: a statement's scans are planned concurrently, and two
+    /// scans of one table (a self-join) wait for one load instead of making two.
+    gates: Mutex<HashMap<TableIdent, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Debug)]
@@ -56,6 +59,16 @@ impl RecentLoads {
                 },
             );
         }
+    }
+
+    /// The gate of `ident`'s loads: hold it while checking `get` and loading.
+    pub fn gate(&self, ident: &TableIdent) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut gates) = self.gates.lock() else {
+            return Arc::default();
+        };
+        // Gates nobody holds or waits for go, so the map stays as small as the loads in flight.
+        gates.retain(|_, g| Arc::strong_count(g) > 1);
+        gates.entry(ident.clone()).or_default().clone()
     }
 
     /// After any write: the next read loads again.
@@ -127,6 +140,22 @@ mod tests {
             recent.get(&b, t0).is_none(),
             "only the table that was loaded"
         );
+    }
+
+    #[tokio::test]
+    async fn loads_of_one_table_pass_one_at_a_time_and_others_do_not_wait() {
+        let recent = RecentLoads::default();
+        let (a, _) = table("a");
+        let (b, _) = table("b");
+        let gate = recent.gate(&a);
+        let held = gate.lock().await;
+        assert!(
+            recent.gate(&a).try_lock().is_err(),
+            "a second load of a waits"
+        );
+        assert!(recent.gate(&b).try_lock().is_ok(), "another table does not");
+        drop(held);
+        assert!(recent.gate(&a).try_lock().is_ok());
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use iceberg::{
 use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 
 use super::credentials::CredentialPolicy;
+use super::footers::FooterCache;
 use super::recent::RecentLoads;
 use crate::error::EngineError;
 use crate::secret::{Fingerprint, Secret};
@@ -119,6 +120,8 @@ pub struct CatalogAccess {
     /// The session's tables loaded a moment ago (one per session, shared with the clients
     /// that later tokens of the session get).
     pub recent: Arc<RecentLoads>,
+    /// The Parquet footers this context read (per user and token, like `recent`).
+    pub footers: Arc<FooterCache>,
 }
 
 /// Never prints the inner client: its properties hold the user's token.
@@ -166,6 +169,10 @@ impl UserCatalog {
         &self.access.warehouse
     }
 
+    pub fn footers(&self) -> Arc<FooterCache> {
+        self.access.footers.clone()
+    }
+
     pub fn credential_policy(&self) -> CredentialPolicy {
         self.access.credentials
     }
@@ -176,6 +183,11 @@ impl UserCatalog {
         &self,
         ident: &TableIdent,
     ) -> IcebergResult<(Table, std::time::SystemTime)> {
+        if let Some(hit) = self.access.recent.get(ident, std::time::Instant::now()) {
+            return Ok(hit);
+        }
+        let gate = self.access.recent.gate(ident);
+        let _one_at_a_time = gate.lock().await;
         match self.access.recent.get(ident, std::time::Instant::now()) {
             Some(hit) => Ok(hit),
             None => self.reload_table(ident).await,
@@ -456,6 +468,7 @@ mod tests {
             credentials: CredentialPolicy::default(),
             storage_endpoint: None,
             recent: Arc::default(),
+            footers: Arc::default(),
         }
     }
 

@@ -24,7 +24,7 @@ use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
 use super::credentials::{Renew, Vended, VendedIo};
 use super::errors::{classified, classify};
-use super::parquet::{datafusion_can_read, parquet_exec};
+use super::parquet::{datafusion_can_read, file_statistics, parquet_exec};
 use super::rest::UserCatalog;
 use super::scan::ParallelIcebergScan;
 use super::stock::{Classified, iceberg_provider};
@@ -250,9 +250,20 @@ impl TableProvider for UserTable {
         ));
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plain.is_empty() {
+            let footers = self.catalog.footers();
+            let statistics = file_statistics(
+                &io,
+                &footers,
+                &plain,
+                &self.schema,
+                state.config_options().execution.parquet.metadata_size_hint,
+            )
+            .await;
             inputs.push(parquet_exec(
                 state,
                 io.clone(),
+                footers,
+                statistics,
                 plain,
                 self.schema.clone(),
                 projection,
