@@ -205,6 +205,7 @@ class Sqe(System):
         super().__init__()
         self.extra_config = extra_config
         self.modes = f", modes: {modes}" if modes else ""
+        self.poll_s = 0.1  # /readyz polling while starting (overhead.py measures start-up finer)
         self.bin = cargo_bin("sqe-engine", args.engine_bin)
         self.ns, self.user, self.password = ns, args.sqe_user, args.sqe_password
         self.proc = self.conn = self.cur = None
@@ -243,7 +244,7 @@ class Sqe(System):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"sqe-engine not ready after 60s; see {self.log_path}")
-            time.sleep(0.1)
+            time.sleep(self.poll_s)
         ready_s = time.monotonic() - t0
         t1 = time.monotonic()
         self.conn = flightsql.connect(f"grpc://127.0.0.1:{ENGINE_FLIGHT_PORT}",

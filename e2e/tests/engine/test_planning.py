@@ -39,28 +39,31 @@ def test_count_star_of_a_table_is_answered_from_its_files_row_counts(engine):
     assert filtered.column("n").to_pylist() == [1000]
 
 
-def test_a_sessions_second_read_of_a_table_fetches_no_footer_again(engine, minio_audit):
-    """The first statement reads each data file's footer (for its statistics) and its columns;
-    the same statement again in the same session reads only the columns, with freshly vended
-    keys all the same (the footer cache holds no data and no key)."""
+def test_a_sessions_second_read_of_a_snapshot_fetches_no_footer_or_manifest_again(engine, minio_audit):
+    """The first statement reads the snapshot's manifest list and manifests, each data file's
+    footer (for its statistics) and its columns; the same statement again in the same session
+    (after a new loadTable naming the same snapshot) reads only the columns, with freshly vended
+    keys all the same (what is kept holds no data and no key)."""
     sql = "SELECT sum(score) AS s, count(name) AS n FROM lake.demo.a"
 
-    def data_reads(cur) -> tuple[list, list[dict]]:
+    def data_reads(cur) -> tuple[list, list[dict], list[dict]]:
         before = len(minio_audit.entries())
         cur.execute(sql)
         answer = cur.fetch_arrow_table().to_pylist()
         minio_audit.wait_for(minio_audit.object_read("demo/a_"), since=before)
         time.sleep(1.5)  # the webhook delivers asynchronously: let the run's last requests arrive
-        reads = [e for e in minio_audit.entries()[before:]
-                 if minio_audit.object_read("demo/a_")(e) and e["api"]["object"].endswith(".parquet")]
-        return answer, reads
+        reads = [e for e in minio_audit.entries()[before:] if minio_audit.object_read("demo/a_")(e)]
+        manifests = [e for e in reads if e["api"]["object"].endswith(".avro")]
+        return answer, [e for e in reads if e["api"]["object"].endswith(".parquet")], manifests
 
     with connect(engine, "alice") as conn, conn.cursor() as cur:
-        first_answer, first = data_reads(cur)
+        first_answer, first, first_manifests = data_reads(cur)
         time.sleep(0.5)  # past the moment a statement's load is reused: the next one loads anew
-        second_answer, second = data_reads(cur)
+        second_answer, second, second_manifests = data_reads(cur)
     assert first_answer == second_answer and first_answer[0]["n"] == 3000
     assert first and second, (first, second)
     assert len(second) < len(first), (len(first), len(second))
+    assert len(first_manifests) >= 2, "the manifest list and a manifest"
+    assert second_manifests == [], second_manifests
     keys = lambda reads: {e["requestClaims"]["accessKey"] for e in reads if e.get("requestClaims")}  # noqa: E731
     assert keys(second), "the second read is signed with vended keys too"

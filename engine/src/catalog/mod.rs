@@ -15,7 +15,7 @@
 pub mod credentials;
 pub mod describe;
 pub mod errors;
-pub mod footers;
+pub mod lru;
 pub mod parquet;
 pub mod recent;
 pub mod rest;
@@ -135,7 +135,8 @@ impl QueryContextFactory for CatalogContextFactory {
             credentials: self.credentials,
             storage_endpoint: self.storage_endpoint.clone(),
             recent: Arc::default(),
-            footers: Arc::default(),
+            footers: lru::new_footer_cache(),
+            plans: lru::new_plan_cache(),
         };
         let catalog = UserCatalog::new(access, &token.access_token, token.latest.clone())?;
         let state = CatalogState::new(catalog, self.listing_ttl);

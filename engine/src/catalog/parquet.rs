@@ -48,7 +48,7 @@ use iceberg::spec::DataFileFormat;
 
 use super::credentials::{VendedIo, store_refusal};
 use super::errors::iceberg_cause;
-use super::footers::FooterCache;
+use super::lru::{FooterCache, footer_key};
 use super::scan::{balance, task_bytes};
 
 /// The object-store URL DataFusion's plan names for these scans. The session registers an empty
@@ -191,7 +191,8 @@ async fn footer(
     size: u64,
     metadata_size_hint: Option<usize>,
 ) -> Result<Arc<ParquetMetaData>, ParquetError> {
-    if let Some(cached) = footers.get(location, size) {
+    let key = footer_key(location, size);
+    if let Some(cached) = footers.get(&key) {
         return Ok(cached);
     }
     let mut reader = VendedParquetReader {
@@ -210,7 +211,7 @@ async fn footer(
         .load_and_finish(&mut reader, size)
         .await?;
     let metadata = Arc::new(metadata);
-    footers.put(location, size, metadata.clone());
+    footers.put(key, metadata.clone(), metadata.memory_size());
     Ok(metadata)
 }
 

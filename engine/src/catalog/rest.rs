@@ -20,7 +20,7 @@ use iceberg::{
 use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 
 use super::credentials::CredentialPolicy;
-use super::footers::FooterCache;
+use super::lru::{FooterCache, PlanCache};
 use super::recent::RecentLoads;
 use crate::error::EngineError;
 use crate::secret::{Fingerprint, Secret};
@@ -120,8 +120,9 @@ pub struct CatalogAccess {
     /// The session's tables loaded a moment ago (one per session, shared with the clients
     /// that later tokens of the session get).
     pub recent: Arc<RecentLoads>,
-    /// The Parquet footers this context read (per user and token, like `recent`).
+    /// The Parquet footers and scan plans this context read (per user and token: `lru`).
     pub footers: Arc<FooterCache>,
+    pub plans: Arc<PlanCache>,
 }
 
 /// Never prints the inner client: its properties hold the user's token.
@@ -171,6 +172,10 @@ impl UserCatalog {
 
     pub fn footers(&self) -> Arc<FooterCache> {
         self.access.footers.clone()
+    }
+
+    pub fn plans(&self) -> &PlanCache {
+        &self.access.plans
     }
 
     pub fn credential_policy(&self) -> CredentialPolicy {
@@ -468,7 +473,8 @@ mod tests {
             credentials: CredentialPolicy::default(),
             storage_endpoint: None,
             recent: Arc::default(),
-            footers: Arc::default(),
+            footers: crate::catalog::lru::new_footer_cache(),
+            plans: crate::catalog::lru::new_plan_cache(),
         }
     }
 

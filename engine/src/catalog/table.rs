@@ -24,6 +24,7 @@ use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
 use super::credentials::{Renew, Vended, VendedIo};
 use super::errors::{classified, classify};
+use super::lru::plan_bytes;
 use super::parquet::{datafusion_can_read, file_statistics, parquet_exec};
 use super::rest::UserCatalog;
 use super::scan::ParallelIcebergScan;
@@ -216,23 +217,50 @@ impl TableProvider for UserTable {
             // A table with no snapshot has no files.
             None => Vec::new(),
             Some(id) => {
-                let mut builder = table.scan().snapshot_id(id);
-                builder = match projection {
-                    Some(_) => builder.select(output.fields().iter().map(|f| f.name().clone())),
-                    None => builder.select_all(),
-                };
-                if let Some(predicate) = convert_filters_to_predicate(filters) {
-                    builder = builder.with_filter(predicate);
+                let columns: Option<Vec<String>> =
+                    projection.map(|_| output.fields().iter().map(|f| f.name().clone()).collect());
+                let predicate = convert_filters_to_predicate(filters);
+                // What the manifests list for this snapshot, columns and filter: read once per
+                // context (the loadTable just now named this snapshot, with the user's token).
+                let key = table.metadata_location().map(|location| {
+                    format!(
+                        "{location}|{id}|{columns:?}|{}",
+                        predicate
+                            .as_ref()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default()
+                    )
+                });
+                match key.as_deref().and_then(|k| self.catalog.plans().get(k)) {
+                    Some(planned) => planned.as_ref().clone(),
+                    None => {
+                        let mut builder = table.scan().snapshot_id(id);
+                        builder = match columns {
+                            Some(c) => builder.select(c),
+                            None => builder.select_all(),
+                        };
+                        if let Some(predicate) = predicate {
+                            builder = builder.with_filter(predicate);
+                        }
+                        let scan = builder
+                            .build()
+                            .map_err(|e| df_err(classify(&e, &self.subject)))?;
+                        let planned: Vec<FileScanTask> = scan
+                            .plan_files()
+                            .await
+                            .map_err(|e| df_err(classify(&e, &self.subject)))?
+                            .try_collect()
+                            .await
+                            .map_err(|e| df_err(classify(&e, &self.subject)))?;
+                        if let Some(k) = key {
+                            let bytes = plan_bytes(&planned);
+                            self.catalog
+                                .plans()
+                                .put(k, Arc::new(planned.clone()), bytes);
+                        }
+                        planned
+                    }
                 }
-                let scan = builder
-                    .build()
-                    .map_err(|e| df_err(classify(&e, &self.subject)))?;
-                scan.plan_files()
-                    .await
-                    .map_err(|e| df_err(classify(&e, &self.subject)))?
-                    .try_collect()
-                    .await
-                    .map_err(|e| df_err(classify(&e, &self.subject)))?
             }
         };
         // DataFusion's Parquet reader where it reads the same rows as iceberg's (plain Parquet,
