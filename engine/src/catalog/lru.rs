@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use datafusion::parquet::file::metadata::ParquetMetaData;
+use iceberg::expr::Predicate;
 use iceberg::scan::FileScanTask;
 
 /// Footers by `location#size`.
@@ -30,6 +31,18 @@ pub const PLAN_CAPACITY: usize = 8 << 20;
 
 pub fn footer_key(location: &str, size: u64) -> String {
     format!("{location}#{size}")
+}
+
+/// A scan plan's key: everything the planned files depend on (the metadata file names the table
+/// version; the snapshot, the columns and the filter choose and prune manifests and files).
+pub fn plan_key(
+    metadata_location: &str,
+    snapshot_id: i64,
+    columns: Option<&[String]>,
+    predicate: Option<&Predicate>,
+) -> String {
+    let predicate = predicate.map(|p| p.to_string()).unwrap_or_default();
+    format!("{metadata_location}|{snapshot_id}|{columns:?}|{predicate}")
 }
 
 /// What a plan's tasks take in memory, roughly: the paths, and the rest of a task (its schema
@@ -149,6 +162,28 @@ mod tests {
         );
         assert_eq!(cache.get(&footer_key("s3://w/t/data/a.parquet", 101)), None);
         assert_eq!(cache.get(&footer_key("s3://w/t/data/b.parquet", 100)), None);
+    }
+
+    #[test]
+    fn a_plan_is_keyed_by_table_version_snapshot_columns_and_filter() {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
+        let cols = vec!["id".to_owned()];
+        let gt = |n: i64| Reference::new("id").greater_than(Datum::long(n));
+        let base = plan_key("s3://w/m/1.json", 7, Some(&cols), Some(&gt(5)));
+        assert_eq!(
+            base,
+            plan_key("s3://w/m/1.json", 7, Some(&cols), Some(&gt(5)))
+        );
+        for other in [
+            plan_key("s3://w/m/2.json", 7, Some(&cols), Some(&gt(5))),
+            plan_key("s3://w/m/1.json", 8, Some(&cols), Some(&gt(5))),
+            plan_key("s3://w/m/1.json", 7, None, Some(&gt(5))),
+            plan_key("s3://w/m/1.json", 7, Some(&cols), Some(&gt(6))),
+            plan_key("s3://w/m/1.json", 7, Some(&cols), None),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 
     #[test]

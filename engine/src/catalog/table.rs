@@ -17,6 +17,7 @@ use datafusion::physical_plan::union::UnionExec;
 use futures::{FutureExt, TryStreamExt};
 use iceberg::TableIdent;
 use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::expr::Predicate;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{Schema as IcebergSchema, TableMetadata, TableMetadataRef};
 use iceberg::table::Table;
@@ -24,7 +25,7 @@ use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
 use super::credentials::{Renew, Vended, VendedIo};
 use super::errors::{classified, classify};
-use super::lru::plan_bytes;
+use super::lru::{plan_bytes, plan_key};
 use super::parquet::{datafusion_can_read, file_statistics, parquet_exec};
 use super::rest::UserCatalog;
 use super::scan::ParallelIcebergScan;
@@ -154,6 +155,54 @@ impl UserTable {
         })
     }
 
+    /// The files the snapshot's manifests list for these columns and filter: read once per
+    /// context and kept (`lru`), since the loadTable just made with the user's token named this
+    /// very snapshot and manifests never change.
+    async fn planned_files(
+        &self,
+        table: &Table,
+        snapshot_id: i64,
+        columns: Option<Vec<String>>,
+        predicate: Option<Predicate>,
+    ) -> DFResult<Vec<FileScanTask>> {
+        let key = table.metadata_location().map(|location| {
+            plan_key(
+                location,
+                snapshot_id,
+                columns.as_deref(),
+                predicate.as_ref(),
+            )
+        });
+        if let Some(planned) = key.as_deref().and_then(|k| self.catalog.plans().get(k)) {
+            return Ok(planned.as_ref().clone());
+        }
+        let failed = |e: iceberg::Error| df_err(classify(&e, &self.subject));
+        let mut builder = table.scan().snapshot_id(snapshot_id);
+        builder = match columns {
+            Some(c) => builder.select(c),
+            None => builder.select_all(),
+        };
+        if let Some(predicate) = predicate {
+            builder = builder.with_filter(predicate);
+        }
+        let planned: Vec<FileScanTask> = builder
+            .build()
+            .map_err(failed)?
+            .plan_files()
+            .await
+            .map_err(failed)?
+            .try_collect()
+            .await
+            .map_err(failed)?;
+        if let Some(k) = key {
+            let bytes = plan_bytes(&planned);
+            self.catalog
+                .plans()
+                .put(k, Arc::new(planned.clone()), bytes);
+        }
+        Ok(planned)
+    }
+
     fn display_name(&self) -> String {
         self.subject
             .strip_prefix("table ")
@@ -217,50 +266,10 @@ impl TableProvider for UserTable {
             // A table with no snapshot has no files.
             None => Vec::new(),
             Some(id) => {
-                let columns: Option<Vec<String>> =
+                let columns =
                     projection.map(|_| output.fields().iter().map(|f| f.name().clone()).collect());
-                let predicate = convert_filters_to_predicate(filters);
-                // What the manifests list for this snapshot, columns and filter: read once per
-                // context (the loadTable just now named this snapshot, with the user's token).
-                let key = table.metadata_location().map(|location| {
-                    format!(
-                        "{location}|{id}|{columns:?}|{}",
-                        predicate
-                            .as_ref()
-                            .map(|p| p.to_string())
-                            .unwrap_or_default()
-                    )
-                });
-                match key.as_deref().and_then(|k| self.catalog.plans().get(k)) {
-                    Some(planned) => planned.as_ref().clone(),
-                    None => {
-                        let mut builder = table.scan().snapshot_id(id);
-                        builder = match columns {
-                            Some(c) => builder.select(c),
-                            None => builder.select_all(),
-                        };
-                        if let Some(predicate) = predicate {
-                            builder = builder.with_filter(predicate);
-                        }
-                        let scan = builder
-                            .build()
-                            .map_err(|e| df_err(classify(&e, &self.subject)))?;
-                        let planned: Vec<FileScanTask> = scan
-                            .plan_files()
-                            .await
-                            .map_err(|e| df_err(classify(&e, &self.subject)))?
-                            .try_collect()
-                            .await
-                            .map_err(|e| df_err(classify(&e, &self.subject)))?;
-                        if let Some(k) = key {
-                            let bytes = plan_bytes(&planned);
-                            self.catalog
-                                .plans()
-                                .put(k, Arc::new(planned.clone()), bytes);
-                        }
-                        planned
-                    }
-                }
+                self.planned_files(&table, id, columns, convert_filters_to_predicate(filters))
+                    .await?
             }
         };
         // DataFusion's Parquet reader where it reads the same rows as iceberg's (plain Parquet,
