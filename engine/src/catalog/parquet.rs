@@ -393,6 +393,7 @@ impl AsyncFileReader for VendedParquetReader {
 mod tests {
     use super::*;
 
+    /// A whole-file task; built from JSON so the tests do not depend on its constructor.
     fn task(size: u64, record_count: Option<u64>) -> FileScanTask {
         serde_json::from_value(serde_json::json!({
             "start": 0, "length": size, "record_count": record_count,
@@ -444,20 +445,7 @@ mod tests {
 
     #[test]
     fn only_plain_parquet_files_of_an_unevolved_table_go_to_datafusion() {
-        // Built from JSON so the test does not depend on FileScanTask's constructor.
-        let task: FileScanTask = serde_json::from_value(serde_json::json!({
-            "start": 0, "length": 100, "record_count": 10,
-            "data_file_path": "s3://warehouse/demo/a/data/x.parquet",
-            "data_file_format": "parquet",
-            "schema": {"type": "struct", "schema-id": 0, "fields": [
-                {"id": 1, "name": "id", "required": true, "type": "long"}]},
-            "project_field_ids": [1],
-            "predicate": null,
-            "deletes": [],
-            "file_size_in_bytes": 100,
-            "case_sensitive": true
-        }))
-        .expect("FileScanTask from JSON");
+        let task = task(100, Some(10));
         assert!(datafusion_can_read(&task, 1));
         assert!(
             !datafusion_can_read(&task, 2),
