@@ -8,12 +8,13 @@
 //! size; a plan's metadata file, snapshot, columns and filter). An entry is only ever looked up
 //! for a file or snapshot that a loadTable made with the session's current token has just named,
 //! so it never shows anyone what the catalog did not just grant them. One cache per context,
-//! that is per user and token (a refreshed token starts empty), bounded in bytes; entries hold
-//! no key and no token.
+//! that is per user and token (a refreshed token starts empty), bounded in bytes and paid for
+//! out of the session's memory share; entries hold no key and no token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::parquet::file::metadata::ParquetMetaData;
 use iceberg::expr::Predicate;
 use iceberg::scan::FileScanTask;
@@ -55,15 +56,19 @@ pub fn plan_bytes(tasks: &[FileScanTask]) -> usize {
         + 64
 }
 
-pub fn new_footer_cache() -> Arc<FooterCache> {
-    Arc::new(ByteLru::with_capacity(FOOTER_CAPACITY))
+/// The context's footer cache, paid for out of the session's memory share.
+pub fn new_footer_cache(memory: &Arc<dyn MemoryPool>) -> Arc<FooterCache> {
+    Arc::new(ByteLru::with_capacity(FOOTER_CAPACITY).paid_from(memory, "footer cache"))
 }
 
-pub fn new_plan_cache() -> Arc<PlanCache> {
-    Arc::new(ByteLru::with_capacity(PLAN_CAPACITY))
+/// The context's plan cache, paid for out of the session's memory share.
+pub fn new_plan_cache(memory: &Arc<dyn MemoryPool>) -> Arc<PlanCache> {
+    Arc::new(ByteLru::with_capacity(PLAN_CAPACITY).paid_from(memory, "scan plan cache"))
 }
 
-/// Values by key, least recently used out first once their bytes pass the capacity.
+/// Values by key, least recently used out first once their bytes pass the capacity, or once
+/// the memory pool they are paid from (the session's share) has no room for them: kept bytes
+/// count against the session's limit like its queries' memory, and never fail a query.
 #[derive(Debug)]
 pub struct ByteLru<V> {
     capacity: usize,
@@ -76,15 +81,31 @@ struct Inner<V> {
     bytes: usize,
     /// Advances on every use; the entry with the oldest `used` goes first.
     clock: u64,
+    /// Holds `bytes` of the pool, when paid from one; freed when the cache goes.
+    reservation: Option<MemoryReservation>,
 }
 
-impl<V> Default for Inner<V> {
-    fn default() -> Self {
-        Self {
-            entries: HashMap::new(),
-            bytes: 0,
-            clock: 0,
+impl<V> Inner<V> {
+    fn evict_oldest(&mut self) -> bool {
+        let Some(oldest) = self
+            .entries
+            .iter()
+            .min_by_key(|(_, e)| e.used)
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        if let Some(gone) = self.entries.remove(&oldest) {
+            self.bytes -= gone.bytes;
         }
+        true
+    }
+
+    /// Whether the pool holds `bytes` for the cache now (always, without a pool).
+    fn paid(&self) -> bool {
+        self.reservation
+            .as_ref()
+            .is_none_or(|r| r.try_resize(self.bytes).is_ok())
     }
 }
 
@@ -99,8 +120,21 @@ impl<V: Clone> ByteLru<V> {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             capacity,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                bytes: 0,
+                clock: 0,
+                reservation: None,
+            }),
         }
+    }
+
+    /// The same cache, its bytes reserved in `pool` as the consumer `name`.
+    pub fn paid_from(self, pool: &Arc<dyn MemoryPool>, name: &str) -> Self {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.reservation = Some(MemoryConsumer::new(name).register(pool));
+        }
+        self
     }
 
     pub fn get(&self, key: &str) -> Option<V> {
@@ -127,19 +161,8 @@ impl<V: Clone> ByteLru<V> {
             inner.bytes -= old.bytes;
         }
         inner.bytes += bytes;
-        while inner.bytes > self.capacity {
-            let Some(oldest) = inner
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            if let Some(gone) = inner.entries.remove(&oldest) {
-                inner.bytes -= gone.bytes;
-            }
-        }
+        while inner.bytes > self.capacity && inner.evict_oldest() {}
+        while !inner.paid() && inner.evict_oldest() {}
     }
 
     #[cfg(test)]
@@ -205,6 +228,25 @@ mod tests {
         cache.put("huge".into(), "huge", 301);
         assert!(cache.get("huge").is_none(), "larger than the capacity");
         assert_eq!(cache.bytes(), 300);
+    }
+
+    #[test]
+    fn kept_bytes_are_paid_from_the_sessions_pool_and_give_way_when_it_is_full() {
+        use datafusion::execution::memory_pool::GreedyMemoryPool;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(250));
+        let cache = ByteLru::with_capacity(1000).paid_from(&pool, "test cache");
+        cache.put("a".into(), 1, 100);
+        cache.put("b".into(), 2, 100);
+        assert_eq!(pool.reserved(), 200);
+        // A query takes most of the rest; the next entry only fits if older ones go.
+        let query = MemoryConsumer::new("query").register(&pool);
+        query.try_grow(40).unwrap();
+        cache.put("c".into(), 3, 100);
+        assert!(cache.get("a").is_none(), "the oldest gave way");
+        assert_eq!(cache.get("c"), Some(3));
+        assert_eq!(pool.reserved(), 240);
+        drop(cache);
+        assert_eq!(pool.reserved(), 40, "a cache's bytes are freed with it");
     }
 
     #[test]

@@ -135,8 +135,8 @@ impl QueryContextFactory for CatalogContextFactory {
             credentials: self.credentials,
             storage_endpoint: self.storage_endpoint.clone(),
             recent: Arc::default(),
-            footers: lru::new_footer_cache(),
-            plans: lru::new_plan_cache(),
+            footers: lru::new_footer_cache(memory),
+            plans: lru::new_plan_cache(memory),
         };
         let catalog = UserCatalog::new(access, &token.access_token, token.latest.clone())?;
         let state = CatalogState::new(catalog, self.listing_ttl);

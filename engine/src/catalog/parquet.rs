@@ -139,17 +139,18 @@ pub const MAX_FOOTERS_PER_SCAN: usize = 256;
 /// enough to collect, how many rows a join or filter leaves): the statistics of every file from
 /// its footer (rows, and per column min, max, nulls and size), as DataFusion's listing tables
 /// have them. The footers come from the session's cache or are read now with the table's vended
-/// keys, and stay cached for the scan itself. Too many files, or a footer that cannot be read:
-/// the manifests' row counts (`manifest_statistics`); the scan reports a real read failure.
+/// keys, and stay cached for the scan itself. Too many files, or statistics DataFusion cannot
+/// convert: the manifests' row counts (`manifest_statistics`). A footer that cannot be read fails
+/// the scan now, as reading the file would later (after the one renewal every read gets).
 pub async fn file_statistics(
     io: &Arc<VendedIo>,
     footers: &Arc<FooterCache>,
     tasks: &[FileScanTask],
     table_schema: &SchemaRef,
     metadata_size_hint: Option<usize>,
-) -> Statistics {
+) -> Result<Statistics, ParquetError> {
     if tasks.len() > MAX_FOOTERS_PER_SCAN {
-        return manifest_statistics(tasks, table_schema);
+        return Ok(manifest_statistics(tasks, table_schema));
     }
     let reads: Vec<_> = tasks
         .iter()
@@ -157,29 +158,30 @@ pub async fn file_statistics(
             let (io, footers, schema) = (io.clone(), footers.clone(), table_schema.clone());
             let (location, size) = (t.data_file_path.clone(), t.file_size_in_bytes);
             async move {
-                let metadata = footer(&io, &footers, &location, size, metadata_size_hint)
-                    .await
-                    .inspect_err(|e| {
-                        tracing::debug!(event = "footer", file = %location, error = %e,
-                                        "planning without this file's statistics")
-                    })
-                    .ok()?;
-                DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema)
-                    .inspect_err(|e| {
-                        tracing::debug!(event = "footer", file = %location, error = %e,
-                                        "statistics unreadable")
-                    })
-                    .ok()
+                let metadata = footer(&io, &footers, &location, size, metadata_size_hint).await?;
+                Ok(
+                    DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema)
+                        .inspect_err(|e| {
+                            tracing::debug!(event = "footer", file = %location, error = %e,
+                                            "planning without this file's statistics")
+                        })
+                        .ok(),
+                )
             }
         })
         .collect();
-    let per_file: Vec<Option<Statistics>> =
+    let per_file: Vec<Result<Option<Statistics>, ParquetError>> =
         futures::stream::iter(reads).buffered(8).collect().await;
-    let Some(per_file) = per_file.into_iter().collect::<Option<Vec<Statistics>>>() else {
-        return manifest_statistics(tasks, table_schema);
+    let per_file: Option<Vec<Statistics>> = per_file
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .collect();
+    let Some(per_file) = per_file else {
+        return Ok(manifest_statistics(tasks, table_schema));
     };
-    Statistics::try_merge_iter(per_file.iter(), table_schema)
-        .unwrap_or_else(|_| manifest_statistics(tasks, table_schema))
+    Ok(Statistics::try_merge_iter(per_file.iter(), table_schema)
+        .unwrap_or_else(|_| manifest_statistics(tasks, table_schema)))
 }
 
 /// The footer of one file (with its page indexes), cached for the context: read once with the

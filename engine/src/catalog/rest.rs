@@ -473,8 +473,8 @@ mod tests {
             credentials: CredentialPolicy::default(),
             storage_endpoint: None,
             recent: Arc::default(),
-            footers: crate::catalog::lru::new_footer_cache(),
-            plans: crate::catalog::lru::new_plan_cache(),
+            footers: Arc::new(crate::catalog::lru::ByteLru::with_capacity(1 << 20)),
+            plans: Arc::new(crate::catalog::lru::ByteLru::with_capacity(1 << 20)),
         }
     }
 

@@ -295,7 +295,8 @@ impl TableProvider for UserTable {
                 &self.schema,
                 state.config_options().execution.parquet.metadata_size_hint,
             )
-            .await;
+            .await
+            .map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
             inputs.push(parquet_exec(
                 state,
                 io.clone(),
