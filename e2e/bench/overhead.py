@@ -27,6 +27,10 @@ difference against a reference measured in the same run:
    scheduler sleeps until the first refresh, minutes away).
 
 Output: the table on stdout, JSON in e2e/bench/results/overhead-<time>.json.
+
+--smoke (CI): every measurement once at a small size (50 queries, 200 sessions, ...), written to
+results/smoke/, and the TPC-H namespaces dropped again at the end (the catalog suites list what
+alice sees). It checks the harness runs, not the figures.
 """
 
 import argparse
@@ -335,13 +339,25 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=10000)
     ap.add_argument("--idle-seconds", type=float, default=30)
     ap.add_argument("--login-workers", type=int, default=4)
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=None, help="default: e2e/bench/results (smoke: results/smoke)")
+    ap.add_argument("--smoke", action="store_true", help="small sizes, data dropped at the end (CI)")
     args = ap.parse_args()
+    if args.smoke:
+        args.queries, args.paced, args.handshakes, args.stream_runs = 50, 5, 5, 1
+        args.starts, args.sessions, args.idle_seconds = 1, 200, 2
+    args.out = args.out or str(HERE / "results" / ("smoke" if args.smoke else ""))
     tpch.stack_env()
     os.environ.setdefault("SQE_CACHE", str(Path.home() / ".cache" / "sqe"))
-    for sf in ("0.01", "0.1"):
-        subprocess.run([sys.executable, str(HERE / "data.py"), "--sf", sf], check=True,
-                       stdout=subprocess.DEVNULL)
+    data = [sys.executable, str(HERE / "data.py"), "--sf", "0.01", "--sf", "0.1"]
+    subprocess.run(data, check=True, stdout=subprocess.DEVNULL)
+    try:
+        return measure(args)
+    finally:
+        if args.smoke:
+            subprocess.run(data + ["--drop"], check=True, stdout=subprocess.DEVNULL)
+
+
+def measure(args) -> int:
     cache = Path(os.environ["SQE_CACHE"]) / "tpch"
     run_args = types.SimpleNamespace(engine_bin=args.engine_bin, bench_bin=args.bench_bin,
                                      sqe_user="alice", sqe_password="alice-pw")
