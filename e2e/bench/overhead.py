@@ -1,4 +1,4 @@
-"""What SQE's path costs on top of the query itself (issue 18, "Overheads"), measured in one run.
+"""What SQE's path costs on top of the query itself, measured in one run.
 
     cargo build --release --workspace --bins     # or debug builds: say which when quoting
     "$(e2e/bench/venv)" e2e/bench/overhead.py --engine-bin $T/sqe-engine --bench-bin $T/sqe-bench
