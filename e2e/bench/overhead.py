@@ -82,6 +82,12 @@ def lines(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines()
 
 
+def nessie_ms(line: str) -> int | None:
+    """The request time at the end of a line of Nessie's access log (`... 200 4885 24ms`)."""
+    m = re.search(r"(\d+)ms$", line)
+    return int(m.group(1)) if m else None
+
+
 class Engine(tpch.Sqe):
     """tpch.py's engine, with client-credentials logins and room for many sessions."""
 
@@ -105,15 +111,7 @@ def sqe_times(cur, sql: str, n: int, pause: float = 0.0) -> list[float]:
 
 
 def bench_times(df: tpch.DataFusion, sql_file: Path, n: int) -> list[float]:
-    df.proc.stdin.write(json.dumps({"query": sql_file.stem, "file": str(sql_file), "runs": n}) + "\n")
-    df.proc.stdin.flush()
-    out = []
-    for _ in range(n):
-        r = json.loads(df.proc.stdout.readline())
-        if "error" in r:
-            raise RuntimeError(r["error"])
-        out.append(r["ms"])
-    return out
+    return [r["ms"] for r in df.run_file(sql_file, n)]
 
 
 def raw_flight_times(sql: str, n: int) -> list[float]:
@@ -166,7 +164,7 @@ def catalog_share(engine: Engine, paced: int) -> dict:
     time.sleep(1.5)  # the audit webhook delivers a moment later
     loads = [l for l in lines(nessie)[mark_n:]
              if "principal=alice" in l and re.search(r'"GET \S+/tables/region ', l)]
-    load_ms = [int(m.group(1)) for l in loads if (m := re.search(r"(\d+)ms$", l))]
+    load_ms = [ms for l in loads if (ms := nessie_ms(l)) is not None]
     sts = [json.loads(l) for l in lines(audit)[mark_a:]]
     sts = [int(a["api"]["timeToResponseInNS"]) / 1e6 for a in sts
            if a.get("api", {}).get("name", "").startswith("AssumeRole")]

@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import tpch  # noqa: E402
-from overhead import lines, proc_stat  # noqa: E402
+from overhead import lines, nessie_ms, proc_stat  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -57,7 +57,7 @@ def measure(system, pid: int, name: str, sql: str, runs: int, perf_out: Path) ->
     perf.wait(60)
     time.sleep(1.5)  # audit delivery
     loads = [l for l in lines(nessie)[mark_n:] if "/tables/" in l]
-    load_ms = sum(int(m.group(1)) for l in loads if (m := re.search(r"(\d+)ms$", l)))
+    load_ms = sum(nessie_ms(l) or 0 for l in loads)
     s3 = [json.loads(l)["api"] for l in lines(audit)[mark_a:]]
     gets = [a for a in s3 if a.get("name") == "GetObject"]
     return {

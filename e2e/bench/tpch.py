@@ -307,16 +307,24 @@ class DataFusion(System):
 
     def run(self, query: str, sql: str) -> dict:
         # sqe-bench reads the file itself (the same text, comments stripped there by DataFusion).
-        self.proc.stdin.write(json.dumps({"query": query, "file": str(HERE / "queries" / f"{query}.sql"),
-                                          "runs": 1}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"sqe-bench exited ({self.proc.poll()})")
-        r = json.loads(line)
-        if "error" in r:
-            raise RuntimeError(r["error"])
+        (r,) = self.run_file(HERE / "queries" / f"{query}.sql", 1)
         return {"ms": r["ms"], "rows": r["rows"], "checksum": r["checksum"]}
+
+    def run_file(self, sql_file: Path, runs: int) -> list[dict]:
+        """`runs` runs of the query in `sql_file`, back to back in sqe-bench: one answer each."""
+        self.proc.stdin.write(json.dumps({"query": sql_file.stem, "file": str(sql_file),
+                                          "runs": runs}) + "\n")
+        self.proc.stdin.flush()
+        out = []
+        for _ in range(runs):
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"sqe-bench exited ({self.proc.poll()})")
+            r = json.loads(line)
+            if "error" in r:
+                raise RuntimeError(r["error"])
+            out.append(r)
+        return out
 
     def stop(self) -> None:
         if self.proc is not None:

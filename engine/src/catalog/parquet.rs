@@ -197,16 +197,14 @@ async fn footer(
     if let Some(cached) = footers.get(&key) {
         return Ok(cached);
     }
-    let mut reader = VendedParquetReader {
-        io: io.clone(),
-        footers: footers.clone(),
-        location: location.to_owned(),
+    let mut reader = VendedParquetReader::new(
+        io.clone(),
+        footers.clone(),
+        location.to_owned(),
         size,
         metadata_size_hint,
-        inner: None,
-        generation: 0,
-        metrics: None,
-    };
+        None,
+    );
     let metadata = ParquetMetaDataReader::new()
         .with_prefetch_hint(metadata_size_hint)
         .with_page_index_policy(PageIndexPolicy::Optional)
@@ -262,16 +260,14 @@ impl ParquetFileReaderFactory for VendedReaderFactory {
             })?;
         let file_metrics =
             ParquetFileMetrics::new(partition_index, file.object_meta.location.as_ref(), metrics);
-        Ok(Box::new(VendedParquetReader {
-            io: self.io.clone(),
-            footers: self.footers.clone(),
+        Ok(Box::new(VendedParquetReader::new(
+            self.io.clone(),
+            self.footers.clone(),
             location,
-            size: file.object_meta.size,
+            file.object_meta.size,
             metadata_size_hint,
-            inner: None,
-            generation: 0,
-            metrics: Some(file_metrics),
-        }))
+            Some(file_metrics),
+        )))
     }
 }
 
@@ -296,6 +292,27 @@ fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ParquetEr
 }
 
 impl VendedParquetReader {
+    /// Not yet open: the first read opens it with the keys current then.
+    fn new(
+        io: Arc<VendedIo>,
+        footers: Arc<FooterCache>,
+        location: String,
+        size: u64,
+        metadata_size_hint: Option<usize>,
+        metrics: Option<ParquetFileMetrics>,
+    ) -> Self {
+        Self {
+            io,
+            footers,
+            location,
+            size,
+            metadata_size_hint,
+            inner: None,
+            generation: 0,
+            metrics,
+        }
+    }
+
     async fn reader(&mut self) -> Result<&mut ArrowFileReader, ParquetError> {
         let (file_io, generation) = self.io.current().await.map_err(external)?;
         if self.inner.is_none() || generation != self.generation {
