@@ -213,6 +213,16 @@ class CatalogRest:
             return []
         return self.access_log.read_text(encoding="utf-8").splitlines()
 
+    def wait_for_lines(self, predicate, since: int = 0, timeout: float = 10.0) -> list[str]:
+        """Nessie writes its access log asynchronously: poll until some line (from index `since`
+        on) matches, then give every matching line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [l for l in self.access_log_lines()[since:] if predicate(l)]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
 
 @pytest.fixture(scope="session")
 def catalog(stack, keycloak) -> CatalogRest:

@@ -232,6 +232,6 @@ def test_a_self_join_loads_the_table_once_as_the_user(engine, catalog):
     n = query(engine, "alice", "SELECT count(*) AS n FROM lake.demo.a x JOIN lake.demo.a y ON x.id = y.id")
     ids = collections.Counter(seed.rows_a().column("id").to_pylist())
     assert n.column("n").to_pylist() == [sum(c * c for c in ids.values())]
-    loads = [l for l in catalog.access_log_lines()[mark:] if re.search(r'"GET \S*/namespaces/demo/tables/a\b', l)]
+    loads = catalog.wait_for_lines(lambda l: re.search(r'"GET \S*/namespaces/demo/tables/a\b', l), since=mark)
     assert 1 <= len(loads) <= 2, loads
     assert all("principal=alice" in l for l in loads), loads
