@@ -416,6 +416,14 @@ pub struct QuerySpec {
         .message("engine.query.memoryLimit must be a quantity of at least 16Mi, e.g. 1Gi"))]
     #[schemars(length(max = 64))]
     pub memory_limit: Option<String>,
+    /// The most memory all of one user's sessions may hold together, as a Kubernetes quantity
+    /// (at least `memoryLimit`, at most the pool). Defaults to `memoryLimit`: a user's second
+    /// session shares the first one's room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).compareTo(quantity('16Mi')) >= 0")
+        .message("engine.query.memoryLimitPerUser must be a quantity of at least 16Mi, e.g. 2Gi"))]
+    #[schemars(length(max = 64))]
+    pub memory_limit_per_user: Option<String>,
     /// The engine process's one memory pool, shared by all sessions, as a Kubernetes quantity.
     /// Defaults to 75% of the engine container's memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -431,6 +439,11 @@ pub struct QuerySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_concurrent_per_user: Option<u32>,
+    /// Statements of one user that wait, in arrival order and within their time limit, for one
+    /// of its slots when it runs `maxConcurrentPerUser` already; one more is refused (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_queued_per_user: Option<u32>,
     /// How long running queries may finish on shutdown before the pod is killed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]

@@ -218,6 +218,10 @@ pub struct QueryConfig {
     pub timeout_seconds: u64,
     /// The most memory one session's queries and in-memory tables may hold together, in bytes.
     pub memory_limit_bytes: u64,
+    /// The most memory all of one user's sessions may hold together, in bytes; unset, the same
+    /// as `memory_limit_bytes` (a second session shares the first one's room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_per_user_bytes: Option<u64>,
     /// The process-wide memory pool every session draws from, in bytes (the operator derives it
     /// from the pod's memory limit). At least `memory_limit_bytes`.
     pub memory_pool_bytes: u64,
@@ -225,6 +229,9 @@ pub struct QueryConfig {
     /// Queries one user may run at once (open result streams included), so one user cannot hold
     /// every slot.
     pub max_concurrent_per_user: usize,
+    /// Statements of one user that wait for one of its slots (in arrival order, within their
+    /// time limit) when it is already running `max_concurrent_per_user`; one more is refused.
+    pub max_queued_per_user: usize,
     /// Grace period on SIGTERM for running queries.
     pub shutdown_grace_seconds: u64,
 }
@@ -234,9 +241,11 @@ impl Default for QueryConfig {
         Self {
             timeout_seconds: 300,
             memory_limit_bytes: 1 << 30,
+            memory_limit_per_user_bytes: None,
             memory_pool_bytes: 2 << 30,
             max_concurrent: 16,
             max_concurrent_per_user: 4,
+            max_queued_per_user: 8,
             shutdown_grace_seconds: 30,
         }
     }
@@ -450,6 +459,14 @@ impl EngineConfig {
             return Err(invalid(
                 "query.memory_limit_bytes",
                 "must be at least 16 MiB",
+            ));
+        }
+        if q.memory_limit_per_user_bytes
+            .is_some_and(|u| u < q.memory_limit_bytes || u > q.memory_pool_bytes)
+        {
+            return Err(invalid(
+                "query.memory_limit_per_user_bytes",
+                "must be between query.memory_limit_bytes and query.memory_pool_bytes",
             ));
         }
         if q.memory_pool_bytes < q.memory_limit_bytes {

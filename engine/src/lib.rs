@@ -24,3 +24,8 @@ pub mod sql;
 pub mod token;
 
 pub use error::EngineError;
+
+/// Stack of each runtime thread (and of the blocking threads that plan): deep statements
+/// recurse in planning and in Rust's own drop glue, which DataFusion's stack growth does not
+/// cover. Virtual memory; only what is touched is used.
+pub const WORKER_STACK_BYTES: usize = 64 << 20;

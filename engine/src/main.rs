@@ -25,9 +25,6 @@ enum Command {
     CheckConfig { file: PathBuf },
 }
 
-/// Stack of each runtime thread; see where the runtime is built.
-const WORKER_STACK_BYTES: usize = 64 << 20;
-
 fn main() -> ExitCode {
     // The workspace links two rustls providers (ring, and aws-lc-rs through opendal's reqwest);
     // rustls then panics at the first TLS config that relies on the default (kube's client).
@@ -72,7 +69,7 @@ fn main() -> ExitCode {
             // Rust's own drop glue, which DataFusion's stack growth does not cover: workers get a
             // large stack (virtual memory; only what is touched is used).
             let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .thread_stack_size(WORKER_STACK_BYTES)
+                .thread_stack_size(sqe_engine::WORKER_STACK_BYTES)
                 .enable_all()
                 .build()
             {

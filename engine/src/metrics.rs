@@ -45,6 +45,9 @@ pub struct Metrics {
     pub session_ends: Family<ReasonLabels, Counter>,
     pub queries: Family<StatusLabels, Counter>,
     pub query_seconds: HistogramFamily<StatusLabels>,
+    /// Statements holding a slot (planning, running, streaming results), and waiting for one.
+    pub statements_running: Gauge,
+    pub statements_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +93,18 @@ impl Metrics {
             session_ends.clone(),
         );
         registry.register("queries", "Queries by final status", queries.clone());
+        let statements_running = Gauge::default();
+        let statements_waiting = Gauge::default();
+        registry.register(
+            "statements_running",
+            "Statements holding a query slot (planning, running or streaming results)",
+            statements_running.clone(),
+        );
+        registry.register(
+            "statements_waiting",
+            "Statements waiting for a query slot of their user or of the server",
+            statements_waiting.clone(),
+        );
         registry.register(
             "query_duration_seconds",
             "Query latency (planning to last batch) by final status",
@@ -117,6 +132,8 @@ impl Metrics {
             session_ends,
             queries,
             query_seconds,
+            statements_running,
+            statements_waiting,
         }
     }
 

@@ -15,7 +15,7 @@ use datafusion::prelude::SessionConfig;
 
 use crate::auth::Identity;
 use crate::error::EngineError;
-use crate::memory::{ScratchSchema, SessionPool};
+use crate::memory::{ScratchSchema, UserPools};
 use crate::secret::Fingerprint;
 use crate::token::TokenView;
 
@@ -31,23 +31,25 @@ pub trait QueryContextFactory: Send + Sync {
         memory: &Arc<dyn MemoryPool>,
     ) -> Result<SessionContext, EngineError>;
 
-    /// A new session's share of the process-wide memory pool.
-    fn session_pool(&self) -> Arc<dyn MemoryPool>;
+    /// A new session's share of the process-wide memory pool, drawn from its user's.
+    fn session_pool(&self, identity: &Identity) -> Arc<dyn MemoryPool>;
 }
 
 /// Plain DataFusion with the session's memory share, an in-memory `datafusion.public` and no
 /// warehouse: enough to run `SELECT`/`VALUES`/table functions across token refreshes (tests).
 pub struct LocalContextFactory {
-    pub shared_pool: Arc<dyn MemoryPool>,
-    pub memory_limit_bytes: usize,
+    pub memory: UserPools,
     pub target_partitions: usize,
 }
 
 impl LocalContextFactory {
     pub fn new(memory_limit_bytes: usize, target_partitions: usize) -> Self {
         Self {
-            shared_pool: crate::memory::shared_pool(memory_limit_bytes.saturating_mul(4)),
-            memory_limit_bytes,
+            memory: UserPools::new(
+                crate::memory::shared_pool(memory_limit_bytes.saturating_mul(4)),
+                memory_limit_bytes.saturating_mul(2),
+                memory_limit_bytes,
+            ),
             target_partitions,
         }
     }
@@ -67,12 +69,13 @@ impl QueryContextFactory for LocalContextFactory {
             .with_information_schema(true)
             .with_target_partitions(self.target_partitions.max(1));
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        crate::memory::functions::install(&ctx, memory);
         ctx.register_catalog(SESSION_CATALOG, scratch_catalog(memory)?);
         Ok(ctx)
     }
 
-    fn session_pool(&self) -> Arc<dyn MemoryPool> {
-        SessionPool::new(self.shared_pool.clone(), self.memory_limit_bytes)
+    fn session_pool(&self, identity: &Identity) -> Arc<dyn MemoryPool> {
+        self.memory.session_pool(&identity.user)
     }
 }
 
@@ -123,7 +126,7 @@ impl QueryState {
         {
             return Ok(ctx.clone());
         }
-        let memory = self.memory.get_or_init(|| factory.session_pool());
+        let memory = self.memory.get_or_init(|| factory.session_pool(identity));
         let ctx = factory.create(identity, token, memory)?;
         crate::sql::extend(&ctx)?;
         if let Some((_, previous)) = slot.as_ref() {
@@ -165,8 +168,8 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             self.1.create(i, t, m)
         }
-        fn session_pool(&self) -> Arc<dyn MemoryPool> {
-            self.1.session_pool()
+        fn session_pool(&self, identity: &Identity) -> Arc<dyn MemoryPool> {
+            self.1.session_pool(identity)
         }
     }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arrow_flight::flight_service_server::FlightServiceServer;
 use jsonwebtoken::Algorithm;
 use sqe_engine_config::{AuthMode, EngineConfig, Secrets};
 use tokio::net::TcpListener;
@@ -19,15 +18,26 @@ use crate::auth::oidc::OidcProvider;
 use crate::catalog::CatalogContextFactory;
 use crate::drain::Drain;
 use crate::flight::SqeFlightSqlService;
+use crate::flight::door::Door;
 use crate::flight::limits::QueryLimits;
+use crate::flight::transport::{Front, capped};
 use crate::http::{CatalogProbe, HttpState, router};
 use crate::metrics::Metrics;
 use crate::session::{EndReason, InMemorySessionStore, SessionManager, SessionPolicy};
 
 /// Requests to the IdP and the catalog probe give up after this long.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// DoPut ingest of large batches; tonic's default is 4 MiB.
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Open client connections at once; past it the engine stops accepting until one closes.
+const MAX_CONNECTIONS: usize = 1024;
+/// Concurrent RPCs on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); tonic sets none.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// An idle peer is pinged this often and dropped when it does not answer within the timeout,
+/// so dead clients do not hold connections (and their slots) forever.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A call's handler (login, planning; not the result stream, which the query deadline bounds)
+/// gives up this long after the query time limit.
+const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
 /// Request header block limit (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
 const MAX_HEADER_LIST_BYTES: u32 = 256 << 10;
 
@@ -87,10 +97,14 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
     let shared_pool = crate::memory::shared_pool(
         usize::try_from(config.query.memory_pool_bytes).unwrap_or(usize::MAX),
     );
+    let per_session = usize::try_from(config.query.memory_limit_bytes).unwrap_or(usize::MAX);
+    let per_user = config
+        .query
+        .memory_limit_per_user_bytes
+        .map_or(per_session, |b| usize::try_from(b).unwrap_or(usize::MAX));
     let factory = Arc::new(CatalogContextFactory::new(
         &config.catalog,
-        shared_pool,
-        usize::try_from(config.query.memory_limit_bytes).unwrap_or(usize::MAX),
+        crate::memory::UserPools::new(shared_pool, per_user, per_session),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -111,12 +125,15 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
         Duration::from_secs(config.query.timeout_seconds),
         config.query.max_concurrent,
         config.query.max_concurrent_per_user,
+        config.query.max_queued_per_user,
+    )
+    .with_gauges(
+        metrics.statements_running.clone(),
+        metrics.statements_waiting.clone(),
     );
     let service =
         SqeFlightSqlService::new(sessions.clone(), drain.clone(), metrics.clone(), limits)?;
-    let flight = FlightServiceServer::new(crate::flight::door::Door(service))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let flight = Front::new(Arc::new(Door(service)));
 
     let flight_listener = TcpListener::bind(config.listen.flight)
         .await
@@ -149,7 +166,12 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
     // Room for large tokens (a JWT with many groups) in the headers, so an oversized but
     // well-formed `authorization` gets UNAUTHENTICATED from the engine rather than the whole
     // connection closed by HTTP/2.
-    let mut builder = Server::builder().http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
+    let mut builder = Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .timeout(Duration::from_secs(config.query.timeout_seconds) + REQUEST_TIMEOUT_MARGIN);
     if let Some(tls) = &config.listen.tls {
         let cert = std::fs::read(&tls.cert)
             .with_context(|| format!("listen.tls.cert {}", tls.cert.display()))?;
@@ -159,7 +181,10 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
             .tls_config(ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key)))
             .context("listen.tls")?;
     }
-    let incoming = TcpIncoming::from(flight_listener).with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(flight_listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(KEEPALIVE_INTERVAL * 2));
+    let incoming = capped(incoming, MAX_CONNECTIONS);
     let flight_task = tokio::spawn(
         builder
             .add_service(flight)

@@ -7,7 +7,9 @@ dual-stack for them), so the engine sees two different clients. Traffic stays on
 
 import re
 import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import adbc_driver_flightsql.dbapi as adbc
 import pyarrow.flight as flight
@@ -52,16 +54,22 @@ def test_a_stranger_guessing_alices_password_does_not_lock_her_out(start_engine)
     assert login(e.uri, "alice", "alice-pw").query("SELECT 1 AS x").num_rows == 1
 
 
-def test_one_address_guessing_many_users_is_slowed_down_for_every_name(start_engine):
+def test_one_address_guessing_many_users_is_paced_and_correct_passwords_still_log_in(start_engine):
+    """Behind a load balancer every client can share one address: a flood of bad passwords from
+    it delays that address's logins (one at a time), never refuses a password the IdP accepts."""
     e = start_engine(listen_all=True)
     stranger = e.uri_from(STRANGER)
-    for i in range(20):  # the per-address allowance (many users can share a NAT)
+    for i in range(22):  # past the per-address allowance (many users can share a NAT)
         with pytest.raises(flight.FlightUnauthenticatedError):
             login(stranger, f"nobody-{i}", "guess")
-    with pytest.raises(flight.FlightUnauthenticatedError):
-        login(stranger, "nobody-x", "guess")
-    err = refused(lambda: login(stranger, "carol", "carol-pw"))
-    assert grpc_code(err) == "RESOURCE_EXHAUSTED"
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        logins = [pool.submit(login, stranger, user, f"{user}-pw") for user in ("carol", "bob", "alice")]
+        clients = [f.result(timeout=60) for f in logins]
+    took = time.monotonic() - started
+    assert all(c.query("SELECT 1 AS x").num_rows == 1 for c in clients)
+    assert took >= 1.5, f"three logins from a paced address took turns ({took:.2f} s)"
+    # Another address is not paced at all.
     assert login(e.uri, "carol", "carol-pw").query("SELECT 1 AS x").num_rows == 1
 
 
@@ -109,7 +117,8 @@ def test_one_user_at_the_session_cap_does_not_stop_another(start_engine):
 
 
 def test_a_user_holding_unread_streams_at_his_limit_does_not_stop_another(start_engine):
-    e = start_engine(query={"max_concurrent_per_user": 1, "max_concurrent": 8, "shutdown_grace_seconds": 5})
+    e = start_engine(query={"max_concurrent_per_user": 1, "max_queued_per_user": 0, "max_concurrent": 8,
+                            "shutdown_grace_seconds": 5})
     alice = login(e.uri, "alice", "alice-pw")
     info = alice.flight_info("SELECT * FROM generate_series(1, 100000000)")
     reader = alice.client.do_get(info.endpoints[0].ticket, alice.options())
@@ -149,8 +158,8 @@ def test_repeated_basic_calls_from_one_client_reuse_its_session(engine):
 def test_process_settings_cannot_be_changed_from_a_session(engine, sql):
     c = login(engine.uri, "alice", "alice-pw")
     err = refused(lambda: c.query(sql))
-    assert isinstance(err, flight.FlightUnauthorizedError), err  # PERMISSION_DENIED
-    assert "set by the operator" in str(err)
+    assert grpc_code(err) == "INVALID_ARGUMENT", err
+    assert "cannot be set from a session" in str(err)
     # The session's own settings still work.
     c.query("SET datafusion.execution.batch_size = 1000")
 

@@ -1,6 +1,13 @@
 //! Slows down repeated failed logins, per (username, client address) and per client address, so
-//! the IdP cannot be brute-forced through the engine and a stranger cannot lock a user out. A
-//! throttled attempt is refused before the IdP is asked.
+//! the IdP cannot be brute-forced through the engine and a stranger cannot lock a user out.
+//!
+//! - A (username, address) that keeps failing is refused before the IdP is asked, for a while:
+//!   it is that account being guessed from that address.
+//! - An address that keeps failing for any usernames is *paced*, not refused: its logins wait
+//!   their turn, one per interval, and then go to the IdP as usual, so a user behind a busy NAT
+//!   (or behind a load balancer that hides client addresses) is delayed, never locked out. Only
+//!   a flood — more logins waiting from one address than [`MAX_PACED`] — is refused.
+//! - IPv6 addresses count per /64, the block one subscriber usually holds.
 //!
 //! Counting is by the *attempted* username whether or not it exists, so the throttle itself
 //! reveals nothing about which users exist.
@@ -65,7 +72,14 @@ struct Record {
     failures: u32,
     last_failure: Instant,
     blocked_until: Instant,
+    /// When the next paced attempt may go (addresses only).
+    next_turn: Instant,
 }
+
+/// The longest interval between two paced logins from one address.
+pub const MAX_PACE: Duration = Duration::from_secs(1);
+/// Paced logins that may wait at once from one address; one more is refused.
+pub const MAX_PACED: u32 = 16;
 
 /// Hard cap per kind of record: at the cap, forgotten records are pruned first and then the
 /// oldest, so a flood of random usernames or tokens cannot grow memory without bound.
@@ -84,6 +98,32 @@ impl<K: Eq + Hash + Clone> Tracker<K> {
             capacity: capacity.max(1),
             records: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How long an attempt under `key` waits for its turn: `Ok(ZERO)` while the key has its
+    /// free failures left, then one attempt per interval (the policy's delay, at most
+    /// [`MAX_PACE`]); `Err(retry_after)` when [`MAX_PACED`] attempts are waiting already.
+    fn take_turn(&self, key: &K, now: Instant) -> Result<Duration, Duration> {
+        let Ok(mut records) = self.records.lock() else {
+            return Ok(Duration::ZERO);
+        };
+        let Some(r) = records.get_mut(key) else {
+            return Ok(Duration::ZERO);
+        };
+        if now.duration_since(r.last_failure) >= self.policy.forget_after {
+            return Ok(Duration::ZERO);
+        }
+        let interval = self.policy.delay_after(r.failures).min(MAX_PACE);
+        if interval.is_zero() {
+            return Ok(Duration::ZERO);
+        }
+        let turn = r.next_turn.max(now);
+        let wait = turn - now;
+        if wait >= interval.saturating_mul(MAX_PACED) {
+            return Err(wait);
+        }
+        r.next_turn = turn + interval;
+        Ok(wait)
     }
 
     fn retry_after(&self, key: &K, now: Instant) -> Option<Duration> {
@@ -115,6 +155,7 @@ impl<K: Eq + Hash + Clone> Tracker<K> {
             failures: 0,
             last_failure: now,
             blocked_until: now,
+            next_turn: now,
         });
         if now.duration_since(r.last_failure) >= forget {
             r.failures = 0;
@@ -177,16 +218,21 @@ impl LoginThrottle {
         }
     }
 
-    /// `Err(retry_after)` if this user from this source, or this source, must wait.
-    pub fn check(&self, user: &str, source: Source, now: Instant) -> Result<(), Duration> {
-        let by_user = self
+    /// `Ok(pause)`: ask the IdP after `pause` (this source's turn); `Err(retry_after)`: this
+    /// user from this source must wait, or this source has too many logins waiting.
+    pub fn check(&self, user: &str, source: Source, now: Instant) -> Result<Duration, Duration> {
+        let source = group(source);
+        if let Some(w) = self
             .user_source
-            .retry_after(&(normalize(user), source), now);
-        let by_source = self.sources.retry_after(&source, now);
-        wait(by_user.max(by_source))
+            .retry_after(&(normalize(user), source), now)
+        {
+            return Err(w);
+        }
+        self.sources.take_turn(&source, now)
     }
 
     pub fn record_failure(&self, user: &str, source: Source, now: Instant) {
+        let source = group(source);
         self.user_source.fail((normalize(user), source), now);
         self.sources.fail(source, now);
     }
@@ -194,24 +240,25 @@ impl LoginThrottle {
     /// A success clears this user's record at this source; the source's own record decays on
     /// its own, so one valid account cannot reset an address that is guessing others.
     pub fn record_success(&self, user: &str, source: Source) {
-        self.user_source.clear(&(normalize(user), source));
+        self.user_source.clear(&(normalize(user), group(source)));
     }
 
-    /// `Err(retry_after)` if this source, or this very token, must wait before validating.
+    /// As [`Self::check`], for a token: this very token must wait, or this source is paced.
     pub fn check_bearer(
         &self,
         token: &Fingerprint,
         source: Source,
         now: Instant,
-    ) -> Result<(), Duration> {
-        let by_token = self.tokens.retry_after(token, now);
-        let by_source = self.sources.retry_after(&source, now);
-        wait(by_token.max(by_source))
+    ) -> Result<Duration, Duration> {
+        if let Some(w) = self.tokens.retry_after(token, now) {
+            return Err(w);
+        }
+        self.sources.take_turn(&group(source), now)
     }
 
     pub fn record_bearer_failure(&self, token: Fingerprint, source: Source, now: Instant) {
         self.tokens.fail(token, now);
-        self.sources.fail(source, now);
+        self.sources.fail(group(source), now);
     }
 
     pub fn record_bearer_success(&self, token: &Fingerprint) {
@@ -219,10 +266,16 @@ impl LoginThrottle {
     }
 }
 
-fn wait(longest: Option<Duration>) -> Result<(), Duration> {
-    match longest {
-        Some(w) => Err(w),
-        None => Ok(()),
+/// The address a throttle counts: IPv4 as it is, IPv6 by its /64 (one subscriber's block;
+/// counting single addresses would give each of its 2^64 a fresh allowance).
+fn group(source: Source) -> Source {
+    match source.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V6(v6)) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            Some(IpAddr::V6(std::net::Ipv6Addr::from(octets)))
+        }
+        other => other,
     }
 }
 
@@ -287,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn one_source_guessing_many_users_is_slowed_for_everyone_it_tries() {
+    fn one_source_guessing_many_users_is_paced_not_refused() {
         let t = LoginThrottle::new(
             P,
             BackoffPolicy {
@@ -299,8 +352,49 @@ mod tests {
         for u in ["u1", "u2", "u3", "u4"] {
             t.record_failure(u, STRANGER, now);
         }
+        // Logins from that address take turns, one interval apart, and then go to the IdP.
+        for turn in 0..MAX_PACED {
+            let pause = t.check("anyone", STRANGER, now).unwrap();
+            assert_eq!(pause, MAX_PACE * turn);
+        }
+        // Only a flood is refused; other addresses are untouched.
         assert!(t.check("u5", STRANGER, now).is_err());
-        assert!(t.check("u5", HOME, now).is_ok());
+        assert_eq!(t.check("u5", HOME, now), Ok(Duration::ZERO));
+        // Turns come back as time passes.
+        let later = now + MAX_PACE * (MAX_PACED + 1);
+        assert_eq!(t.check("u5", STRANGER, later), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn ipv6_sources_count_per_64_block() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        let at = |last: u16| {
+            Some(IpAddr::V6(std::net::Ipv6Addr::new(
+                0x2001, 0xdb8, 1, 2, 0, 0, 0, last,
+            )))
+        };
+        let other_block = Some(IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, 1, 3, 0, 0, 0, 1,
+        )));
+        for i in 0..10 {
+            t.record_failure("alice", at(i), now);
+        }
+        assert!(
+            t.check("alice", at(999), now).is_err(),
+            "a new address in the same /64"
+        );
+        assert!(t.check("alice", other_block, now).is_ok());
+        let mapped = Some(IpAddr::V6(
+            std::net::Ipv4Addr::new(203, 0, 113, 9).to_ipv6_mapped(),
+        ));
+        for _ in 0..10 {
+            t.record_failure("bob", STRANGER, now);
+        }
+        assert!(
+            t.check("bob", mapped, now).is_err(),
+            "IPv4-mapped is the IPv4 address"
+        );
     }
 
     #[test]
@@ -315,10 +409,12 @@ mod tests {
         let now = Instant::now();
         t.record_failure("u1", STRANGER, now);
         t.record_failure("u2", STRANGER, now);
-        assert!(t.check("someone-else", STRANGER, now).is_err());
+        let paced = |r: Result<Duration, Duration>| matches!(r, Ok(d) if d > Duration::ZERO);
+        assert_eq!(t.check("first", STRANGER, now), Ok(Duration::ZERO));
+        assert!(paced(t.check("someone-else", STRANGER, now)));
         t.record_success("u2", STRANGER);
-        assert!(t.check("someone-else", STRANGER, now).is_err());
-        assert!(t.check("someone-else", HOME, now).is_ok());
+        assert!(paced(t.check("someone-else", STRANGER, now)), "still paced");
+        assert_eq!(t.check("someone-else", HOME, now), Ok(Duration::ZERO));
     }
 
     #[test]

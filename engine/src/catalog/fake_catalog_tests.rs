@@ -192,8 +192,12 @@ fn context_as(uri: &url::Url, user: &str, token: &str) -> SessionContext {
         vended_credentials: Default::default(),
         storage_endpoint: None,
     };
-    let f = CatalogContextFactory::new(&config, crate::memory::shared_pool(256 << 20), 64 << 20, 2)
-        .unwrap();
+    let f = CatalogContextFactory::new(
+        &config,
+        crate::memory::UserPools::new(crate::memory::shared_pool(256 << 20), 64 << 20, 64 << 20),
+        2,
+    )
+    .unwrap();
     let id = Identity {
         user: user.into(),
         roles: vec![],
@@ -203,7 +207,7 @@ fn context_as(uri: &url::Url, user: &str, token: &str) -> SessionContext {
         fingerprint: Fingerprint::of(token),
         latest: LatestToken::fixed(Secret::new(token)),
     };
-    f.create(&id, &view, &f.session_pool()).unwrap()
+    f.create(&id, &view, &f.session_pool(&id)).unwrap()
 }
 
 async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {

@@ -39,7 +39,7 @@ use sqe_engine_config::CatalogConfig;
 
 use crate::auth::Identity;
 use crate::error::EngineError;
-use crate::memory::SessionPool;
+use crate::memory::UserPools;
 use crate::query::{QueryContextFactory, scratch_catalog};
 use crate::token::TokenView;
 use credentials::CredentialPolicy;
@@ -64,9 +64,8 @@ pub struct CatalogContextFactory {
     storage: Arc<dyn StorageFactory>,
     credentials: CredentialPolicy,
     storage_endpoint: Option<String>,
-    /// The process's one memory pool; each session gets `memory_limit_bytes` of it at most.
-    shared_pool: Arc<dyn MemoryPool>,
-    pub memory_limit_bytes: usize,
+    /// Each user's share of the process's one memory pool, and each session's of its user's.
+    memory: UserPools,
     pub target_partitions: usize,
     pub listing_ttl: Duration,
 }
@@ -77,8 +76,7 @@ pub const PLANNING_CONCURRENCY: usize = 16;
 impl CatalogContextFactory {
     pub fn new(
         catalog: &CatalogConfig,
-        shared_pool: Arc<dyn MemoryPool>,
-        memory_limit_bytes: usize,
+        memory: UserPools,
         target_partitions: usize,
     ) -> Result<Self, EngineError> {
         // One connection pool for every user's catalog calls; it holds no credential (each
@@ -111,8 +109,7 @@ impl CatalogContextFactory {
                 .storage_endpoint
                 .as_ref()
                 .map(|u| u.as_str().trim_end_matches('/').to_owned()),
-            shared_pool,
-            memory_limit_bytes,
+            memory,
             target_partitions,
             listing_ttl: DEFAULT_LISTING_TTL,
         })
@@ -158,6 +155,7 @@ impl QueryContextFactory for CatalogContextFactory {
         // is mostly waiting for the catalog and the footers (DataFusion's default is the cores).
         config.options_mut().execution.planning_concurrency = PLANNING_CONCURRENCY;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        crate::memory::functions::install(&ctx, memory);
         ctx.register_catalog(&self.warehouse, Arc::new(WarehouseProvider::new(state)));
         // `datafusion.public`: session-local tables in memory, paid for out of the session's
         // memory share. Unqualified names resolve in the warehouse.
@@ -165,8 +163,8 @@ impl QueryContextFactory for CatalogContextFactory {
         Ok(ctx)
     }
 
-    fn session_pool(&self) -> Arc<dyn MemoryPool> {
-        SessionPool::new(self.shared_pool.clone(), self.memory_limit_bytes)
+    fn session_pool(&self, identity: &Identity) -> Arc<dyn MemoryPool> {
+        self.memory.session_pool(&identity.user)
     }
 }
 

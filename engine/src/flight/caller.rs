@@ -4,6 +4,7 @@
 //! same address), a session handle resolves, a JWT (bearer mode) is validated. A call that logged
 //! in answers with the new handle in its `authorization` response header.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::handshake::{AUTH_MODE_HEADER, Presented, parse_authorization, parse_mode};
+use super::limits::{Admission, QueryLimits, timed_out};
 use crate::drain::{CallGuard, Drain};
 use crate::error::EngineError;
 use crate::session::{Session, SessionHandle, SessionManager};
@@ -85,6 +87,27 @@ impl Gate {
             .session
             .query
             .context(self.sessions.factory(), &caller.session.identity, &token)
+    }
+
+    /// Runs `work` on the caller's context on the blocking pool under `admission`
+    /// ([`QueryLimits::off_workers`]); fetching the context (a token refresh, perhaps) counts
+    /// against the same deadline.
+    pub async fn off_workers<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        limits: &QueryLimits,
+        admission: &Admission,
+        work: F,
+    ) -> Result<T, EngineError>
+    where
+        F: FnOnce(SessionContext) -> Fut,
+        Fut: Future<Output = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let ctx = tokio::time::timeout_at(admission.deadline, self.context(caller))
+            .await
+            .unwrap_or_else(|_| Err(timed_out(admission.timeout)))?;
+        limits.off_workers(admission, work(ctx)).await
     }
 
     /// Logs in and answers with `authorization: Bearer <session handle>` in the response headers

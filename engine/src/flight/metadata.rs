@@ -266,7 +266,8 @@ pub fn schemas_answer(ctx: &SessionContext, query: CommandGetDbSchemas) -> DoGet
 
 /// GetTables: the tables the caller may load, matching the command's filters.
 pub async fn tables_answer(
-    ctx: &SessionContext,
+    ctx: SessionContext,
+    user: &str,
     query: CommandGetTables,
     limits: &QueryLimits,
 ) -> Result<DoGetStream, EngineError> {
@@ -277,7 +278,9 @@ pub async fn tables_answer(
         table_types: query.table_types.clone(),
         include_schema: query.include_schema,
     };
-    let found = limits.within_timeout(tables(ctx, &filter)).await?;
+    let found = limits
+        .plan(user, async move { tables(&ctx, &filter).await })
+        .await?;
     let mut builder = query.into_builder();
     for t in found {
         builder

@@ -1,5 +1,7 @@
 //! The Arrow Flight SQL surface.
 //!
+//! - `transport`: connections, and requests without credentials or over the size limits,
+//!   refused before their bodies are read.
 //! - `door`: the gRPC service in front of everything; refuses what it cannot decode or serve.
 //! - `service`: the `FlightSqlService`, handing each call to the part below that does the work.
 //! - `caller`, `handshake`: authentication at the door (a session for every call).
@@ -21,6 +23,7 @@ pub mod results;
 pub mod service;
 pub mod sql_info;
 pub mod statements;
+pub mod transport;
 pub mod updates;
 
 pub use service::SqeFlightSqlService;

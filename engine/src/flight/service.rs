@@ -254,7 +254,13 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
         let ctx = self.gate.context(&caller).await?;
-        Ok(caller.wrap(metadata::catalogs_answer(&ctx, query)))
+        let answer = self
+            .limits
+            .plan(caller.user(), async move {
+                Ok(metadata::catalogs_answer(&ctx, query))
+            })
+            .await?;
+        Ok(caller.wrap(answer))
     }
 
     async fn get_flight_info_schemas(
@@ -274,7 +280,13 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
         let ctx = self.gate.context(&caller).await?;
-        Ok(caller.wrap(metadata::schemas_answer(&ctx, query)))
+        let answer = self
+            .limits
+            .plan(caller.user(), async move {
+                Ok(metadata::schemas_answer(&ctx, query))
+            })
+            .await?;
+        Ok(caller.wrap(answer))
     }
 
     async fn get_flight_info_tables(
@@ -294,7 +306,7 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
         let ctx = self.gate.context(&caller).await?;
-        let answer = metadata::tables_answer(&ctx, query, &self.limits).await?;
+        let answer = metadata::tables_answer(ctx, caller.user(), query, &self.limits).await?;
         Ok(caller.wrap(answer))
     }
 

@@ -2,6 +2,7 @@
 //! query and streams its batches as DataFusion produces them, CreatePreparedStatement plans for
 //! the schemas, CancelFlightInfo stops a running query.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{CancelStatus, FlightData, FlightDescriptor, FlightInfo};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use tonic::{Response, Status};
@@ -23,7 +25,7 @@ use tracing::info;
 
 use super::caller::{Caller, Gate, attach_handle};
 use super::cancel::{Cancellable, Cancellations};
-use super::limits::{Limited, QueryLimits, timed_out};
+use super::limits::{Limited, QueryLimits};
 use super::params::{self, StatementHandle};
 use super::query_log::QueryLog;
 use super::results::{DoGetStream, flight_info, one_batch, schema_bytes};
@@ -92,14 +94,15 @@ impl Statements {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, EngineError> {
         let log = QueryLog::start(self.metrics.clone(), &caller.session, &handle.sql);
-        let planned = self
-            .limits
-            .within_timeout(async {
-                let values = params::single_row(handle.bound_rows()?)?;
-                let ctx = self.gate.context(caller).await?;
-                params::bind(plan(&ctx, &handle.sql).await?.plan, values)
+        let planned = async {
+            let values = params::single_row(handle.bound_rows()?)?;
+            let sql = handle.sql.clone();
+            self.planned(caller, move |ctx| async move {
+                params::bind(plan(&ctx, &sql).await?.plan, values)
             })
-            .await;
+            .await
+        }
+        .await;
         let plan = match planned {
             Ok(p) => p,
             Err(e) => return Err(failed(log, e)),
@@ -135,18 +138,21 @@ impl Statements {
         }
         let log = QueryLog::start(self.metrics.clone(), &caller.session, &handle.sql);
         let started = async {
-            let admission = self.limits.admit(caller.user())?;
+            let admission = self
+                .limits
+                .admit(caller.user(), self.limits.deadline())
+                .await?;
             let values = params::single_row(handle.bound_rows()?)?;
             let (running, signal) = self.cancels.start(caller.user(), ticket)?;
-            let timeout = admission.timeout;
-            let stream = tokio::time::timeout_at(admission.deadline, async {
-                let ctx = self.gate.context(&caller).await?;
-                let bound = params::bind(plan(&ctx, &handle.sql).await?.plan, values)?;
-                let df = ctx.execute_logical_plan(bound).await?;
-                Ok::<_, EngineError>(df.execute_stream().await?)
-            })
-            .await
-            .unwrap_or_else(|_| Err(timed_out(timeout)))?;
+            let sql = handle.sql.clone();
+            let stream = self
+                .gate
+                .off_workers(&caller, &self.limits, &admission, move |ctx| async move {
+                    let bound = params::bind(plan(&ctx, &sql).await?.plan, values)?;
+                    let df = ctx.execute_logical_plan(bound).await?;
+                    Ok(df.execute_stream().await?)
+                })
+                .await?;
             Ok::<_, EngineError>((stream, admission, running, signal))
         }
         .await;
@@ -166,7 +172,8 @@ impl Statements {
             .with_schema(schema)
             .build(batches)
             .map_err(Status::from);
-        let flight = Limited::new(Cancellable::new(flight, running, signal), admission);
+        let flight = Limited::new(Cancellable::new(flight, running, signal), admission)
+            .until(caller.session.ending());
         let Caller { issued, guard, .. } = caller;
         let logged = Logged {
             inner: Box::pin(flight),
@@ -185,11 +192,10 @@ impl Statements {
         sql: &str,
     ) -> Result<ActionCreatePreparedStatementResult, EngineError> {
         let log = QueryLog::start(self.metrics.clone(), &caller.session, sql);
+        let text = sql.to_owned();
         let planned = self
-            .limits
-            .within_timeout(async {
-                let ctx = self.gate.context(caller).await?;
-                Ok(plan(&ctx, sql).await?.plan)
+            .planned(caller, move |ctx| async move {
+                Ok(plan(&ctx, &text).await?.plan)
             })
             .await;
         let plan = match planned {
@@ -207,6 +213,22 @@ impl Statements {
                 schema_bytes(&parameters)?
             },
         })
+    }
+
+    /// Runs `work` (planning) on the caller's context with a slot of its own, off the workers.
+    async fn planned<T, F, Fut>(&self, caller: &Caller, work: F) -> Result<T, EngineError>
+    where
+        F: FnOnce(SessionContext) -> Fut,
+        Fut: Future<Output = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let admission = self
+            .limits
+            .admit(caller.user(), self.limits.deadline())
+            .await?;
+        self.gate
+            .off_workers(caller, &self.limits, &admission, work)
+            .await
     }
 
     /// Cancels the caller's query behind every endpoint of `info`.

@@ -6,8 +6,9 @@
 //! caps that one session at `query.memory_limit_bytes`: one user's query cannot take the whole
 //! pod. Clients cannot change either (`SET datafusion.runtime.*` is refused, see `settings`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::memory_pool::{
@@ -19,13 +20,17 @@ pub fn shared_pool(bytes: usize) -> Arc<dyn MemoryPool> {
     Arc::new(GreedyMemoryPool::new(bytes))
 }
 
-/// One session's share of the shared pool: at most `limit` bytes, and only what the shared pool
-/// still has.
+/// A capped share of a larger pool: at most `limit` bytes, and only what the larger pool still
+/// has. A session's share is drawn from its user's, the user's from the process's.
 #[derive(Debug)]
 pub struct SessionPool {
     shared: Arc<dyn MemoryPool>,
     limit: usize,
     used: AtomicUsize,
+    /// Whose share this is, for errors: "session" or "user".
+    whose: &'static str,
+    /// Whether `shared` is itself a share, whose refusal already says which limit was reached.
+    within_share: bool,
 }
 
 impl SessionPool {
@@ -34,6 +39,57 @@ impl SessionPool {
             shared,
             limit,
             used: AtomicUsize::new(0),
+            whose: "session",
+            within_share: false,
+        })
+    }
+}
+
+/// Each user's share of the process pool, which all of that user's sessions draw from: however
+/// many sessions one user opens, together they hold at most `per_user` bytes.
+#[derive(Debug)]
+pub struct UserPools {
+    shared: Arc<dyn MemoryPool>,
+    per_user: usize,
+    per_session: usize,
+    users: Mutex<HashMap<String, Weak<SessionPool>>>,
+}
+
+impl UserPools {
+    pub fn new(shared: Arc<dyn MemoryPool>, per_user: usize, per_session: usize) -> Self {
+        Self {
+            shared,
+            per_user,
+            per_session,
+            users: Mutex::default(),
+        }
+    }
+
+    /// A new session's share, drawn from `user`'s (made on the user's first session, gone with
+    /// the user's last).
+    pub fn session_pool(&self, user: &str) -> Arc<dyn MemoryPool> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let user_pool = match users.get(user).and_then(Weak::upgrade) {
+            Some(p) => p,
+            None => {
+                users.retain(|_, w| w.strong_count() > 0);
+                let p = Arc::new(SessionPool {
+                    shared: self.shared.clone(),
+                    limit: self.per_user,
+                    used: AtomicUsize::new(0),
+                    whose: "user",
+                    within_share: false,
+                });
+                users.insert(user.to_owned(), Arc::downgrade(&p));
+                p
+            }
+        };
+        Arc::new(SessionPool {
+            shared: user_pool,
+            limit: self.per_session,
+            used: AtomicUsize::new(0),
+            whose: "session",
+            within_share: true,
         })
     }
 }
@@ -69,13 +125,17 @@ impl MemoryPool for SessionPool {
             })
             .map_err(|used| {
                 DataFusionError::ResourcesExhausted(format!(
-                    "the session's memory limit of {} bytes is reached ({used} in use, {additional} more asked for by {})",
+                    "the {}'s memory limit of {} bytes is reached ({used} in use, {additional} more asked for by {})",
+                    self.whose,
                     self.limit,
                     reservation.consumer().name()
                 ))
             })?;
         if let Err(e) = self.shared.try_grow(reservation, additional) {
             self.used.fetch_sub(additional, Ordering::Relaxed);
+            if self.within_share {
+                return Err(e);
+            }
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "the engine's shared memory pool is full; retry later ({})",
                 e.strip_backtrace()
@@ -142,6 +202,29 @@ mod tests {
         assert_eq!((s.reserved(), shared.reserved()), (500, 500));
         drop(r);
         assert_eq!((s.reserved(), shared.reserved()), (0, 0));
+    }
+
+    #[test]
+    fn a_users_sessions_together_stay_within_the_users_share() {
+        let shared = shared_pool(10_000);
+        let users = UserPools::new(shared.clone(), 500, 400);
+        let (a, b) = (users.session_pool("alice"), users.session_pool("alice"));
+        let ra = MemoryConsumer::new("a").register(&a);
+        let rb = MemoryConsumer::new("b").register(&b);
+        ra.try_grow(400).unwrap();
+        let e = rb.try_grow(200).unwrap_err().to_string();
+        assert!(e.contains("user's memory limit of 500 bytes"), "{e}");
+        assert_eq!((b.reserved(), shared.reserved()), (0, 400));
+        rb.try_grow(100).unwrap();
+        // Another user has a share of their own.
+        let c = users.session_pool("bob");
+        MemoryConsumer::new("c").register(&c).try_grow(400).unwrap();
+        drop((ra, rb));
+        assert_eq!(shared.reserved(), 0);
+        // A user's share is forgotten with the user's last session.
+        drop((a, b));
+        let _ = users.session_pool("carol");
+        assert!(!users.users.lock().unwrap().contains_key("alice"));
     }
 
     #[test]

@@ -84,6 +84,15 @@ pub struct SessionManager {
     reuse: BasicReuse,
 }
 
+/// A username as logs show it: at most 64 characters, control characters replaced (the name
+/// is whatever the client sent).
+fn loggable(user: &str) -> String {
+    user.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -167,18 +176,22 @@ impl SessionManager {
         {
             return Ok((handle, session));
         }
-        if let Err(wait) = self.throttle.check(username, peer, started) {
-            self.metrics.login(mode_label, "throttled");
-            warn!(
-                event = "login",
-                mode = mode_label,
-                user = username,
-                outcome = "throttled",
-                retry_after_s = secs_ceil(wait)
-            );
-            return Err(EngineError::LoginThrottled {
-                retry_after_secs: secs_ceil(wait),
-            });
+        match self.throttle.check(username, peer, started) {
+            Ok(pause) if !pause.is_zero() => tokio::time::sleep(pause).await,
+            Ok(_) => {}
+            Err(wait) => {
+                self.metrics.login(mode_label, "throttled");
+                warn!(
+                    event = "login",
+                    mode = mode_label,
+                    user = loggable(username).as_str(),
+                    outcome = "throttled",
+                    retry_after_s = secs_ceil(wait)
+                );
+                return Err(EngineError::LoginThrottled {
+                    retry_after_secs: secs_ceil(wait),
+                });
+            }
         }
         self.ensure_capacity(mode_label, username)?;
         let empty = username.is_empty() || password.expose().is_empty();
@@ -256,18 +269,22 @@ impl SessionManager {
             );
             return Err(EngineError::Unauthenticated);
         };
-        if let Err(wait) = self.throttle.check_bearer(&key, peer, started) {
-            self.metrics.login("bearer", "throttled");
-            warn!(
-                event = "login",
-                mode = "bearer",
-                fp = %key,
-                outcome = "throttled",
-                retry_after_s = secs_ceil(wait)
-            );
-            return Err(EngineError::LoginThrottled {
-                retry_after_secs: secs_ceil(wait),
-            });
+        match self.throttle.check_bearer(&key, peer, started) {
+            Ok(pause) if !pause.is_zero() => tokio::time::sleep(pause).await,
+            Ok(_) => {}
+            Err(wait) => {
+                self.metrics.login("bearer", "throttled");
+                warn!(
+                    event = "login",
+                    mode = "bearer",
+                    fp = %key,
+                    outcome = "throttled",
+                    retry_after_s = secs_ceil(wait)
+                );
+                return Err(EngineError::LoginThrottled {
+                    retry_after_secs: secs_ceil(wait),
+                });
+            }
         }
         self.ensure_capacity("bearer", "")?;
         let rejected = |reason: &str| {
@@ -364,7 +381,7 @@ impl SessionManager {
             warn!(
                 event = "login",
                 mode,
-                user,
+                user = loggable(user).as_str(),
                 outcome = "too_many_sessions",
                 max = self.policy.max_sessions
             );
@@ -381,8 +398,10 @@ impl SessionManager {
         e: &IdpError,
         started: Instant,
     ) -> EngineError {
+        // Records are keyed by at most 128 characters: a username is the attacker's to choose.
         let user = user.chars().take(128).collect::<String>();
         let user = user.as_str();
+        let shown = loggable(user);
         match e {
             IdpError::Rejected { code } => {
                 self.throttle.record_failure(user, peer, started);
@@ -390,7 +409,7 @@ impl SessionManager {
                 warn!(
                     event = "login",
                     mode,
-                    user,
+                    user = shown.as_str(),
                     outcome = "rejected",
                     idp_error = code.as_str(),
                     duration_ms = ms(started)
@@ -402,7 +421,7 @@ impl SessionManager {
                 warn!(
                     event = "login",
                     mode,
-                    user,
+                    user = shown.as_str(),
                     outcome = "idp_unavailable",
                     detail = detail.as_str(),
                     duration_ms = ms(started)
@@ -414,7 +433,7 @@ impl SessionManager {
                 tracing::error!(
                     event = "login",
                     mode,
-                    user,
+                    user = shown.as_str(),
                     outcome = "idp_misconfigured",
                     detail = detail.as_str(),
                     duration_ms = ms(started)
@@ -655,6 +674,7 @@ impl SessionManager {
             }
         }
         session.query.clear();
+        session.mark_ended();
         if self.store.remove(&session.key).is_some() {
             self.metrics.sessions_active.set(self.store.len() as i64);
             self.metrics

@@ -187,6 +187,8 @@ pub struct Session {
     pub query: QueryState,
     /// Client-credentials sessions: how to get the next token.
     pub(crate) renewal: Option<MachineClient>,
+    /// Turns true when the session ends: its running queries stop with it.
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 /// Only what logs may show: never a token or the handle.
@@ -222,7 +224,21 @@ impl Session {
             schedule_seq: AtomicU64::new(0),
             query: QueryState::default(),
             renewal: None,
+            ended: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Resolves when the session has ended (closed, expired, revoked, shut down).
+    pub fn ending(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut ended = self.ended.subscribe();
+        async move {
+            let _ = ended.wait_for(|e| *e).await;
+        }
+    }
+
+    /// Stops everything waiting on [`Self::ending`].
+    pub(crate) fn mark_ended(&self) {
+        self.ended.send_replace(true);
     }
 
     pub(crate) fn with_renewal(mut self, renewal: Option<MachineClient>) -> Self {

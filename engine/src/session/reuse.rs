@@ -3,12 +3,17 @@
 //! Some clients send `authorization: Basic …` on every call instead of the handle the first call
 //! returned; each such call would otherwise open a session and ask the IdP. A call with the same
 //! mode, username, password and source address as an earlier successful login gets that login's
-//! session back while it lives. The credentials are kept only as a keyed SHA-256 (the key is
-//! random per process), so nothing here can be turned back into a password.
+//! session back for [`REUSE_FOR`] after that login: then the IdP is asked again, so a password
+//! changed or a user disabled stops working for such clients within that time, as it does for
+//! a handle at its next token refresh. The credentials are kept only as a keyed SHA-256 (the
+//! key is random per process), so nothing here can be turned back into a password.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -19,9 +24,12 @@ use crate::secret::Secret;
 
 pub type ReuseKey = [u8; 32];
 
+/// How long after a login the same Basic credentials find its session without the IdP.
+pub const REUSE_FOR: Duration = Duration::from_secs(300);
+
 pub struct BasicReuse {
     key: [u8; 32],
-    handles: Mutex<HashMap<ReuseKey, Secret>>,
+    handles: Mutex<HashMap<ReuseKey, (Secret, Instant)>>,
 }
 
 impl Default for BasicReuse {
@@ -59,11 +67,16 @@ impl BasicReuse {
         h.finalize().into()
     }
 
+    /// The handle of the login these credentials made, if it was made less than [`REUSE_FOR`]
+    /// ago.
     pub fn handle(&self, key: &ReuseKey) -> Option<SessionHandle> {
-        let handles = self.handles.lock().ok()?;
-        handles
-            .get(key)
-            .map(|s| SessionHandle::from_secret(s.clone()))
+        let mut handles = self.handles.lock().ok()?;
+        let (secret, at) = handles.get(key)?;
+        if at.elapsed() >= REUSE_FOR {
+            handles.remove(key);
+            return None;
+        }
+        Some(SessionHandle::from_secret(secret.clone()))
     }
 
     /// Remembers a login's handle; at `capacity` entries the map starts over (the sessions stay,
@@ -73,7 +86,7 @@ impl BasicReuse {
             if handles.len() >= capacity.max(1) {
                 handles.clear();
             }
-            handles.insert(key, handle.secret().clone());
+            handles.insert(key, (handle.secret().clone(), Instant::now()));
         }
     }
 
@@ -87,6 +100,20 @@ impl BasicReuse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_login_is_reused_only_for_a_while_then_the_idp_is_asked_again() {
+        let r = BasicReuse::default();
+        let key = r.key(AuthMode::Password, "alice", &Secret::new("pw"), None);
+        let handle = SessionHandle::generate();
+        r.remember(key, &handle, 10);
+        assert!(r.handle(&key).is_some());
+        tokio::time::advance(REUSE_FOR).await;
+        assert!(
+            r.handle(&key).is_none(),
+            "a changed password stops working in time"
+        );
+    }
 
     #[test]
     fn the_key_depends_on_every_part_of_the_login() {

@@ -3,7 +3,7 @@
 //!
 //! - `ast`: walks over a statement's sqlparser AST.
 //! - `dialect`: `SqeDialect`, the generic dialect with table versions and `SHOW CATALOGS`.
-//! - `parse`: text → one statement (size and operator-chain limits, Trino's `FOR … AS OF`).
+//! - `parse`: text → one statement (size and tree limits, Trino's `FOR … AS OF`).
 //! - `placeholders`: `?` → `$n` on the AST, in source order.
 //! - `show`: the SHOW forms, planned with the DataFrame API over the session's catalogs.
 //! - `time_travel`: the relation planner that pins versioned tables to their snapshot.

@@ -6,11 +6,13 @@
 
 use std::ops::ControlFlow;
 
+use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
     Expr, FromTable, Statement, TableFactor, TableVersion, Value, ValueWithSpan, VisitorMut,
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
 
 use super::ast::visit;
@@ -31,22 +33,23 @@ fn invalid(msg: impl Into<String>) -> EngineError {
     EngineError::InvalidArgument(msg.into())
 }
 
-/// Parses exactly one statement (a trailing `;` is fine).
-pub fn parse(sql: &str, recursion_limit: usize) -> Result<Parsed, EngineError> {
+/// Parses exactly one statement (a trailing `;` is fine) and measures its tree
+/// ([`policy::check_statement`]) before anything else walks it.
+pub fn parse(sql: &str) -> Result<Parsed, EngineError> {
     policy::check_text(sql)?;
     let dialect = SqeDialect;
     let mut tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| invalid(format!("SQL error: {e}")))?;
-    policy::check_tokens(tokens.iter().map(|t| &t.token))?;
     let form = form(&tokens);
     let mut versions = trino_versions(&mut tokens)?;
     plain_at_and_before(&mut tokens);
     let mut statements = DFParserBuilder::new(tokens)
         .with_dialect(&dialect)
-        .with_recursion_limit(recursion_limit)
+        .with_recursion_limit(policy::PARSER_RECURSION_LIMIT)
         .build()?
-        .parse_statements()?;
+        .parse_statements()
+        .map_err(too_deep)?;
     let mut statement = match (statements.pop_front(), statements.is_empty()) {
         (Some(s), true) => s,
         (None, _) => return Err(invalid("the statement is empty")),
@@ -56,6 +59,7 @@ pub fn parse(sql: &str, recursion_limit: usize) -> Result<Parsed, EngineError> {
             ));
         }
     };
+    policy::check_statement(&statement)?;
     visit(&mut statement, &mut versions);
     if let Some(table) = versions.twice {
         return Err(invalid(format!("{table} has two versions; give one")));
@@ -72,6 +76,20 @@ pub fn parse(sql: &str, recursion_limit: usize) -> Result<Parsed, EngineError> {
     }
     placeholders::number(&mut statement)?;
     Ok(Parsed { statement, form })
+}
+
+/// The parser's recursion limit, said as what the client wrote.
+fn too_deep(e: DataFusionError) -> EngineError {
+    match e {
+        DataFusionError::SQL(p, _) if matches!(*p, ParserError::RecursionLimitExceeded) => {
+            invalid(format!(
+                "the statement nests deeper than {} levels (parentheses, subqueries, function \
+             calls)",
+                policy::PARSER_RECURSION_LIMIT
+            ))
+        }
+        other => other.into(),
+    }
 }
 
 /// The leading keywords of the statement, at most three, upper case.
@@ -268,11 +286,11 @@ mod tests {
     }
 
     fn parsed(text: &str) -> Parsed {
-        parse(text, 50).unwrap()
+        parse(text).unwrap()
     }
 
     fn refused(text: &str) -> String {
-        let e = parse(text, 50).unwrap_err();
+        let e = parse(text).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{text}: {e}");
         e.to_string()
     }
@@ -370,9 +388,15 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_checked_before_parsing() {
+    fn limits_are_checked_before_anything_else_walks_the_statement() {
         let chain = format!("SELECT {}", vec!["1"; 1_100].join(" + "));
-        assert!(refused(&chain).contains("operators"));
+        assert!(refused(&chain).contains("nests deeper"));
+        let nested = format!("SELECT {}1{}", "(".repeat(60), ")".repeat(60));
+        assert!(
+            refused(&nested).contains("nests deeper than 50"),
+            "{}",
+            refused(&nested)
+        );
         let big = format!("SELECT '{}'", "x".repeat(policy::MAX_SQL_BYTES));
         assert!(refused(&big).contains("bytes"));
         assert!(refused("SELECT 'open").contains("SQL error"));

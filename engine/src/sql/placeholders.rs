@@ -94,7 +94,7 @@ mod tests {
     use crate::sql::parse::parse;
 
     fn numbered(sql: &str) -> String {
-        parse(sql, 50).unwrap().statement.to_string()
+        parse(sql).unwrap().statement.to_string()
     }
 
     #[test]
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn mixing_both_styles_is_refused() {
-        let e = parse("SELECT ?, $1", 50).unwrap_err();
+        let e = parse("SELECT ?, $1").unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.to_string().contains("not both"), "{e}");
     }

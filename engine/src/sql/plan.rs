@@ -19,7 +19,7 @@ pub struct Planned {
 /// relation planners), and checks the plan against the engine's policy. Nothing runs.
 pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<Planned, EngineError> {
     let state = ctx.state();
-    let Parsed { statement, form } = parse(sql, state.config_options().sql_parser.recursion_limit)?;
+    let Parsed { statement, form } = parse(sql)?;
     let plan = match show::plan(ctx, &statement).await? {
         Some(plan) => plan,
         None => state
@@ -75,6 +75,6 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 }

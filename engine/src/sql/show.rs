@@ -362,7 +362,7 @@ mod tests {
     use crate::sql::parse::parse;
 
     async fn show(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
-        let parsed = parse(sql, 50)?;
+        let parsed = parse(sql)?;
         let plan = plan(ctx, &parsed.statement).await?.expect("a SHOW form");
         Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
     }
@@ -491,7 +491,7 @@ mod tests {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{sql}: {e}");
             assert!(e.to_string().contains(says), "{sql}: {e}");
         }
-        let other = parse("SELECT 1", 50).unwrap();
+        let other = parse("SELECT 1").unwrap();
         assert!(plan(&ctx, &other.statement).await.unwrap().is_none());
     }
 }

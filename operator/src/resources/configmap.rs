@@ -72,6 +72,10 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
         Some(m) => quantity("spec.engine.query.memoryLimit", m)?,
         None => qd.memory_limit_bytes.min(memory_pool_bytes),
     };
+    let memory_limit_per_user_bytes = match &q.memory_limit_per_user {
+        Some(m) => Some(quantity("spec.engine.query.memoryLimitPerUser", m)?),
+        None => None,
+    };
     let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     let cfg = EngineConfig {
         listen: ListenConfig {
@@ -127,11 +131,15 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
         query: QueryConfig {
             timeout_seconds: q.timeout_seconds.map_or(qd.timeout_seconds, u64::from),
             memory_limit_bytes,
+            memory_limit_per_user_bytes,
             memory_pool_bytes,
             max_concurrent: q.max_concurrent.map_or(qd.max_concurrent, |v| v as usize),
             max_concurrent_per_user: q
                 .max_concurrent_per_user
                 .map_or(qd.max_concurrent_per_user, |v| v as usize),
+            max_queued_per_user: q
+                .max_queued_per_user
+                .map_or(qd.max_queued_per_user, |v| v as usize),
             shutdown_grace_seconds: q
                 .shutdown_grace_seconds
                 .map_or(qd.shutdown_grace_seconds, u64::from),

@@ -1,13 +1,18 @@
 //! The Flight SQL Service. Sessions live in one pod's memory, so `sessionAffinity: ClientIP`
 //! keeps a client's calls on the pod that holds its session. Limitation until sessions are
 //! shared: clients behind one NAT land on one pod, and a pod restart drops its sessions.
+//!
+//! An exposed Service (`NodePort`, `LoadBalancer`) keeps client addresses
+//! (`externalTrafficPolicy: Local`): with the default, `Cluster`, every connection arrives from
+//! a node's address, and the engine's per-address login throttle would count all clients
+//! behind one node as one.
 
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, Service, ServicePort, ServiceSpec, SessionAffinityConfig,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use sqe_crds::SqeCluster;
+use sqe_crds::{ServiceType, SqeCluster};
 
 use super::common::{meta, selector_labels};
 
@@ -39,6 +44,7 @@ pub fn build(cluster: &SqeCluster) -> Service {
                 app_protocol: Some("grpc".into()),
                 ..Default::default()
             }]),
+            external_traffic_policy: exposed(spec.service.type_).then(|| "Local".into()),
             session_affinity: Some("ClientIP".into()),
             session_affinity_config: Some(SessionAffinityConfig {
                 client_ip: Some(ClientIPConfig {
@@ -49,6 +55,11 @@ pub fn build(cluster: &SqeCluster) -> Service {
         }),
         ..Default::default()
     }
+}
+
+/// Whether the Service takes traffic from outside the cluster, where client addresses matter.
+fn exposed(kind: ServiceType) -> bool {
+    matches!(kind, ServiceType::NodePort | ServiceType::LoadBalancer)
 }
 
 /// The in-cluster Flight URI reported in `status.endpoint`.

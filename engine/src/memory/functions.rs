@@ -1,0 +1,781 @@
+//! Scalar functions whose result can dwarf their arguments, bounded and paid for before they
+//! run.
+//!
+//! DataFusion's functions allocate their results outside any memory pool: `repeat('x',
+//! 1100000000)` makes a 1.1 GB string however small the session's share. Every function is
+//! classified (a unit test fails on one that is not): most produce at most a constant times
+//! their arguments, which the pool already holds or bounds; the ones in [`GROWERS`] get their
+//! result's size worked out from their arguments first. A value over [`MAX_VALUE_BYTES`], or a
+//! batch's results that the session's share cannot hold, is RESOURCE_EXHAUSTED before anything
+//! is allocated; what fits is reserved from the share while the function runs.
+
+use std::any::Any;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::FieldRef;
+use arrow::datatypes::{DataType, Int64Type, IntervalMonthDayNanoType};
+use datafusion::common::ScalarValue;
+use datafusion::common::config::ConfigOptions;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature,
+};
+use datafusion::prelude::SessionContext;
+
+/// The largest single value (a string, a list) a function may make.
+pub const MAX_VALUE_BYTES: u64 = 64 << 20;
+
+/// How a growing function's result size follows from its arguments, row by row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Growth {
+    /// `repeat(s, n)`: `n` copies of `s`.
+    Repeat,
+    /// `lpad(s, n [, fill])`, `rpad`: `n` characters of up to 4 bytes.
+    Pad,
+    /// `array_repeat(x, n)`: `n` copies of `x`.
+    Copies,
+    /// `array_resize(a, n [, x])`: `n` elements, each the size of `x` or of `a`'s elements.
+    Resize,
+    /// `range(…)`, `generate_series(…)`: one 8-byte element per step.
+    Series,
+    /// `replace(s, from, to)`: every occurrence of `from` (at every character, when empty)
+    /// becomes `to`.
+    Replace,
+    /// `regexp_replace(s, pattern, replacement [, flags])`: at most one replacement per
+    /// position, each up to the replacement's length times the input's (group references).
+    RegexpReplace,
+    /// `arrow_cast(x, 'type')`: a fixed-size type (`FixedSizeBinary(n)`,
+    /// `FixedSizeList(n, …)`) takes its full width per row, even for nulls.
+    Cast,
+    /// `array_replace(a, from, to)` (and `_n`, `_all`): every element may become `to`.
+    ReplaceElements,
+    /// `array_to_string(a, sep [, null])`: a separator (or the null text) per element.
+    Join,
+    /// `levenshtein(a, b)`: no memory, but work of the product of the lengths, on one thread.
+    PairWork,
+}
+
+/// The functions whose result can be larger than a constant times their arguments.
+const GROWERS: &[(&str, Growth)] = &[
+    ("repeat", Growth::Repeat),
+    ("lpad", Growth::Pad),
+    ("rpad", Growth::Pad),
+    ("array_repeat", Growth::Copies),
+    ("array_resize", Growth::Resize),
+    ("range", Growth::Series),
+    ("generate_series", Growth::Series),
+    ("replace", Growth::Replace),
+    ("regexp_replace", Growth::RegexpReplace),
+    ("arrow_cast", Growth::Cast),
+    ("array_replace", Growth::ReplaceElements),
+    ("array_replace_n", Growth::ReplaceElements),
+    ("array_replace_all", Growth::ReplaceElements),
+    ("array_to_string", Growth::Join),
+    ("levenshtein", Growth::PairWork),
+];
+
+/// The most character pairs `levenshtein` may compare in one value (about a second of one
+/// core's time on these machines' release builds).
+pub const MAX_PAIR_WORK: u64 = 100_000_000;
+
+/// Functions whose result is at most a constant times the size of their arguments (or of a
+/// row): the arguments are already held or bounded by the pool, so these need nothing more.
+#[cfg(test)]
+const AT_MOST_THEIR_ARGUMENTS: &[&str] = &[
+    "abs",
+    "acos",
+    "acosh",
+    "array_any_value",
+    "array_append",
+    "array_concat",
+    "array_dims",
+    "array_distance",
+    "array_distinct",
+    "array_element",
+    "array_empty",
+    "array_except",
+    "array_has",
+    "array_has_all",
+    "array_has_any",
+    "array_intersect",
+    "array_length",
+    "array_max",
+    "array_min",
+    "array_ndims",
+    "array_pop_back",
+    "array_pop_front",
+    "array_position",
+    "array_positions",
+    "array_prepend",
+    "array_remove",
+    "array_remove_all",
+    "array_remove_n",
+    "array_reverse",
+    "array_slice",
+    "array_sort",
+    "array_union",
+    "arrays_overlap",
+    "arrays_zip",
+    "arrow_metadata",
+    "arrow_typeof",
+    "ascii",
+    "asin",
+    "asinh",
+    "atan",
+    "atan2",
+    "atanh",
+    "bit_length",
+    "btrim",
+    "cardinality",
+    "cbrt",
+    "ceil",
+    "character_length",
+    "chr",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "contains",
+    "cos",
+    "cosh",
+    "cot",
+    "current_date",
+    "current_time",
+    "date_bin",
+    "date_part",
+    "date_trunc",
+    "decode",
+    "degrees",
+    "digest",
+    "empty",
+    "encode",
+    "ends_with",
+    "exp",
+    "factorial",
+    "find_in_set",
+    "flatten",
+    "floor",
+    "from_unixtime",
+    "gcd",
+    "get_field",
+    "greatest",
+    "initcap",
+    "isnan",
+    "iszero",
+    "lcm",
+    "least",
+    "left",
+    "length",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "lower",
+    "ltrim",
+    "make_array",
+    "make_date",
+    "make_time",
+    "map",
+    "map_entries",
+    "map_extract",
+    "map_keys",
+    "map_values",
+    "md5",
+    "named_struct",
+    "nanvl",
+    "now",
+    "nullif",
+    "nvl",
+    "nvl2",
+    "octet_length",
+    "overlay",
+    "pi",
+    "power",
+    "radians",
+    "random",
+    "regexp_count",
+    "regexp_instr",
+    "regexp_like",
+    "regexp_match",
+    "reverse",
+    "right",
+    "round",
+    "rtrim",
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
+    "signum",
+    "sin",
+    "sinh",
+    "split_part",
+    "sqrt",
+    "starts_with",
+    "string_to_array",
+    "strpos",
+    "struct",
+    "substr",
+    "substr_index",
+    "tan",
+    "tanh",
+    "to_char",
+    "to_date",
+    "to_hex",
+    "to_local_time",
+    "to_time",
+    "to_timestamp",
+    "to_timestamp_micros",
+    "to_timestamp_millis",
+    "to_timestamp_nanos",
+    "to_timestamp_seconds",
+    "to_unixtime",
+    "translate",
+    "trunc",
+    "union_extract",
+    "union_tag",
+    "upper",
+    "uuid",
+    "version",
+];
+
+/// Replaces each function of `ctx` that can grow with its bounded form, paid for from `pool`
+/// (the session's share).
+pub fn install(ctx: &SessionContext, pool: &Arc<dyn MemoryPool>) {
+    let state = ctx.state();
+    for (name, growth) in GROWERS {
+        if let Some(inner) = state.scalar_functions().get(*name) {
+            ctx.register_udf(ScalarUDF::new_from_impl(Bounded {
+                inner: inner.as_ref().clone(),
+                growth: *growth,
+                pool: pool.clone(),
+            }));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bounded {
+    inner: ScalarUDF,
+    growth: Growth,
+    pool: Arc<dyn MemoryPool>,
+}
+
+impl PartialEq for Bounded {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner && Arc::ptr_eq(&self.pool, &other.pool)
+    }
+}
+
+impl Eq for Bounded {}
+
+impl Hash for Bounded {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.inner.hash(state);
+    }
+}
+
+fn exhausted(message: String) -> DataFusionError {
+    DataFusionError::ResourcesExhausted(message)
+}
+
+impl ScalarUDFImpl for Bounded {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DFResult<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DFResult<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DFResult<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn schema_name(&self, args: &[datafusion::prelude::Expr]) -> DFResult<String> {
+        self.inner.inner().schema_name(args)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+
+    fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
+        let updated = self.inner.inner().with_updated_config(config)?;
+        Some(ScalarUDF::new_from_impl(Bounded {
+            inner: updated,
+            growth: self.growth,
+            pool: self.pool.clone(),
+        }))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
+        let rows = if args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+        {
+            1
+        } else {
+            args.number_rows
+        };
+        let (largest, total) = result_size(self.growth, &args.args, rows)?;
+        let name = self.inner.name();
+        if self.growth == Growth::PairWork {
+            if largest > MAX_PAIR_WORK {
+                return Err(exhausted(format!(
+                    "{name}() of values this long compares {largest} character pairs; at most \
+                     {MAX_PAIR_WORK}"
+                )));
+            }
+            return self.inner.invoke_with_args(args);
+        }
+        if largest > MAX_VALUE_BYTES {
+            return Err(exhausted(format!(
+                "{name}() would make a value of {largest} bytes; at most {MAX_VALUE_BYTES} bytes \
+                 per value"
+            )));
+        }
+        let reservation = MemoryConsumer::new(format!("{name}() results")).register(&self.pool);
+        reservation.try_grow(usize::try_from(total).unwrap_or(usize::MAX))?;
+        let result = self.inner.invoke_with_args(args);
+        drop(reservation);
+        result
+    }
+}
+
+/// One argument, row by row, without widening a scalar to a whole column.
+enum Arg {
+    Scalar(ScalarValue),
+    Array(ArrayRef),
+}
+
+impl Arg {
+    fn of(value: &ColumnarValue) -> Self {
+        match value {
+            ColumnarValue::Scalar(s) => Arg::Scalar(s.clone()),
+            ColumnarValue::Array(a) => Arg::Array(a.clone()),
+        }
+    }
+
+    /// The argument as 64-bit integers (a count, a bound), nulls as `None`.
+    fn ints(&self) -> DFResult<Ints> {
+        Ok(match self {
+            Arg::Scalar(s) => Ints::One(s.cast_to(&DataType::Int64)?.try_into().ok()),
+            Arg::Array(a) => {
+                let cast = arrow::compute::cast(a, &DataType::Int64)?;
+                Ints::Many(cast.as_primitive::<Int64Type>().clone())
+            }
+        })
+    }
+
+    /// Elements of the list in each row.
+    fn elements(&self) -> DFResult<Ints> {
+        Ok(match self {
+            Arg::Scalar(s) => Ints::One(Some(match s {
+                ScalarValue::List(l) => l.values().len(),
+                ScalarValue::LargeList(l) => l.values().len(),
+                ScalarValue::FixedSizeList(l) => l.values().len(),
+                _ => 1,
+            } as i64)),
+            Arg::Array(a) => match a.data_type() {
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+                    let lengths = arrow::compute::kernels::length::length(a)?;
+                    let cast = arrow::compute::cast(&lengths, &DataType::Int64)?;
+                    Ints::Many(cast.as_primitive::<Int64Type>().clone())
+                }
+                _ => Ints::One(Some(1)),
+            },
+        })
+    }
+
+    /// Bytes of the value in each row (a string's or binary's length; a list's elements times
+    /// their average size; anything else its fixed size).
+    fn bytes(&self) -> DFResult<Ints> {
+        Ok(match self {
+            Arg::Scalar(s) => Ints::One(Some(scalar_bytes(s) as i64)),
+            Arg::Array(a) => match a.data_type() {
+                DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Binary
+                | DataType::LargeBinary
+                | DataType::BinaryView => {
+                    let lengths = arrow::compute::kernels::length::length(a)?;
+                    let cast = arrow::compute::cast(&lengths, &DataType::Int64)?;
+                    Ints::Many(cast.as_primitive::<Int64Type>().clone())
+                }
+                _ => {
+                    let per_row = a.get_array_memory_size() / a.len().max(1) + 8;
+                    Ints::One(Some(per_row as i64))
+                }
+            },
+        })
+    }
+}
+
+fn scalar_bytes(s: &ScalarValue) -> usize {
+    match s {
+        ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => {
+            v.as_ref().map_or(0, String::len)
+        }
+        ScalarValue::Binary(v) | ScalarValue::LargeBinary(v) | ScalarValue::BinaryView(v) => {
+            v.as_ref().map_or(0, Vec::len)
+        }
+        other => other.size(),
+    }
+}
+
+enum Ints {
+    One(Option<i64>),
+    Many(arrow::array::Int64Array),
+}
+
+impl Ints {
+    fn get(&self, row: usize) -> Option<i64> {
+        match self {
+            Ints::One(v) => *v,
+            Ints::Many(a) => (row < a.len() && a.is_valid(row)).then(|| a.value(row)),
+        }
+    }
+}
+
+/// The largest value and the sum over `rows` rows that `growth` makes from `args`, in bytes.
+fn result_size(growth: Growth, args: &[ColumnarValue], rows: usize) -> DFResult<(u64, u64)> {
+    let arg = |i: usize| args.get(i).map(Arg::of);
+    let n = |v: Option<i64>| v.map_or(0, |v| v.max(0) as u64);
+    let per_row: Box<dyn Fn(usize) -> u64> = match growth {
+        Growth::Repeat | Growth::Pad | Growth::Copies | Growth::Resize => {
+            let Some(count) = arg(1) else {
+                return Ok((0, 0));
+            };
+            let count = count.ints()?;
+            let size = match (growth, arg(0), arg(2)) {
+                (Growth::Pad, _, _) => Ints::One(Some(4)),
+                (Growth::Resize, _, Some(fill)) => fill.bytes()?,
+                (Growth::Resize, Some(list), None) => element_bytes(&list),
+                (_, Some(value), _) => value.bytes()?,
+                (_, None, _) => Ints::One(Some(0)),
+            };
+            Box::new(move |r| n(count.get(r)).saturating_mul(n(size.get(r)).max(1)))
+        }
+        Growth::Series => {
+            let ints: Vec<Ints> = args
+                .iter()
+                .map(|a| series_points(&Arg::of(a)))
+                .collect::<DFResult<_>>()?;
+            Box::new(move |r| {
+                let v: Vec<Option<i64>> = ints.iter().map(|i| i.get(r)).collect();
+                let (start, stop, step) = match v.as_slice() {
+                    [stop] => (Some(0), *stop, Some(1)),
+                    [start, stop] => (*start, *stop, Some(1)),
+                    [start, stop, step, ..] => (*start, *stop, *step),
+                    [] => (Some(0), Some(0), Some(1)),
+                };
+                match (start, stop, step) {
+                    (Some(a), Some(b), Some(s)) if s != 0 => {
+                        let span = (i128::from(b) - i128::from(a)).unsigned_abs();
+                        let steps = span / i128::from(s).unsigned_abs() + 1;
+                        u64::try_from(steps).unwrap_or(u64::MAX).saturating_mul(8)
+                    }
+                    _ => 0,
+                }
+            })
+        }
+        Growth::Replace | Growth::RegexpReplace => {
+            let (Some(text), Some(to)) = (arg(0), arg(2)) else {
+                return Ok((0, 0));
+            };
+            let (text, to) = (text.bytes()?, to.bytes()?);
+            let regexp = growth == Growth::RegexpReplace;
+            Box::new(move |r| {
+                let s = n(text.get(r));
+                let t = n(to.get(r));
+                // Every position may be replaced; with group references, each replacement
+                // may repeat the whole input.
+                let each = if regexp {
+                    t.saturating_mul(s.max(1))
+                } else {
+                    t
+                };
+                s.saturating_add((s + 1).saturating_mul(each))
+            })
+        }
+        Growth::ReplaceElements | Growth::Join => {
+            let Some(list) = arg(0) else {
+                return Ok((0, 0));
+            };
+            let count = list.elements()?;
+            let whole = list.bytes()?;
+            let each: Vec<Ints> = match growth {
+                Growth::Join => [1, 2]
+                    .iter()
+                    .filter_map(|&i| arg(i))
+                    .map(|a| a.bytes())
+                    .collect::<DFResult<_>>()?,
+                _ => arg(2).map(|a| a.bytes()).transpose()?.into_iter().collect(),
+            };
+            Box::new(move |r| {
+                let widest = each.iter().map(|e| n(e.get(r))).max().unwrap_or(0);
+                n(whole.get(r)).saturating_add(n(count.get(r)).saturating_mul(widest + 8))
+            })
+        }
+        Growth::PairWork => {
+            let (Some(a), Some(b)) = (arg(0), arg(1)) else {
+                return Ok((0, 0));
+            };
+            let (a, b) = (a.bytes()?, b.bytes()?);
+            Box::new(move |r| n(a.get(r)).saturating_mul(n(b.get(r))))
+        }
+        Growth::Cast => {
+            let width = match args.get(1) {
+                Some(ColumnarValue::Scalar(ScalarValue::Utf8(Some(t))))
+                | Some(ColumnarValue::Scalar(ScalarValue::Utf8View(Some(t))))
+                | Some(ColumnarValue::Scalar(ScalarValue::LargeUtf8(Some(t)))) => {
+                    t.parse::<DataType>().map(|d| fixed_width(&d)).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            Box::new(move |_| width)
+        }
+    };
+    let mut largest = 0u64;
+    let mut total = 0u64;
+    for r in 0..rows {
+        let size = per_row(r);
+        largest = largest.max(size);
+        total = total.saturating_add(size);
+    }
+    Ok((largest, total))
+}
+
+/// Per row, the average bytes of one element of a list argument.
+fn element_bytes(list: &Arg) -> Ints {
+    let per = match list {
+        Arg::Scalar(s) => {
+            let elements = match s {
+                ScalarValue::List(l) => l.values().len(),
+                ScalarValue::LargeList(l) => l.values().len(),
+                ScalarValue::FixedSizeList(l) => l.values().len(),
+                _ => 1,
+            };
+            s.size() / elements.max(1)
+        }
+        Arg::Array(a) => {
+            let values = match a.data_type() {
+                DataType::List(_) => a.as_list::<i32>().values().len(),
+                DataType::LargeList(_) => a.as_list::<i64>().values().len(),
+                _ => a.len(),
+            };
+            a.get_array_memory_size() / values.max(1)
+        }
+    };
+    Ints::One(Some(per as i64 + 8))
+}
+
+/// A series bound or step as a number of the series' smallest unit: integers as they are,
+/// dates in days, timestamps in their unit, intervals in nanoseconds (a month as 28 days, the
+/// most steps it can make). Anything else counts no steps.
+fn series_points(arg: &Arg) -> DFResult<Ints> {
+    let data_type = match arg {
+        Arg::Scalar(s) => s.data_type(),
+        Arg::Array(a) => a.data_type().clone(),
+    };
+    match data_type {
+        DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano) => Ok(match arg {
+            Arg::Scalar(ScalarValue::IntervalMonthDayNano(v)) => {
+                Ints::One(v.map(|v| interval_nanos(v.months, v.days, v.nanoseconds)))
+            }
+            Arg::Array(a) => {
+                let a = a.as_primitive::<IntervalMonthDayNanoType>();
+                Ints::Many(
+                    a.iter()
+                        .map(|v| v.map(|v| interval_nanos(v.months, v.days, v.nanoseconds)))
+                        .collect(),
+                )
+            }
+            _ => Ints::One(None),
+        }),
+        DataType::Interval(_) => Ok(Ints::One(None)),
+        DataType::Timestamp(unit, _) => {
+            // Steps are nanoseconds: bring the bounds to nanoseconds too.
+            let scale: i64 = match unit {
+                arrow::datatypes::TimeUnit::Second => 1_000_000_000,
+                arrow::datatypes::TimeUnit::Millisecond => 1_000_000,
+                arrow::datatypes::TimeUnit::Microsecond => 1_000,
+                arrow::datatypes::TimeUnit::Nanosecond => 1,
+            };
+            scaled(arg.ints()?, scale)
+        }
+        DataType::Date32 | DataType::Date64 => {
+            let days = match arg {
+                Arg::Scalar(s) => Arg::Scalar(s.cast_to(&DataType::Date32)?),
+                Arg::Array(a) => Arg::Array(arrow::compute::cast(a, &DataType::Date32)?),
+            };
+            scaled(days.ints()?, 86_400_000_000_000)
+        }
+        _ => arg.ints(),
+    }
+}
+
+fn scaled(ints: Ints, by: i64) -> DFResult<Ints> {
+    Ok(match ints {
+        Ints::One(v) => Ints::One(v.map(|v| v.saturating_mul(by))),
+        Ints::Many(a) => Ints::Many(a.iter().map(|v| v.map(|v| v.saturating_mul(by))).collect()),
+    })
+}
+
+fn interval_nanos(months: i32, days: i32, nanos: i64) -> i64 {
+    const DAY: i64 = 86_400_000_000_000;
+    i64::from(months)
+        .saturating_mul(28 * DAY)
+        .saturating_add(i64::from(days).saturating_mul(DAY))
+        .saturating_add(nanos)
+}
+
+/// Bytes one row of `data_type` takes at least, whatever its value (fixed-size types).
+fn fixed_width(data_type: &DataType) -> u64 {
+    match data_type {
+        DataType::FixedSizeBinary(n) => (*n).max(0) as u64,
+        DataType::FixedSizeList(field, n) => {
+            ((*n).max(0) as u64).saturating_mul(fixed_width(field.data_type()).max(1))
+        }
+        DataType::Struct(fields) => fields
+            .iter()
+            .map(|f| fixed_width(f.data_type()))
+            .fold(0u64, u64::saturating_add),
+        other => other.primitive_width().unwrap_or(0) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EngineError;
+    use crate::memory::{SessionPool, shared_pool};
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::prelude::SessionConfig;
+    use tonic::Code;
+
+    /// A context whose session share is `share` bytes, with the bounded functions installed.
+    fn context(share: usize) -> SessionContext {
+        let pool: Arc<dyn MemoryPool> = SessionPool::new(shared_pool(4 << 30), share);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool.clone())
+            .build_arc()
+            .unwrap();
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        install(&ctx, &pool);
+        ctx
+    }
+
+    async fn run(ctx: &SessionContext, sql: &str) -> Result<String, EngineError> {
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string())
+    }
+
+    #[tokio::test]
+    async fn results_too_big_for_a_value_or_the_share_are_refused_before_they_are_made() {
+        let ctx = context(64 << 20);
+        for sql in [
+            "SELECT length(repeat(s, 1100000000)) FROM (VALUES ('x')) t(s)",
+            "SELECT length(lpad('x', 2000000000))",
+            "SELECT length(rpad(s, 2000000000, 'ab')) FROM (VALUES ('x')) t(s)",
+            "SELECT cardinality(array_repeat('x', 1000000000))",
+            "SELECT cardinality(array_resize([1, 2], 1000000000))",
+            "SELECT cardinality(range(0, 10000000000))",
+            "SELECT cardinality(generate_series(1, 10000000000, 1))",
+            "SELECT cardinality(range(TIMESTAMP '1700-01-01', TIMESTAMP '2200-01-01', INTERVAL '1 second'))",
+            "SELECT length(replace(repeat('a', 1000000), '', repeat('b', 1000)))",
+            "SELECT length(regexp_replace(repeat('a', 100000), '', repeat('b', 1000), 'g'))",
+            "SELECT arrow_cast(NULL, 'FixedSizeBinary(1000000000)') IS NULL",
+            "SELECT cardinality(array_replace_all(array_repeat('a', 100000), 'a', repeat('b', 10000)))",
+            "SELECT length(array_to_string(array_repeat('a', 100000), repeat('-', 10000)))",
+            "SELECT levenshtein(repeat('a', 20000), repeat('b', 20000))",
+        ] {
+            let e = run(&ctx, sql).await.err().expect(sql);
+            assert_eq!(e.code(), Code::ResourceExhausted, "{sql}: {e}");
+        }
+        // Each value fits, but the batch's results together do not fit the share.
+        let rows = "SELECT length(repeat(CAST(value AS VARCHAR), 100000)) FROM range(1000)";
+        let e = run(&ctx, rows).await.err().expect(rows);
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+        assert!(e.to_string().contains("memory limit"), "{e}");
+    }
+
+    /// Every function DataFusion registers is either bounded here or makes at most a constant
+    /// times its arguments: a new function fails this test until it is classified.
+    #[test]
+    fn every_scalar_function_is_classified() {
+        let ctx = SessionContext::new();
+        let state = ctx.state();
+        let mut unclassified: Vec<&str> = state
+            .scalar_functions()
+            .values()
+            .map(|f| f.name())
+            .filter(|name| {
+                !GROWERS.iter().any(|(g, _)| g == name) && !AT_MOST_THEIR_ARGUMENTS.contains(name)
+            })
+            .collect();
+        unclassified.dedup();
+        unclassified.sort();
+        assert!(unclassified.is_empty(), "classify: {unclassified:?}");
+    }
+
+    #[tokio::test]
+    async fn bounded_functions_answer_as_before_and_give_their_reservation_back() {
+        let ctx = context(64 << 20);
+        let got = run(
+            &ctx,
+            "SELECT repeat('ab', 3) AS r, lpad('x', 3, '-') AS l, rpad('x', 3) AS p, \
+             range(3) AS g, array_repeat(1, 2) AS a, replace('aXa', 'X', 'yy') AS s, \
+             regexp_replace('abc', 'b', 'B') AS x, array_resize([1], 2, 0) AS z, \
+             array_to_string([1, 2], '-') AS j, levenshtein('kitten', 'sitting') AS d",
+        )
+        .await
+        .unwrap();
+        for part in [
+            "ababab",
+            "--x",
+            "x  ",
+            "[0, 1, 2]",
+            "[1, 1]",
+            "ayya",
+            "aBc",
+            "[1, 0]",
+            "1-2",
+            "| 3 ",
+        ] {
+            assert!(got.contains(part), "{part} in {got}");
+        }
+        let many = run(
+            &ctx,
+            "SELECT sum(length(repeat('x', 1000))) AS n FROM range(10000)",
+        )
+        .await
+        .unwrap();
+        assert!(many.contains("10000000"), "{many}");
+        let left = ctx.runtime_env().memory_pool.reserved();
+        assert_eq!(left, 0, "reservations are given back");
+    }
+}
