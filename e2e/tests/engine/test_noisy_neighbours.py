@@ -120,10 +120,10 @@ def test_the_sessions_own_settings_still_work(engine):
 
 @pytest.fixture(scope="module")
 def small_engine(start_engine):
-    """Small shares, so the limits are met quickly: 64 MiB a session, 96 MiB a user, 512 MiB in all."""
+    """Small shares, so the limits are met quickly: 48 MiB a session, 64 MiB a user, 512 MiB in all."""
     return start_engine(query={
-        "memory_limit_bytes": 64 << 20,
-        "memory_limit_per_user_bytes": 96 << 20,
+        "memory_limit_bytes": 48 << 20,
+        "memory_limit_per_user_bytes": 64 << 20,
         "memory_pool_bytes": 512 << 20,
         "shutdown_grace_seconds": 5,
     })
