@@ -175,31 +175,39 @@ def test_a_query_past_the_time_limit_is_deadline_exceeded(start_engine):
     assert e.metric("sqe_queries_total", status="deadline_exceeded") >= 1
 
 
-def test_a_full_server_refuses_new_queries_with_resource_exhausted(start_engine):
+def test_a_full_server_queues_one_waiting_statement_per_slot_and_refuses_more(start_engine):
     e = start_engine(query={"timeout_seconds": 4, "max_concurrent": 1, "shutdown_grace_seconds": 5})
     long_running = SqlClient(e.uri)
     long_running.login("alice", "alice-pw")
     outcome = {}
 
-    def run():
+    def run(name, client, sql):
         try:
-            long_running.query(ENDLESS)
-        except flight.FlightError as err:
-            outcome["error"] = err
+            outcome[name] = client.query(sql).to_pylist()
+        except (flight.FlightError, pa.ArrowException) as err:
+            outcome[name] = err
 
-    t = threading.Thread(target=run)
-    t.start()
+    running = threading.Thread(target=run, args=("alice", long_running, ENDLESS))
+    running.start()
     time.sleep(1.0)
-    other = SqlClient(e.uri)
-    other.login("bob", "bob-pw")
+    bob = SqlClient(e.uri)
+    bob.login("bob", "bob-pw")
+    waiting = threading.Thread(target=run, args=("bob", bob, "SELECT 2 AS two"))
+    waiting.start()
+    time.sleep(0.5)
+    carol = SqlClient(e.uri)
+    carol.login("carol", "carol-pw")
     # pyarrow has no Flight class for RESOURCE_EXHAUSTED; it raises ArrowInvalid naming it.
     with pytest.raises(pa.ArrowException) as raised:
-        other.query("SELECT 1")
+        carol.query("SELECT 1")
     assert "resource exhausted" in str(raised.value)
-    assert "limit of 1 concurrent queries" in str(raised.value)
-    t.join(30)
-    assert isinstance(outcome.get("error"), flight.FlightTimedOutError), outcome
-    assert other.query("SELECT 2 AS two").to_pylist() == [{"two": 2}]
+    assert "limit of 1 concurrent statements with 1 more waiting" in str(raised.value)
+    running.join(30)
+    waiting.join(30)
+    assert isinstance(outcome.get("alice"), flight.FlightTimedOutError), outcome
+    # bob waited for alice's slot and ran when her query hit its time limit.
+    assert outcome.get("bob") == [{"two": 2}], outcome
+    assert carol.query("SELECT 3 AS three").to_pylist() == [{"three": 3}]
 
 
 def test_cancel_flight_info_stops_the_callers_running_query_and_frees_its_slot(start_engine):

@@ -6,7 +6,8 @@
 //! (GetFlightInfo, CreatePreparedStatement) and catalog listings for as long as they work. A
 //! user over their limit waits, in arrival order, until one of their slots frees or their time
 //! limit passes; only past the waiting bound is a statement refused (RESOURCE_EXHAUSTED, the
-//! limit named). The server's own slots are taken in arrival order across users. A statement
+//! limit named). The server's own slots are taken in arrival order across users, with as many
+//! statements waiting for them as the server has slots, and no more. A statement
 //! past its deadline ends with DEADLINE_EXCEEDED and its plan is dropped, which stops the scan.
 //!
 //! Planning runs on the blocking pool ([`QueryLimits::off_workers`]), not on the async workers
@@ -34,6 +35,8 @@ pub struct QueryLimits {
     max_per_user: usize,
     max_queued_per_user: usize,
     slots: Arc<Semaphore>,
+    /// Statements waiting for a server slot (their users' slots in hand).
+    server_waiting: Arc<std::sync::atomic::AtomicUsize>,
     users: Arc<Mutex<HashMap<String, Lane>>>,
     running: Gauge,
     waiting: Gauge,
@@ -66,6 +69,26 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.running.dec();
+    }
+}
+
+/// A place in the server's waiting line (as long as the user's statements there): at most as
+/// many wait for a server slot as the server has.
+struct ServerLine(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ServerLine {
+    fn join(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        Some(Self(count.clone()))
+    }
+}
+
+impl Drop for ServerLine {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -119,6 +142,7 @@ impl QueryLimits {
             max_per_user: max_per_user.max(1),
             max_queued_per_user,
             slots: Arc::new(Semaphore::new(max_concurrent)),
+            server_waiting: Arc::default(),
             users: Arc::default(),
             running: Gauge::default(),
             waiting: Gauge::default(),
@@ -179,10 +203,23 @@ impl QueryLimits {
             .await
             .map_err(|_| waited("one of your query slots"))?
             .map_err(|_| EngineError::Internal("query slots closed".into()))?;
-        let server_slot = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| waited("one of the server's query slots"))?
-            .map_err(|_| EngineError::Internal("query slots closed".into()))?;
+        let server_slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let _line = ServerLine::join(&self.server_waiting, self.max_concurrent)
+                    .ok_or_else(|| {
+                        EngineError::ResourceExhausted(format!(
+                            "the server is already running its limit of {n} concurrent \
+                             statements with {n} more waiting; retry shortly",
+                            n = self.max_concurrent
+                        ))
+                    })?;
+                tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
+                    .await
+                    .map_err(|_| waited("one of the server's query slots"))?
+                    .map_err(|_| EngineError::Internal("query slots closed".into()))?
+            }
+        };
         drop(waiting);
         self.running.inc();
         Ok(Admission {
