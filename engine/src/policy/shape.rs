@@ -185,39 +185,32 @@ mod tests {
             .unwrap()
     }
 
+    /// A statement whose expression is a chain `n` links long.
+    type Spelling = fn(usize) -> String;
+
     #[test]
     fn every_spelling_of_a_deep_expression_is_measured_by_its_depth() {
-        let depth_of = |n: usize| n; // each link below adds at least one level
-        let spellings: Vec<(&str, Box<dyn Fn(usize) -> String>)> = vec![
-            (
-                "plus",
-                Box::new(|n| format!("SELECT {}", chain("1", " + ", n))),
-            ),
-            (
-                "CASE terms",
-                Box::new(|n| format!("SELECT {}", chain("CASE WHEN true THEN 1 END", " + ", n))),
-            ),
-            (
-                "casts",
-                Box::new(|n| format!("SELECT x{} FROM t", "::INT".repeat(n))),
-            ),
-            (
-                "IS NULL",
-                Box::new(|n| format!("SELECT x{} FROM t", " IS NULL".repeat(n))),
-            ),
-            (
-                "OR",
-                Box::new(|n| format!("SELECT * FROM t WHERE {}", chain("x = 1", " OR ", n))),
-            ),
-            (
-                "concatenation",
-                Box::new(|n| format!("SELECT {}", chain("'a'", " || ", n))),
-            ),
+        let spellings: [(&str, Spelling); 6] = [
+            ("plus", |n| format!("SELECT {}", chain("1", " + ", n))),
+            ("CASE terms", |n| {
+                format!("SELECT {}", chain("CASE WHEN true THEN 1 END", " + ", n))
+            }),
+            ("casts", |n| format!("SELECT x{} FROM t", "::INT".repeat(n))),
+            ("IS NULL", |n| {
+                format!("SELECT x{} FROM t", " IS NULL".repeat(n))
+            }),
+            ("OR", |n| {
+                format!("SELECT * FROM t WHERE {}", chain("x = 1", " OR ", n))
+            }),
+            ("concatenation", |n| {
+                format!("SELECT {}", chain("'a'", " || ", n))
+            }),
         ];
+        // Each link of every chain below adds at least one level.
         for (name, sql) in spellings {
-            let past = sql(depth_of(MAX_EXPR_DEPTH) + 1);
+            let past = sql(MAX_EXPR_DEPTH + 1);
             assert_eq!(verdict(&past), Err(Over::ExprDepth), "{name}");
-            let within = sql(depth_of(MAX_EXPR_DEPTH) / 3);
+            let within = sql(MAX_EXPR_DEPTH / 3);
             assert_eq!(verdict(&within), Ok(()), "{name}");
         }
     }
