@@ -75,7 +75,7 @@ impl QueryContextFactory for LocalContextFactory {
     }
 
     fn session_pool(&self, identity: &Identity) -> Arc<dyn MemoryPool> {
-        self.memory.session_pool(&identity.user)
+        self.memory.session_pool(&identity.quota_key())
     }
 }
 
@@ -189,6 +189,7 @@ mod tests {
         Identity {
             user: "alice".into(),
             roles: vec![],
+            subject: None,
         }
     }
 

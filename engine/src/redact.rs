@@ -17,7 +17,7 @@ pub const REDACTED: &str = "<redacted>";
 /// Property names whose values are secrets, in any of the catalog, storage or OAuth spellings
 /// (matched case-insensitively, as a part of a longer key too: `s3.session-token`,
 /// `adls.sas-token.account`, `gcs.oauth2.token`, `client_secret`, `X-Amz-Security-Token`).
-const SECRET_KEY: &str = r"[A-Za-z0-9_.\-]*(?:secret|token|password|passwd|credential|signature|sas|private[_-]?key|access[_-]?key(?:[_-]?id)?|authorization|api[_-]?key)[A-Za-z0-9_.\-]*";
+const SECRET_KEY: &str = r"[A-Za-z0-9_.\-]*(?:secret|token|password|passwd|credential|signature|sas|private[_-]?key|session[_-]?key|access[_-]?key(?:[_-]?id)?|authorization|api[_-]?key)[A-Za-z0-9_.\-]*";
 
 static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| {
     // A key (optionally quoted, optionally escaped-quoted inside a JSON string), then `:` or `=`,
@@ -27,6 +27,15 @@ static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| {
     ))
     .expect("static regex")
 });
+
+static WHOLE_SECRET_KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&format!("(?i)^{SECRET_KEY}$")).expect("static regex"));
+
+/// Whether a property named `key` may hold a credential: the one list both `scrub` and
+/// everything that shows properties (`SHOW CREATE TABLE`) go by.
+pub fn is_secret_key(key: &str) -> bool {
+    WHOLE_SECRET_KEY.is_match(key)
+}
 
 static JWT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*").expect("static regex")
@@ -69,6 +78,32 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_keys_are_named_by_one_list() {
+        for key in [
+            "s3.secret-access-key",
+            "s3.session-token",
+            "S3.ACCESS-KEY-ID",
+            "client_secret",
+            "adls.sas-token.account",
+            "gcs.oauth2.token",
+            "password",
+            "x.credential",
+            "private_key",
+            "x.session-key",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in [
+            "s3.endpoint",
+            "write.format.default",
+            "owner",
+            "format-version",
+        ] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+    }
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
     const SESSION: &str = "FwoGZXIvYXdzEJr//////////wEaDM3x+y5/abc==";

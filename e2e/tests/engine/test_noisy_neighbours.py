@@ -262,6 +262,23 @@ def test_statements_over_a_users_limit_wait_their_turn_and_only_past_the_line_ar
         assert [f.result(timeout=60).to_pylist() for f in queued] == [[{"x": 42}]] * 4
 
 
+def test_ending_a_session_stops_its_running_queries_and_frees_their_slots(queueing_engine):
+    e = queueing_engine
+    alice = login(e.uri, "alice", "alice-pw")
+    info = alice.flight_info("SELECT * FROM generate_series(1, 100000000000)")
+    reader = alice.client.do_get(info.endpoints[0].ticket, alice.options())
+    reader.read_chunk()
+    assert e.metric("sqe_statements_running") >= 1
+    SqlClient(e.uri).use(alice.headers[0][1].decode()).close_session()
+    with pytest.raises(flight.FlightCancelledError):
+        while True:
+            reader.read_chunk()
+    deadline = time.monotonic() + 10
+    while e.metric("sqe_statements_running") > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert e.metric("sqe_statements_running") == 0
+
+
 HEAVY = "SELECT " + chain("CASE WHEN x > 0 THEN 1 END", " + ", 900) + " AS y FROM (VALUES (1)) t(x)"
 
 
@@ -307,7 +324,7 @@ def test_bobs_quick_statements_stay_quick_while_alice_runs_the_heaviest_she_may(
         return statistics.quantiles(xs, n=100)[98]
 
     timings(10)  # warm
-    idle = timings(100)
+    idle = timings(200)
     stop = threading.Event()
     done = []
 
@@ -321,7 +338,7 @@ def test_bobs_quick_statements_stay_quick_while_alice_runs_the_heaviest_she_may(
     for t in threads:
         t.start()
     time.sleep(2)
-    loaded = timings(100)
+    loaded = timings(200)
     stop.set()
     for t in threads:
         t.join(timeout=120)

@@ -29,8 +29,22 @@ pub struct TokenGrant {
 /// Who a session acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The display name (`oidc.username_claim`), for logs and the catalog's own audit.
     pub user: String,
     pub roles: Vec<String>,
+    /// The token's `sub`: what the IdP never reassigns (a username can change hands).
+    pub subject: Option<String>,
+}
+
+impl Identity {
+    /// Whose quotas (sessions, query slots, memory) a session counts against: the subject, or
+    /// the name where a token has none. One issuer per engine, so the subject alone is unique.
+    pub fn quota_key(&self) -> String {
+        match &self.subject {
+            Some(sub) => format!("sub:{sub}"),
+            None => format!("user:{}", self.user),
+        }
+    }
 }
 
 /// How the IdP answered a grant, reduced to what the engine must decide.
@@ -129,7 +143,15 @@ pub fn identity_from_claims(
                 .collect()
         })
         .unwrap_or_default();
-    Identity { user, roles }
+    let subject = claims
+        .and_then(|c| c.get("sub"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Identity {
+        user,
+        roles,
+        subject,
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +184,23 @@ mod tests {
     }
 
     #[test]
+    fn quotas_follow_the_subject_not_the_display_name() {
+        let named = |user: &str, sub: Option<&str>| Identity {
+            user: user.into(),
+            roles: vec![],
+            subject: sub.map(str::to_string),
+        };
+        let alice = named("alice", Some("f3a1"));
+        assert_eq!(
+            alice.quota_key(),
+            named("alice-renamed", Some("f3a1")).quota_key()
+        );
+        assert_ne!(alice.quota_key(), named("alice", Some("07b2")).quota_key());
+        // A name cannot pose as a subject.
+        assert_ne!(named("sub:f3a1", None).quota_key(), alice.quota_key());
+    }
+
+    #[test]
     fn missing_claims_fall_back_to_the_login_name_and_no_roles() {
         let token = jwt(&json!({"sub": "123"}));
         let id = identity_from_claims(
@@ -174,7 +213,8 @@ mod tests {
             id,
             Identity {
                 user: "label".into(),
-                roles: vec![]
+                roles: vec![],
+                subject: Some("123".into()),
             }
         );
         assert!(unverified_claims("not-a-jwt").is_none());

@@ -3,21 +3,7 @@
 
 use iceberg::spec::{PrimitiveType, TableMetadata, Transform, Type};
 
-/// Property keys that may hold a credential (a catalog or a writer can put one there); they are
-/// left out rather than shown.
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "secret",
-        "password",
-        "token",
-        "credential",
-        "access-key",
-        "session-key",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
-}
+use crate::redact::is_secret_key;
 
 /// `'text'` with quotes doubled.
 fn quoted(text: &str) -> String {

@@ -201,6 +201,7 @@ fn context_as(uri: &url::Url, user: &str, token: &str) -> SessionContext {
     let id = Identity {
         user: user.into(),
         roles: vec![],
+        subject: None,
     };
     let view = TokenView {
         access_token: Secret::new(token),

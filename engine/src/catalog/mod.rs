@@ -164,7 +164,7 @@ impl QueryContextFactory for CatalogContextFactory {
     }
 
     fn session_pool(&self, identity: &Identity) -> Arc<dyn MemoryPool> {
-        self.memory.session_pool(&identity.user)
+        self.memory.session_pool(&identity.quota_key())
     }
 }
 

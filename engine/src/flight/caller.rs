@@ -42,6 +42,11 @@ impl Caller {
     pub fn user(&self) -> &str {
         &self.session.identity.user
     }
+
+    /// Whose quotas this call counts against ([`crate::auth::Identity::quota_key`]).
+    pub fn quota_key(&self) -> String {
+        self.session.identity.quota_key()
+    }
 }
 
 pub fn attach_handle(metadata: &mut MetadataMap, handle: Option<&SessionHandle>) {

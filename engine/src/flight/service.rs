@@ -256,7 +256,7 @@ impl FlightSqlService for SqeFlightSqlService {
         let ctx = self.gate.context(&caller).await?;
         let answer = self
             .limits
-            .plan(caller.user(), async move {
+            .plan(&caller.quota_key(), async move {
                 Ok(metadata::catalogs_answer(&ctx, query))
             })
             .await?;
@@ -282,7 +282,7 @@ impl FlightSqlService for SqeFlightSqlService {
         let ctx = self.gate.context(&caller).await?;
         let answer = self
             .limits
-            .plan(caller.user(), async move {
+            .plan(&caller.quota_key(), async move {
                 Ok(metadata::schemas_answer(&ctx, query))
             })
             .await?;
@@ -306,7 +306,7 @@ impl FlightSqlService for SqeFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
         let ctx = self.gate.context(&caller).await?;
-        let answer = metadata::tables_answer(ctx, caller.user(), query, &self.limits).await?;
+        let answer = metadata::tables_answer(ctx, &caller.quota_key(), query, &self.limits).await?;
         Ok(caller.wrap(answer))
     }
 

@@ -140,10 +140,10 @@ impl Statements {
         let started = async {
             let admission = self
                 .limits
-                .admit(caller.user(), self.limits.deadline())
+                .admit(&caller.quota_key(), self.limits.deadline())
                 .await?;
             let values = params::single_row(handle.bound_rows()?)?;
-            let (running, signal) = self.cancels.start(caller.user(), ticket)?;
+            let (running, signal) = self.cancels.start(&caller.quota_key(), ticket)?;
             let sql = handle.sql.clone();
             let stream = self
                 .gate
@@ -224,7 +224,7 @@ impl Statements {
     {
         let admission = self
             .limits
-            .admit(caller.user(), self.limits.deadline())
+            .admit(&caller.quota_key(), self.limits.deadline())
             .await?;
         self.gate
             .off_workers(caller, &self.limits, &admission, work)
@@ -234,12 +234,13 @@ impl Statements {
     /// Cancels the caller's query behind every endpoint of `info`.
     pub fn cancel(&self, caller: &Caller, info: &FlightInfo) -> CancelStatus {
         let user = caller.user();
+        let owner = caller.quota_key();
         let mut outcome = CancelStatus::NotCancellable;
         for ticket in info.endpoint.iter().filter_map(|e| e.ticket.as_ref()) {
             if already_ran(&ticket.ticket) {
                 continue;
             }
-            if self.cancels.cancel(user, &ticket.ticket) == CancelStatus::Cancelled {
+            if self.cancels.cancel(&owner, &ticket.ticket) == CancelStatus::Cancelled {
                 outcome = CancelStatus::Cancelled;
             }
         }

@@ -46,7 +46,7 @@ impl Updates {
         let result = async {
             let admission = self
                 .limits
-                .admit(caller.user(), self.limits.deadline())
+                .admit(&caller.quota_key(), self.limits.deadline())
                 .await?;
             let sql = sql.to_owned();
             self.gate

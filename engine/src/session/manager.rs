@@ -457,7 +457,7 @@ impl SessionManager {
             .store
             .all()
             .iter()
-            .filter(|s| s.identity.user == identity.user)
+            .filter(|s| s.identity.quota_key() == identity.quota_key())
             .count();
         if held >= self.policy.max_sessions_per_user {
             self.metrics.login(mode_label, "too_many_sessions");
