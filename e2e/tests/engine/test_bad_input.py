@@ -158,6 +158,15 @@ def get_flight_info(cmd: bytes, timeout: float = 60):
     return lambda t: t.call("GetFlightInfo", raw.descriptor(cmd), timeout=timeout)
 
 
+def run_query(sql: str):
+    """GetFlightInfo and DoGet of `sql`, read to the end, through pyarrow."""
+    def send(t: Target):
+        info = t.pyflight.get_flight_info(
+            flight.FlightDescriptor.for_command(raw.statement_query(sql.encode())), t.options())
+        return t.pyflight.do_get(info.endpoints[0].ticket, t.options()).read_all()
+    return send
+
+
 def do_get(ticket_bytes: bytes):
     return lambda t: t.call("DoGet", raw.ticket(ticket_bytes))
 
@@ -216,6 +225,15 @@ UNAUTHENTICATED = [
     no_auth("DoGet", raw.ticket(statement_ticket(forged_handle("SELECT 1")))),
     no_auth("DoPut", [raw.flight_data(raw.descriptor(raw.sql_any("CommandStatementUpdate", raw.field(1, b"SELECT 1"))))]),
     no_auth("DoExchange", [raw.flight_data(select_one_descriptor())]),
+    Case("no-auth-GetFlightInfo-40MiB",
+         lambda t: t.call("GetFlightInfo", raw.descriptor(raw.statement_query(b"SELECT '" + b"x" * (40 << 20) + b"'")),
+                          auth=False),
+         {"UNAUTHENTICATED"}, "refused from the headers: the body is never read"),
+    Case("no-auth-DoPut-40MiB",
+         lambda t: t.call("DoPut", [raw.flight_data(raw.descriptor(raw.sql_any("CommandStatementUpdate",
+                                                                               raw.field(1, b"SELECT 1"))),
+                                                    b"", b"x" * (40 << 20))], auth=False),
+         {"UNAUTHENTICATED"}),
     no_auth("DoAction", raw.action("CreatePreparedStatement",
                                    raw.sql_any("ActionCreatePreparedStatementRequest", raw.field(1, b"SELECT 1")))),
     # Listing the action types reveals nothing about data: it may answer without a session.
@@ -325,7 +343,21 @@ SQL_TEXT = [
          {"INVALID_ARGUMENT"}),
     Case("sql-100k-operator-chain",
          get_flight_info(raw.statement_query(b"SELECT " + b"+".join([b"1"] * 100_000) + b" AS n"), timeout=120),
-         {"OK", "INVALID_ARGUMENT"}, "planned or refused as too deep, but never a crash"),
+         {"INVALID_ARGUMENT"}, "refused as too deep, before planning"),
+    Case("sql-case-chain",
+         get_flight_info(raw.statement_query(b"SELECT " + b" + ".join([b"CASE WHEN true THEN 1 END"] * 1_100))),
+         {"INVALID_ARGUMENT"}, "a chain is measured on the tree, however it is spelled"),
+    Case("sql-cast-chain-1MiB",
+         get_flight_info(raw.statement_query(b"SELECT 1" + b"::INT" * ((1 << 20) // 5 - 4))), {"INVALID_ARGUMENT"}),
+    Case("sql-is-null-chain", get_flight_info(raw.statement_query(b"SELECT 1" + b" IS NULL" * 1_100)),
+         {"INVALID_ARGUMENT"}),
+    Case("sql-union-chain",
+         get_flight_info(raw.statement_query(b" UNION ALL ".join([b"SELECT 1"] * 1_100))), {"INVALID_ARGUMENT"}),
+    Case("sql-set-recursion-limit",
+         get_flight_info(raw.statement_query(b"SET datafusion.sql_parser.recursion_limit = 100000")),
+         {"INVALID_ARGUMENT"}, "the parser's limit is the engine's"),
+    Case("sql-repeat-1GB", run_query("SELECT length(repeat('x', 1100000000)) AS n"),
+         {"RESOURCE_EXHAUSTED"}, "a result that dwarfs its arguments is refused before it is made"),
     Case("sql-invalid-utf8", get_flight_info(raw.statement_query(b"SELECT '\xff\xfe' AS x")), {"INVALID_ARGUMENT"}),
 ]
 
