@@ -145,6 +145,7 @@ def test_results_that_dwarf_their_arguments_are_refused_before_they_are_made(sma
     err = refused(lambda: carol.query(sql))
     assert grpc_code(err) == "RESOURCE_EXHAUSTED", err
     grew = rss_bytes(small_engine.proc.pid, "VmHWM") - before
+    print(f"\n[memory] {sql[:60]}: RESOURCE_EXHAUSTED; the engine's peak RSS grew {grew / (1 << 20):.1f} MiB")
     assert grew < 256 << 20, f"the engine's peak grew by {grew >> 20} MiB"
     assert login(small_engine.uri, "bob", "bob-pw").query("SELECT 1 AS x").num_rows == 1
 
@@ -211,6 +212,7 @@ def test_requests_without_credentials_are_refused_before_their_bodies_are_read(e
             codes.append(e.code().name)
     read = bytes_read(engine.proc.pid) - before
     rpc.close()
+    print(f"\n[transport] 8 x 40 MiB offered without credentials; the engine read {read / (1 << 20):.1f} MiB")
     assert codes == ["UNAUTHENTICATED"] * 8, codes
     # 8 × 40 MiB were offered; the engine read at most its receive windows' worth of each.
     assert read < 8 * (4 << 20), f"the engine read {read >> 20} MiB"
