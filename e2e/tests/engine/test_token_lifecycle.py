@@ -124,3 +124,20 @@ def test_concurrent_queries_during_refreshes_all_succeed(engine, short_tokens):
     assert errors == []
     assert min(counts) > 10
     assert engine.events("refresh", user="carol", outcome="ok")
+
+
+def test_a_session_view_over_the_warehouse_reads_with_the_sessions_current_token(
+        engine, keycloak, needs_catalog, short_tokens):
+    """A view keeps the plan it was made with; its tables still load with the session's token as
+    it is now, not the one the view was created under (20 s tokens: that one has long expired)."""
+    c = SqlClient(engine.uri)
+    engine.remember_secret(c.login("alice", "alice-pw"))
+    since = int(time.time() * 1000) - 1000
+    c.query("CREATE VIEW datafusion.public.a_count AS SELECT count(*) AS n FROM lake.demo.a")
+    before = c.query("SELECT n FROM datafusion.public.a_count").to_pylist()
+    assert before == [{"n": 3000}]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not keycloak.events(types=["REFRESH_TOKEN"], user="alice", since_ms=since):
+        time.sleep(1)
+    time.sleep(20 + 6)  # the token the view was made under is past its lifetime and leeway
+    assert c.query("SELECT n FROM datafusion.public.a_count").to_pylist() == before

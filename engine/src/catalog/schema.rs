@@ -18,26 +18,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DFResult};
-use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::TableType;
-use datafusion::logical_expr::dml::InsertOp;
-use datafusion::physical_plan::collect;
 use futures::{StreamExt, stream};
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing::{debug, warn};
 
-use super::errors::{classified, classify};
+use super::errors::classify;
 use super::rest::UserCatalog;
-use super::stock::{Classified, Projected, iceberg_provider};
+use super::stock::{Projected, iceberg_provider};
 use super::table::UserTable;
 use crate::error::EngineError;
 
@@ -471,17 +464,17 @@ impl SchemaProvider for NamespaceProvider {
                 .any(|n| n == name)
     }
 
-    /// CREATE TABLE [AS SELECT]: creates the Iceberg table with the given columns as the user,
-    /// then, for a CTAS with rows, appends them through the user's catalog (a second commit).
-    /// DataFusion has already run the SELECT as the user into `table` (in memory).
+    /// CREATE TABLE: creates the Iceberg table with the given columns as the user. Rows never
+    /// come this way: the engine runs `CREATE TABLE … AS SELECT` as an empty create and an
+    /// `INSERT` in the session's own context (`flight/updates.rs`), so they are written under
+    /// the session's memory share and deadline, by the table's own sink.
     fn register_table(
         &self,
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> DFResult<Option<Arc<dyn TableProvider>>> {
-        // DataFusion hands over CTAS rows already computed (in the session's context, under its
-        // memory share) as a MemTable. A view would be a plan to run here, outside any pool and
-        // as no Iceberg view: the catalog gets no views from this engine.
+        // A view would be a plan to run here, outside any pool and as no Iceberg view: the
+        // catalog gets no views from this engine.
         if table.table_type() == TableType::View {
             return Err(DataFusionError::NotImplemented(format!(
                 "CREATE VIEW in {}: the engine does not create Iceberg views; create it in \
@@ -489,13 +482,18 @@ impl SchemaProvider for NamespaceProvider {
                 self.state.warehouse()
             )));
         }
-        if table
+        let empty = table
             .as_any()
             .downcast_ref::<datafusion::datasource::MemTable>()
-            .is_none()
-        {
+            .is_some_and(|m| {
+                m.batches.iter().all(|p| {
+                    p.try_read()
+                        .is_ok_and(|b| b.iter().all(|b| b.num_rows() == 0))
+                })
+            });
+        if !empty {
             return Err(DataFusionError::NotImplemented(format!(
-                "registering a {:?} table in {}",
+                "registering a {:?} table with rows in {}; create it, then INSERT",
                 table.table_type(),
                 self.state.warehouse()
             )));
@@ -509,31 +507,10 @@ impl SchemaProvider for NamespaceProvider {
             .schema(schema)
             .build();
         let catalog = self.state.catalog.clone();
-        let created = name.clone();
-        let result = block_on(async move {
-            let ctx = SessionContext::new();
-            let rows = collect(table.scan(&ctx.state(), None, &[], None).await?, ctx.task_ctx())
-                .await?;
-            catalog
-                .create_table(&ns, creation)
-                .await
-                .map_err(|e| df_err(classify(&e, &subject)))?;
-            if rows.iter().all(|b| b.num_rows() == 0) {
-                return Ok(());
-            }
-            let appended = append_rows(&ctx, catalog.clone(), ns.clone(), &name, &subject, rows).await;
-            if appended.is_err() {
-                // No half-made table: CTAS either leaves the table with its rows or no table.
-                let ident = TableIdent::new(ns, name);
-                if let Err(e) = catalog.drop_table(&ident).await {
-                    warn!(event = "ctas_cleanup_failed", table = %subject, error = %classify(&e, &subject));
-                }
-            }
-            appended
-        })
-        .map_err(df_err)?;
-        self.state.invalidate(&self.namespace, Some(&created));
-        result?;
+        let created =
+            block_on(async move { catalog.create_table(&ns, creation).await }).map_err(df_err)?;
+        self.state.invalidate(&self.namespace, Some(&name));
+        created.map_err(|e| df_err(classify(&e, &subject)))?;
         Ok(None)
     }
 
@@ -548,48 +525,6 @@ impl SchemaProvider for NamespaceProvider {
         self.state.invalidate(&self.namespace, Some(name));
         Ok(previous)
     }
-}
-
-/// Appends CTAS rows with iceberg-datafusion's writer (one commit, as the user).
-async fn append_rows(
-    ctx: &SessionContext,
-    catalog: Arc<UserCatalog>,
-    ns: NamespaceIdent,
-    name: &str,
-    subject: &str,
-    rows: Vec<RecordBatch>,
-) -> DFResult<()> {
-    let writer = iceberg_provider(catalog, ns, name, subject)
-        .await
-        .map_err(df_err)?
-        .ok_or_else(|| {
-            df_err(EngineError::NotFound(format!(
-                "{subject} vanished after CREATE"
-            )))
-        })?;
-    let rows = conform(rows, &writer.schema())?;
-    let source = MemorySourceConfig::try_new_exec(&[rows], writer.schema(), None)?;
-    let append = writer
-        .insert_into(&ctx.state(), source, InsertOp::Append)
-        .await
-        .map_err(|e| classified(e, subject))?;
-    let append = Classified::wrap(append, subject);
-    collect(append, ctx.task_ctx()).await.map(|_| ())
-}
-
-/// Casts query output to the table's own Arrow schema (e.g. Utf8View → Utf8, field ids).
-fn conform(rows: Vec<RecordBatch>, schema: &SchemaRef) -> DFResult<Vec<RecordBatch>> {
-    rows.into_iter()
-        .map(|b| {
-            let columns = b
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| cast(c, f.data_type()))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(RecordBatch::try_new(schema.clone(), columns)?)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -242,8 +242,11 @@ impl TableProvider for UserTable {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         // Loaded per query: the latest snapshot and credentials vended now for this user (or a
-        // moment ago, for this statement's planning or another scan of it: `recent`).
-        let (table, first) = load_vended(&self.catalog, &self.ident, &self.subject, Load::RecentOk)
+        // moment ago, for this statement's planning or another scan of it: `recent`), with the
+        // session's token as it is now: a provider kept in a session view outlives the context
+        // (and the token) it was made in.
+        let catalog = self.catalog.current().await.map_err(df_err)?;
+        let (table, first) = load_vended(&catalog, &self.ident, &self.subject, Load::RecentOk)
             .await
             .map_err(df_err)?;
         let snapshot_id = match &self.pinned {
@@ -336,8 +339,9 @@ impl TableProvider for UserTable {
                 self.display_name()
             ))));
         }
+        let catalog = self.catalog.current().await.map_err(df_err)?;
         let writer = iceberg_provider(
-            self.catalog.clone(),
+            catalog,
             self.ident.namespace().clone(),
             self.ident.name(),
             &self.subject,

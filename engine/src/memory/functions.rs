@@ -42,11 +42,11 @@ enum Growth {
     Resize,
     /// `range(…)`, `generate_series(…)`: one 8-byte element per step.
     Series,
-    /// `replace(s, from, to)`: every occurrence of `from` (at every character, when empty)
+    /// `replace(s, from, to)`: every occurrence of `from` (at every position, when empty)
     /// becomes `to`.
     Replace,
     /// `regexp_replace(s, pattern, replacement [, flags])`: at most one replacement per
-    /// position, each up to the replacement's length times the input's (group references).
+    /// position, plus the matched text once per group reference in the replacement.
     RegexpReplace,
     /// `arrow_cast(x, 'type')`: a fixed-size type (`FixedSizeBinary(n)`,
     /// `FixedSizeList(n, …)`) takes its full width per row, even for nulls.
@@ -501,22 +501,21 @@ fn result_size(growth: Growth, args: &[ColumnarValue], rows: usize) -> DFResult<
             })
         }
         Growth::Replace | Growth::RegexpReplace => {
-            let (Some(text), Some(to)) = (arg(0), arg(2)) else {
+            let (Some(text), Some(from), Some(to)) = (arg(0), arg(1), arg(2)) else {
                 return Ok((0, 0));
             };
-            let (text, to) = (text.bytes()?, to.bytes()?);
+            let (text, from, to) = (text.bytes()?, from.bytes()?, to.bytes()?);
             let regexp = growth == Growth::RegexpReplace;
             Box::new(move |r| {
-                let s = n(text.get(r));
-                let t = n(to.get(r));
-                // Every position may be replaced; with group references, each replacement
-                // may repeat the whole input.
-                let each = if regexp {
-                    t.saturating_mul(s.max(1))
-                } else {
-                    t
-                };
-                s.saturating_add((s + 1).saturating_mul(each))
+                let (s, f, t) = (n(text.get(r)), n(from.get(r)), n(to.get(r)));
+                // A literal `from` occurs at most s / |from| times, an empty one at every
+                // position; a pattern may match (empty) at every position.
+                let matches = if regexp || f == 0 { s + 1 } else { s / f };
+                // Group references repeat matched text, and matches do not overlap: all of
+                // them together repeat the input at most once per reference (≤ |to| of them).
+                let references = if regexp { t.saturating_mul(s) } else { 0 };
+                s.saturating_add(matches.saturating_mul(t))
+                    .saturating_add(references)
             })
         }
         Growth::ReplaceElements | Growth::Join => {
