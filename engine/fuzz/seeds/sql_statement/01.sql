@@ -1,0 +1,1 @@
+SELECT a, count(*) AS n FROM (VALUES (1, 'x'), (2, 'y')) t(a, b) WHERE b LIKE 'x%' GROUP BY a ORDER BY n DESC LIMIT 10

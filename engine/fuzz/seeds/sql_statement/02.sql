@@ -1,0 +1,1 @@
+SELECT CASE WHEN x > 1 THEN 'big' ELSE 'small' END, x::BIGINT, x IS NULL FROM (VALUES (1), (2)) t(x)

@@ -1,0 +1,1 @@
+SELECT repeat('ab', 3), lpad('x', 5, '-'), range(3), array_repeat(1, 2), regexp_replace('abc', 'b', 'B', 'g')

@@ -1,0 +1,1 @@
+SELECT * FROM generate_series(1, 5) a JOIN generate_series(2, 6) b ON a.value = b.value

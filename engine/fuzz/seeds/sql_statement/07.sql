@@ -1,0 +1,1 @@
+CREATE TABLE datafusion.public.t AS SELECT 1 AS x UNION ALL SELECT 2

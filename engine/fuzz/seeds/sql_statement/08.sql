@@ -1,0 +1,1 @@
+SELECT (SELECT max(v) FROM (VALUES (1), (2)) s(v)) + 1, coalesce(NULL, 3), levenshtein('kitten', 'sitting')
