@@ -50,7 +50,7 @@ pub fn check(plan: &LogicalPlan) -> Result<(), EngineError> {
                 "the statement plans to more than {MAX_PLAN_NODES} operators"
             )))
         } else {
-            refusal_of(node).err()
+            refusal_of(node).err().or_else(|| too_deep(node))
         };
         Ok(if refusal.is_some() {
             TreeNodeRecursion::Stop
@@ -59,6 +59,26 @@ pub fn check(plan: &LogicalPlan) -> Result<(), EngineError> {
         })
     })?;
     refusal.map_or(Ok(()), Err)
+}
+
+/// The plan's own expressions measured as the statement's were ([`shape::MAX_EXPR_DEPTH`]):
+/// what the planner made of the text (a view's, too) is what runs.
+fn too_deep(node: &LogicalPlan) -> Option<EngineError> {
+    let mut over = false;
+    let _ = node.apply_expressions(|e| {
+        over = shape::expr_deeper_than(e, shape::MAX_EXPR_DEPTH);
+        Ok(if over {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    over.then(|| {
+        EngineError::InvalidArgument(format!(
+            "a planned expression nests deeper than {} levels",
+            shape::MAX_EXPR_DEPTH
+        ))
+    })
 }
 
 fn refusal_of(node: &LogicalPlan) -> Result<(), EngineError> {

@@ -16,6 +16,9 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, TableFactor, Visit, Visitor};
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion, TreeNodeVisitor};
+use datafusion::error::Result as DFResult;
+
 use crate::error::EngineError;
 
 /// The deepest one expression may nest, counting every expression node on the way down (an
@@ -50,6 +53,38 @@ pub fn check_statement(statement: &DFStatement) -> Result<(), EngineError> {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(over) => Err(EngineError::InvalidArgument(over.message())),
     }
+}
+
+/// Whether a planned expression nests deeper than `bound`; the walk goes no deeper than that.
+pub fn expr_deeper_than(expr: &datafusion::logical_expr::Expr, bound: usize) -> bool {
+    struct Depth {
+        now: usize,
+        bound: usize,
+        over: bool,
+    }
+    impl<'n> TreeNodeVisitor<'n> for Depth {
+        type Node = datafusion::logical_expr::Expr;
+        fn f_down(&mut self, _: &'n Self::Node) -> DFResult<TreeNodeRecursion> {
+            self.now += 1;
+            self.over = self.now > self.bound;
+            Ok(if self.over {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        }
+        fn f_up(&mut self, _: &'n Self::Node) -> DFResult<TreeNodeRecursion> {
+            self.now -= 1;
+            Ok(TreeNodeRecursion::Continue)
+        }
+    }
+    let mut depth = Depth {
+        now: 0,
+        bound,
+        over: false,
+    };
+    let _ = expr.visit(&mut depth);
+    depth.over
 }
 
 /// The first bound a statement went past.
@@ -272,6 +307,17 @@ mod tests {
         ] {
             assert_eq!(verdict(&sql), Err(Over::ExprDepth), "{sql}");
         }
+    }
+
+    #[test]
+    fn planned_expressions_are_measured_too() {
+        use datafusion::logical_expr::{col, lit};
+        let mut deep = col("x");
+        for _ in 0..MAX_EXPR_DEPTH {
+            deep = deep + lit(1);
+        }
+        assert!(expr_deeper_than(&deep, MAX_EXPR_DEPTH));
+        assert!(!expr_deeper_than(&(col("x") + lit(1)), MAX_EXPR_DEPTH));
     }
 
     /// The largest statement accepted, spent entirely on one chain, is parsed, measured and
