@@ -106,6 +106,25 @@ pub fn chart_dir() -> String {
         .to_string()
 }
 
+/// Waits until the SqeCluster CRD is Established. Right after an apply the CRD may have no
+/// status yet, and `kubectl wait` then fails at once ("accessor error: <nil>") instead of
+/// waiting: retried for a while, then asserted.
+pub fn wait_for_crd() {
+    let wait = [
+        "wait",
+        "--for=condition=Established",
+        "crd/sqeclusters.sqe.io",
+        "--timeout=60s",
+    ];
+    for _ in 0..30 {
+        if kubectl_in(None, &wait).status.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    kubectl(&wait);
+}
+
 /// Once per test binary: install the CRD and exactly the chart's ServiceAccount and RBAC
 /// (rendered by `helm template`), and write a kubeconfig holding a token of that
 /// ServiceAccount, which every operator under test uses.
@@ -114,7 +133,7 @@ pub fn setup() -> &'static Path {
     KUBECONFIG.get_or_init(|| {
         kubectl(&["apply", "--server-side", "--force-conflicts", "-f",
                   repo().join("crds/sqecluster.yaml").to_str().unwrap()]);
-        kubectl(&["wait", "--for=condition=Established", "crd/sqeclusters.sqe.io", "--timeout=60s"]);
+        wait_for_crd();
         ensure_namespace(SYSTEM_NS);
         let rbac = helm(&["template", RELEASE, &chart_dir(), "-n", SYSTEM_NS,
             "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"]);
