@@ -256,6 +256,7 @@ impl QueryLimits {
         match tokio::time::timeout_at(admission.deadline, task).await {
             Ok(Ok(Ok(answer))) => answer,
             Ok(Ok(Err(_))) | Err(_) => Err(timed_out(admission.timeout)),
+            Ok(Err(e)) if e.is_panic() => Err(refused_by_planner(e.into_panic())),
             Ok(Err(e)) => Err(EngineError::Internal(format!("planning task failed: {e}"))),
         }
     }
@@ -277,6 +278,19 @@ impl QueryLimits {
     pub fn running(&self) -> usize {
         self.max_concurrent - self.slots.available_permits()
     }
+}
+
+/// A library panicking on a statement (DataFusion 53 unwraps an error on a compound
+/// identifier of more than four parts that names no struct field) is the statement's fault as
+/// far as the client can act on it: INVALID_ARGUMENT, the panic's message scrubbed and cut.
+fn refused_by_planner(panic: Box<dyn std::any::Any + Send>) -> EngineError {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    let message: String = crate::redact::scrub(message).chars().take(200).collect();
+    EngineError::InvalidArgument(format!("the statement could not be planned ({message})"))
 }
 
 pub fn timed_out(timeout: Duration) -> EngineError {
@@ -485,6 +499,23 @@ mod tests {
         let item = s.next().await.unwrap();
         assert_eq!(item.unwrap_err().code(), Code::DeadlineExceeded);
         assert!(s.next().await.is_none(), "nothing after the timeout error");
+        assert_eq!(l.running(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_planner_that_panics_refuses_the_statement_and_frees_its_slot() {
+        let l = QueryLimits::new(Duration::from_secs(60), 1, 1, 0);
+        let e = l
+            .plan("alice", async {
+                if true {
+                    panic!("Incorrect number of identifiers: 9");
+                }
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.to_string().contains("identifiers: 9"), "{e}");
         assert_eq!(l.running(), 0);
     }
 
