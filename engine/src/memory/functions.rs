@@ -13,7 +13,7 @@ use std::any::Any;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use arrow::datatypes::FieldRef;
 use arrow::datatypes::{DataType, Int64Type, IntervalMonthDayNanoType};
 use datafusion::common::ScalarValue;
@@ -362,17 +362,31 @@ impl ScalarUDFImpl for Bounded {
     }
 }
 
-/// One argument, row by row, without widening a scalar to a whole column.
-enum Arg {
-    Scalar(ScalarValue),
-    Array(ArrayRef),
+/// One argument, row by row, without widening a scalar to a whole column (nor copying it:
+/// a scalar may be a 64 MiB string, and this runs for every batch).
+enum Arg<'a> {
+    Scalar(&'a ScalarValue),
+    Array(&'a ArrayRef),
 }
 
-impl Arg {
-    fn of(value: &ColumnarValue) -> Self {
+/// An array as 64-bit integers.
+fn int64(a: &dyn Array) -> DFResult<Int64Array> {
+    let cast = arrow::compute::cast(a, &DataType::Int64)?;
+    Ok(cast.as_primitive::<Int64Type>().clone())
+}
+
+/// Per row, the length of a string or binary array (bytes) or of a list array (elements).
+fn lengths(a: &dyn Array) -> DFResult<Ints> {
+    Ok(Ints::Many(int64(
+        &arrow::compute::kernels::length::length(a)?,
+    )?))
+}
+
+impl<'a> Arg<'a> {
+    fn of(value: &'a ColumnarValue) -> Self {
         match value {
-            ColumnarValue::Scalar(s) => Arg::Scalar(s.clone()),
-            ColumnarValue::Array(a) => Arg::Array(a.clone()),
+            ColumnarValue::Scalar(s) => Arg::Scalar(s),
+            ColumnarValue::Array(a) => Arg::Array(a),
         }
     }
 
@@ -380,10 +394,7 @@ impl Arg {
     fn ints(&self) -> DFResult<Ints> {
         Ok(match self {
             Arg::Scalar(s) => Ints::One(s.cast_to(&DataType::Int64)?.try_into().ok()),
-            Arg::Array(a) => {
-                let cast = arrow::compute::cast(a, &DataType::Int64)?;
-                Ints::Many(cast.as_primitive::<Int64Type>().clone())
-            }
+            Arg::Array(a) => Ints::Many(int64(a.as_ref())?),
         })
     }
 
@@ -398,9 +409,7 @@ impl Arg {
             } as i64)),
             Arg::Array(a) => match a.data_type() {
                 DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
-                    let lengths = arrow::compute::kernels::length::length(a)?;
-                    let cast = arrow::compute::cast(&lengths, &DataType::Int64)?;
-                    Ints::Many(cast.as_primitive::<Int64Type>().clone())
+                    lengths(a.as_ref())?
                 }
                 _ => Ints::One(Some(1)),
             },
@@ -418,11 +427,7 @@ impl Arg {
                 | DataType::Utf8View
                 | DataType::Binary
                 | DataType::LargeBinary
-                | DataType::BinaryView => {
-                    let lengths = arrow::compute::kernels::length::length(a)?;
-                    let cast = arrow::compute::cast(&lengths, &DataType::Int64)?;
-                    Ints::Many(cast.as_primitive::<Int64Type>().clone())
-                }
+                | DataType::BinaryView => lengths(a.as_ref())?,
                 _ => {
                     let per_row = a.get_array_memory_size() / a.len().max(1) + 8;
                     Ints::One(Some(per_row as i64))
@@ -446,7 +451,7 @@ fn scalar_bytes(s: &ScalarValue) -> usize {
 
 enum Ints {
     One(Option<i64>),
-    Many(arrow::array::Int64Array),
+    Many(Int64Array),
 }
 
 impl Ints {
@@ -626,10 +631,10 @@ fn series_points(arg: &Arg) -> DFResult<Ints> {
         }
         DataType::Date32 | DataType::Date64 => {
             let days = match arg {
-                Arg::Scalar(s) => Arg::Scalar(s.cast_to(&DataType::Date32)?),
-                Arg::Array(a) => Arg::Array(arrow::compute::cast(a, &DataType::Date32)?),
+                Arg::Scalar(s) => Arg::Scalar(&s.cast_to(&DataType::Date32)?).ints()?,
+                Arg::Array(a) => Ints::Many(int64(&arrow::compute::cast(a, &DataType::Date32)?)?),
             };
-            scaled(days.ints()?, 86_400_000_000_000)
+            scaled(days, 86_400_000_000_000)
         }
         _ => arg.ints(),
     }
