@@ -176,23 +176,17 @@ impl SessionManager {
         {
             return Ok((handle, session));
         }
-        match self.throttle.check(username, peer, started) {
-            Ok(pause) if !pause.is_zero() => tokio::time::sleep(pause).await,
-            Ok(_) => {}
-            Err(wait) => {
-                self.metrics.login(mode_label, "throttled");
-                warn!(
-                    event = "login",
-                    mode = mode_label,
-                    user = loggable(username).as_str(),
-                    outcome = "throttled",
-                    retry_after_s = secs_ceil(wait)
-                );
-                return Err(EngineError::LoginThrottled {
-                    retry_after_secs: secs_ceil(wait),
-                });
-            }
-        }
+        let verdict = self.throttle.check(username, peer, started);
+        self.take_turn(verdict, mode_label, |retry_after_s| {
+            warn!(
+                event = "login",
+                mode = mode_label,
+                user = loggable(username).as_str(),
+                outcome = "throttled",
+                retry_after_s
+            )
+        })
+        .await?;
         self.ensure_capacity(mode_label, username)?;
         let empty = username.is_empty() || password.expose().is_empty();
         let grant = match mode {
@@ -269,23 +263,17 @@ impl SessionManager {
             );
             return Err(EngineError::Unauthenticated);
         };
-        match self.throttle.check_bearer(&key, peer, started) {
-            Ok(pause) if !pause.is_zero() => tokio::time::sleep(pause).await,
-            Ok(_) => {}
-            Err(wait) => {
-                self.metrics.login("bearer", "throttled");
-                warn!(
-                    event = "login",
-                    mode = "bearer",
-                    fp = %key,
-                    outcome = "throttled",
-                    retry_after_s = secs_ceil(wait)
-                );
-                return Err(EngineError::LoginThrottled {
-                    retry_after_secs: secs_ceil(wait),
-                });
-            }
-        }
+        let verdict = self.throttle.check_bearer(&key, peer, started);
+        self.take_turn(verdict, "bearer", |retry_after_s| {
+            warn!(
+                event = "login",
+                mode = "bearer",
+                fp = %key,
+                outcome = "throttled",
+                retry_after_s
+            )
+        })
+        .await?;
         self.ensure_capacity("bearer", "")?;
         let rejected = |reason: &str| {
             self.throttle.record_bearer_failure(key, peer, started);
@@ -373,6 +361,31 @@ impl SessionManager {
         }
         session.touch(now);
         Ok(Some(session))
+    }
+
+    /// Waits for a paced login's turn; a throttled one is counted, logged by `log` (given the
+    /// seconds to wait) and refused.
+    async fn take_turn(
+        &self,
+        verdict: Result<Duration, Duration>,
+        mode: &'static str,
+        log: impl FnOnce(u64),
+    ) -> Result<(), EngineError> {
+        match verdict {
+            Ok(pause) => {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(())
+            }
+            Err(wait) => {
+                self.metrics.login(mode, "throttled");
+                log(secs_ceil(wait));
+                Err(EngineError::LoginThrottled {
+                    retry_after_secs: secs_ceil(wait),
+                })
+            }
+        }
     }
 
     fn ensure_capacity(&self, mode: &'static str, user: &str) -> Result<(), EngineError> {
