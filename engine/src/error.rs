@@ -48,6 +48,9 @@ pub enum EngineError {
     Unimplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    /// What the statement relied on changed between its planning and its run.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A query ran past the server's time limit.
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -77,6 +80,7 @@ impl EngineError {
             NotFound(_) => Code::NotFound,
             PermissionDenied(_) => Code::PermissionDenied,
             Unimplemented(_) => Code::Unimplemented,
+            FailedPrecondition(_) => Code::FailedPrecondition,
             DeadlineExceeded(_) => Code::DeadlineExceeded,
             Cancelled(_) => Code::Cancelled,
         }
@@ -99,6 +103,7 @@ pub fn code_label(code: Code) -> &'static str {
         Code::Unavailable => "unavailable",
         Code::Unimplemented => "unimplemented",
         Code::Cancelled => "cancelled",
+        Code::FailedPrecondition => "failed_precondition",
         Code::DeadlineExceeded => "deadline_exceeded",
         _ => "internal",
     }
@@ -119,6 +124,7 @@ impl EngineError {
             Code::Unimplemented => EngineError::Unimplemented(message),
             Code::DeadlineExceeded => EngineError::DeadlineExceeded(message),
             Code::Cancelled => EngineError::Cancelled(message),
+            Code::FailedPrecondition => EngineError::FailedPrecondition(message),
             _ => EngineError::Internal(message),
         }
     }
@@ -138,6 +144,7 @@ impl EngineError {
             Unavailable(m) => Unavailable(scrub(m)),
             DeadlineExceeded(m) => DeadlineExceeded(scrub(m)),
             Cancelled(m) => Cancelled(scrub(m)),
+            FailedPrecondition(m) => FailedPrecondition(scrub(m)),
             Internal(m) => Internal(scrub(m)),
             other => other,
         }

@@ -1699,7 +1699,7 @@ mod tests {
                 write("flight_data_stream", &format!("{name}_{kind}.bin"), &framed);
             }
             let ticket = TicketStatementQuery {
-                statement_handle: handle.run_once().encode().into(),
+                statement_handle: handle.run_once("f".into()).encode().into(),
             };
             write(
                 "ticket",

@@ -7,11 +7,13 @@
 //! - `caller`, `handshake`: authentication at the door (a session for every call).
 //! - `statements`, `updates`, `params`: planning, running, binding; `query_log`: one log line per
 //!   statement; `limits`, `cancel`: admission, time limits and cancellation.
+//! - `contract`: the schema a result announces is the schema it streams.
 //! - `metadata`, `sql_info`: catalog listings and server facts; `results`: answer shapes;
 //!   `ipc_input`: client-sent Arrow IPC, checked before it is decoded.
 
 pub mod caller;
 pub mod cancel;
+pub mod contract;
 pub mod door;
 pub mod handshake;
 pub mod ipc_input;

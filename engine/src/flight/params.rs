@@ -247,6 +247,9 @@ pub struct StatementHandle {
     /// Makes each FlightInfo's ticket unique, so cancelling one run never hits another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The fingerprint of the result schema the run's FlightInfo announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
 }
 
 impl StatementHandle {
@@ -256,13 +259,15 @@ impl StatementHandle {
             params: None,
             executed: false,
             nonce: None,
+            schema: None,
         }
     }
 
-    /// This statement as one run's ticket.
-    pub fn run_once(&self) -> Self {
+    /// This statement as the ticket of one run that streams the schema `fingerprint` names.
+    pub fn run_once(&self, fingerprint: String) -> Self {
         Self {
             nonce: Some(format!("{:032x}", rand::random::<u128>())),
+            schema: Some(fingerprint),
             ..self.clone()
         }
     }
@@ -274,6 +279,7 @@ impl StatementHandle {
             params: None,
             executed: true,
             nonce: None,
+            schema: None,
         }
     }
 
@@ -310,8 +316,7 @@ impl StatementHandle {
         Ok(Self {
             sql: self.sql.clone(),
             params: Some(base64::engine::general_purpose::STANDARD.encode(buf)),
-            executed: false,
-            nonce: None,
+            ..Self::new(&self.sql)
         })
     }
 
@@ -611,8 +616,7 @@ mod tests {
         let tampered = StatementHandle {
             sql: "SELECT 1".into(),
             params: Some("not base64!".into()),
-            executed: false,
-            nonce: None,
+            ..StatementHandle::new("SELECT 1")
         };
         assert!(tampered.bound_rows().is_err());
         assert!(
@@ -627,8 +631,7 @@ mod tests {
         StatementHandle {
             sql: "SELECT $1".into(),
             params: Some(params),
-            executed: false,
-            nonce: None,
+            ..StatementHandle::new("SELECT $1")
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::Schema;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::{
@@ -25,6 +25,7 @@ use tracing::info;
 
 use super::caller::{Caller, Gate, attach_handle};
 use super::cancel::{Cancellable, Cancellations};
+use super::contract;
 use super::limits::{Limited, QueryLimits};
 use super::params::{self, StatementHandle};
 use super::query_log::QueryLog;
@@ -114,12 +115,11 @@ impl Statements {
                 .await?;
             return flight_info(&Schema::empty(), ticket(&handle.executed()), descriptor);
         }
-        // One run: the ticket carries a nonce, so it can be cancelled on its own.
-        flight_info(
-            plan.schema().as_arrow(),
-            ticket(&handle.run_once()),
-            descriptor,
-        )
+        // One run: the ticket carries a nonce, so it can be cancelled on its own, and the
+        // fingerprint of the schema announced here, which DoGet streams or refuses to.
+        let announced = contract::announced(plan.schema().as_arrow());
+        let run = handle.run_once(contract::fingerprint(&announced)?);
+        flight_info(&announced, ticket(&run), descriptor)
     }
 
     /// Plans and runs the statement, streaming the result batch by batch as DataFusion produces
@@ -145,31 +145,43 @@ impl Statements {
             let values = params::single_row(handle.bound_rows()?)?;
             let (running, signal) = self.cancels.start(&caller.quota_key(), ticket)?;
             let sql = handle.sql.clone();
-            let stream = self
+            let promised = handle.schema.clone();
+            let (announced, stream) = self
                 .gate
                 .off_workers(&caller, &self.limits, &admission, move |ctx| async move {
                     let bound = params::bind(plan(&ctx, &sql).await?.plan, values)?;
+                    let announced = contract::announced(bound.schema().as_arrow());
+                    if let Some(promised) = promised
+                        && promised != contract::fingerprint(&announced)?
+                    {
+                        return Err(EngineError::FailedPrecondition(
+                            "the statement's result columns changed since it was planned \
+                             (a table was altered or replaced); run it again"
+                                .into(),
+                        ));
+                    }
                     let df = ctx.execute_logical_plan(bound).await?;
-                    Ok(df.execute_stream().await?)
+                    Ok((announced, df.execute_stream().await?))
                 })
                 .await?;
-            Ok::<_, EngineError>((stream, admission, running, signal))
+            Ok::<_, EngineError>((announced, stream, admission, running, signal))
         }
         .await;
-        let (stream, admission, running, signal) = match started {
+        let (announced, stream, admission, running, signal) = match started {
             Ok(s) => s,
             Err(e) => return Err(failed(log, e)),
         };
-        let schema: SchemaRef = stream.schema();
         let counted = log.rows();
+        let to = announced.clone();
         let batches = stream
-            .map_ok(move |b| {
+            .map_err(EngineError::from)
+            .and_then(move |b| {
                 counted.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                b
+                futures::future::ready(contract::conform(b, &to))
             })
-            .map_err(|e| FlightError::Tonic(Box::new(Status::from(EngineError::from(e)))));
+            .map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
         let flight = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
+            .with_schema(announced)
             .build(batches)
             .map_err(Status::from);
         let flight = Limited::new(Cancellable::new(flight, running, signal), admission)
@@ -206,7 +218,7 @@ impl Statements {
         let parameters = params::parameter_schema(&plan)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: StatementHandle::new(sql).encode().into(),
-            dataset_schema: schema_bytes(plan.schema().as_arrow())?,
+            dataset_schema: schema_bytes(&contract::announced(plan.schema().as_arrow()))?,
             parameter_schema: if parameters.fields().is_empty() {
                 Default::default()
             } else {
@@ -299,7 +311,7 @@ mod tests {
             &StatementHandle::new("CREATE TABLE t (a INT)").executed()
         )));
         assert!(!already_ran(&ticket(
-            &StatementHandle::new("SELECT 1").run_once()
+            &StatementHandle::new("SELECT 1").run_once("f".into())
         )));
         assert!(!already_ran(b"\x00garbage"));
     }
