@@ -194,6 +194,11 @@ impl From<DataFusionError> for EngineError {
             DataFusionError::ArrowError(a, _) if is_data_error(a) => {
                 EngineError::InvalidArgument(message)
             }
+            DataFusionError::ArrowError(a, _)
+                if matches!(**a, arrow::error::ArrowError::NotYetImplemented(_)) =>
+            {
+                EngineError::Unimplemented(message)
+            }
             DataFusionError::NotImplemented(_) => EngineError::Unimplemented(message),
             DataFusionError::ResourcesExhausted(_) => EngineError::ResourceExhausted(message),
             _ => EngineError::Internal(message),
@@ -204,7 +209,11 @@ impl From<DataFusionError> for EngineError {
 fn is_data_error(e: &arrow::error::ArrowError) -> bool {
     use arrow::error::ArrowError::*;
     match e {
-        CastError(_) | ParseError(_) | DivideByZero | ArithmeticOverflow(_) => true,
+        // Compute kernels report what a value did to them (`abs` of the smallest integer, an
+        // invalid regex, a negative length) as compute errors.
+        CastError(_) | ParseError(_) | DivideByZero | ArithmeticOverflow(_) | ComputeError(_) => {
+            true
+        }
         // Arrow's check of a batch against a NOT NULL column; other invalid arguments are the
         // engine's own mistakes and stay INTERNAL.
         InvalidArgumentError(m) => m.contains("non-nullable"),
@@ -290,6 +299,7 @@ mod tests {
         for a in [
             ArrowError::DivideByZero,
             ArrowError::CastError("'x' is not an Int64".into()),
+            ArrowError::ComputeError("Int64Array overflow on abs(-9223372036854775808)".into()),
             ArrowError::InvalidArgumentError("Column 'id' is declared as non-nullable".into()),
         ] {
             let e: EngineError = DataFusionError::ArrowError(Box::new(a), None).into();

@@ -14,28 +14,75 @@ use regex::Regex;
 
 pub const REDACTED: &str = "<redacted>";
 
-/// Property names whose values are secrets, in any of the catalog, storage or OAuth spellings
-/// (matched case-insensitively, as a part of a longer key too: `s3.session-token`,
-/// `adls.sas-token.account`, `gcs.oauth2.token`, `client_secret`, `X-Amz-Security-Token`).
-const SECRET_KEY: &str = r"[A-Za-z0-9_.\-]*(?:secret|token|password|passwd|credential|signature|sas|private[_-]?key|session[_-]?key|access[_-]?key(?:[_-]?id)?|authorization|api[_-]?key)[A-Za-z0-9_.\-]*";
+/// Words that make a property name a credential's, wherever they stand in it: `s3.secret-access-key`,
+/// `client_secret`, `X-Amz-Security-Token`, `SessionToken`, `adls.sas-token.account`.
+const SECRET_WORDS: &[&str] = &[
+    "secret",
+    "token",
+    "tokens",
+    "password",
+    "passwd",
+    "credential",
+    "credentials",
+    "sas",
+    "authorization",
+    "apikey",
+    "signature",
+];
+
+/// Pairs of words that together name a credential (`private_key`, `AccessKeyId`, `api-key`).
+const SECRET_PAIRS: &[[&str; 2]] = &[
+    ["private", "key"],
+    ["session", "key"],
+    ["access", "key"],
+    ["api", "key"],
+];
+
+/// A property name's words: split at punctuation and at camel-case humps, lower-cased.
+fn words(key: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in key.chars() {
+        if !c.is_ascii_alphanumeric() {
+            previous_lower = false;
+            if !current.is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        if c.is_ascii_uppercase() && previous_lower && !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        current.push(c.to_ascii_lowercase());
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+/// Whether a property named `key` may hold a credential: the one rule both `scrub` and
+/// everything that shows properties (`SHOW CREATE TABLE`) go by. Whole words, so `Kansas`,
+/// `passage` or `TokenizerMode` name nothing secret.
+pub fn is_secret_key(key: &str) -> bool {
+    let words = words(key);
+    words.iter().any(|w| SECRET_WORDS.contains(&w.as_str()))
+        || words
+            .windows(2)
+            .any(|pair| SECRET_PAIRS.iter().any(|[a, b]| pair[0] == *a && pair[1] == *b))
+}
 
 static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| {
     // A key (optionally quoted, optionally escaped-quoted inside a JSON string), then `:` or `=`,
-    // then a value: a quoted string (escapes allowed) or a bare run up to a delimiter.
-    Regex::new(&format!(
-        r#"(?i)(\\?["']?{SECRET_KEY}\\?["']?\s*[:=]\s*)(\\?"(?:[^"\\]|\\[^"])*\\?"|'[^']*'|[^\s,;&}}\])"']+)"#
-    ))
+    // then a value: a quoted string (escapes allowed) or a bare run up to a delimiter; then what
+    // follows it, to tell a value from code (`Signature {`, `Native(`).
+    Regex::new(
+        r#"(\\?["']?([A-Za-z0-9_.\-]+)\\?["']?\s*[:=]\s*)(\\?"(?:[^"\\]|\\[^"])*\\?"|'[^']*'|[^\s,;&}\])"':][^\s,;&}\])"']*)(\s*[({\[]?)"#,
+    )
     .expect("static regex")
 });
-
-static WHOLE_SECRET_KEY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(&format!("(?i)^{SECRET_KEY}$")).expect("static regex"));
-
-/// Whether a property named `key` may hold a credential: the one list both `scrub` and
-/// everything that shows properties (`SHOW CREATE TABLE`) go by.
-pub fn is_secret_key(key: &str) -> bool {
-    WHOLE_SECRET_KEY.is_match(key)
-}
 
 static JWT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*").expect("static regex")
@@ -60,11 +107,19 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
         );
     }
     if KEY_VALUE.is_match(&out) {
-        out = Cow::Owned(
-            KEY_VALUE
-                .replace_all(&out, |c: &regex::Captures| format!("{}{REDACTED}", &c[1]))
-                .into_owned(),
-        );
+        let replaced = KEY_VALUE.replace_all(&out, |c: &regex::Captures| {
+            let code = c[3].contains(['(', '{', '[']) || !c[4].trim().is_empty();
+            if is_secret_key(&c[2]) && !code {
+                format!("{}{REDACTED}{}", &c[1], &c[4])
+            } else {
+                c[0].to_string()
+            }
+        });
+        if let Cow::Owned(text) = replaced
+            && text != *out
+        {
+            out = Cow::Owned(text);
+        }
     }
     if JWT.is_match(&out) {
         out = Cow::Owned(JWT.replace_all(&out, REDACTED).into_owned());
@@ -92,6 +147,11 @@ mod tests {
             "x.credential",
             "private_key",
             "x.session-key",
+            "SecretAccessKey",
+            "AccessKeyId",
+            "SessionToken",
+            "X-Amz-Security-Token",
+            "api_key",
         ] {
             assert!(is_secret_key(key), "{key}");
         }
@@ -100,6 +160,10 @@ mod tests {
             "write.format.default",
             "owner",
             "format-version",
+            "Kansas",
+            "passage",
+            "tokenizer",
+            "keyboard",
         ] {
             assert!(!is_secret_key(key), "{key}");
         }
@@ -160,6 +224,9 @@ mod tests {
             "catalog answered 404 for table lake.demo.x: Table does not exist",
             "object store answered PermissionDenied for the query: S3Error { code: \"AccessDenied\", resource: \"/warehouse/a.parquet\" }",
             "the statement has 2 parameter(s) but 1 value(s) were bound",
+            "Coercion from [Int64] to the signature TypeSignatureClass::Native(LogicalType(Native(String), String)) failed",
+            "signature: Signature { type_signature: Exact([Int64]), volatility: Immutable }",
+            "table kansas: 3 rows",
         ] {
             assert!(matches!(scrub(text), Cow::Borrowed(_)), "{text}");
         }

@@ -20,14 +20,25 @@ use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::logical_expr::interval_arithmetic::Interval;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
+use datafusion::common::ExprSchema;
+use datafusion::logical_expr::preimage::PreimageResult;
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature,
+    ColumnarValue, Documentation, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature,
 };
+use datafusion::prelude::Expr;
 use datafusion::prelude::SessionContext;
 
 /// The largest single value (a string, a list) a function may make.
 pub const MAX_VALUE_BYTES: u64 = 64 << 20;
+
+/// `arrow_cast` to a type at most this wide per value is left to DataFusion (it becomes a plain
+/// `CAST`, at most a constant times its argument); wider targets stay this wrapper's, which
+/// reserves their results before casting.
+const PLAIN_CAST_WIDTH: u64 = 1024;
 
 /// How a growing function's result size follows from its arguments, row by row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -281,6 +292,8 @@ fn exhausted(message: String) -> DataFusionError {
     DataFusionError::ResourcesExhausted(message)
 }
 
+/// Everything but the size check is the wrapped function's own: its name, types, nullability,
+/// simplifications, orderings and bounds, so the planner treats it exactly as DataFusion would.
 impl ScalarUDFImpl for Bounded {
     fn as_any(&self) -> &dyn Any {
         self
@@ -292,6 +305,15 @@ impl ScalarUDFImpl for Bounded {
 
     fn aliases(&self) -> &[String] {
         self.inner.aliases()
+    }
+
+    fn display_name(&self, args: &[Expr]) -> DFResult<String> {
+        #[expect(deprecated)]
+        self.inner.inner().display_name(args)
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> DFResult<String> {
+        self.inner.inner().schema_name(args)
     }
 
     fn signature(&self) -> &Signature {
@@ -306,16 +328,9 @@ impl ScalarUDFImpl for Bounded {
         self.inner.return_field_from_args(args)
     }
 
-    fn coerce_types(&self, arg_types: &[DataType]) -> DFResult<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-
-    fn schema_name(&self, args: &[datafusion::prelude::Expr]) -> DFResult<String> {
-        self.inner.inner().schema_name(args)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner.documentation()
+    fn is_nullable(&self, args: &[Expr], schema: &dyn ExprSchema) -> bool {
+        #[expect(deprecated)]
+        self.inner.inner().is_nullable(args, schema)
     }
 
     fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
@@ -325,6 +340,65 @@ impl ScalarUDFImpl for Bounded {
             growth: self.growth,
             pool: self.pool.clone(),
         }))
+    }
+
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> DFResult<ExprSimplifyResult> {
+        if self.growth == Growth::Cast && cast_target_width(&args) > PLAIN_CAST_WIDTH {
+            return Ok(ExprSimplifyResult::Original(args));
+        }
+        self.inner.simplify(args, info)
+    }
+
+    fn preimage(
+        &self,
+        args: &[Expr],
+        lit_expr: &Expr,
+        info: &SimplifyContext,
+    ) -> DFResult<PreimageResult> {
+        self.inner.inner().preimage(args, lit_expr, info)
+    }
+
+    fn conditional_arguments<'a>(
+        &self,
+        args: &'a [Expr],
+    ) -> Option<(Vec<&'a Expr>, Vec<&'a Expr>)> {
+        self.inner.inner().conditional_arguments(args)
+    }
+
+    fn short_circuits(&self) -> bool {
+        self.inner.short_circuits()
+    }
+
+    fn evaluate_bounds(&self, input: &[&Interval]) -> DFResult<Interval> {
+        self.inner.evaluate_bounds(input)
+    }
+
+    fn propagate_constraints(
+        &self,
+        interval: &Interval,
+        inputs: &[&Interval],
+    ) -> DFResult<Option<Vec<Interval>>> {
+        self.inner.propagate_constraints(interval, inputs)
+    }
+
+    fn output_ordering(&self, inputs: &[ExprProperties]) -> DFResult<SortProperties> {
+        self.inner.output_ordering(inputs)
+    }
+
+    fn preserves_lex_ordering(&self, inputs: &[ExprProperties]) -> DFResult<bool> {
+        self.inner.preserves_lex_ordering(inputs)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DFResult<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+
+    fn placement(&self, args: &[ExpressionPlacement]) -> ExpressionPlacement {
+        self.inner.inner().placement(args)
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
@@ -356,9 +430,32 @@ impl ScalarUDFImpl for Bounded {
         }
         let reservation = MemoryConsumer::new(format!("{name}() results")).register(&self.pool);
         reservation.try_grow(usize::try_from(total).unwrap_or(usize::MAX))?;
-        let result = self.inner.invoke_with_args(args);
+        let result = if self.growth == Growth::Cast {
+            // DataFusion's own arrow_cast only plans (it simplifies to CAST, which this wide a
+            // target was kept from): the cast itself, as CAST would run it.
+            let target = args.return_field.data_type().clone();
+            match args.args.first() {
+                Some(value) => value.cast_to(&target, None),
+                None => Err(DataFusionError::Plan("arrow_cast needs a value".into())),
+            }
+        } else {
+            self.inner.invoke_with_args(args)
+        };
         drop(reservation);
         result
+    }
+}
+
+/// The per-value width of the type an `arrow_cast` call names, when it names one as a literal.
+fn cast_target_width(args: &[Expr]) -> u64 {
+    let Some(Expr::Literal(value, _)) = args.get(1) else {
+        return 0;
+    };
+    match value {
+        ScalarValue::Utf8(Some(t)) | ScalarValue::Utf8View(Some(t)) | ScalarValue::LargeUtf8(Some(t)) => {
+            t.parse::<DataType>().map(|d| fixed_width(&d)).unwrap_or(0)
+        }
+        _ => 0,
     }
 }
 
