@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::logical_expr::{DmlStatement, LogicalPlan, Union, Values, WriteOp};
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, Statement, Union, Values, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use super::ipc_input::{self, IpcLimits};
@@ -47,7 +47,7 @@ pub const MAX_ROW_VALUE_BYTES: usize = 256 << 20;
 /// The parameter schema a client binds against: one field per placeholder, `$1` first, with
 /// the type DataFusion inferred (Null where it could not).
 pub fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, EngineError> {
-    let types = plan.get_parameter_types()?;
+    let types = flight_parameters(plan)?;
     let mut ids: Vec<(usize, String, Option<DataType>)> = types
         .into_iter()
         .map(|(id, ty)| {
@@ -97,9 +97,20 @@ fn rows_within(
     Ok(out)
 }
 
+/// The placeholders a Flight client binds. Those of an SQL `PREPARE name AS …` are not: SQL
+/// `EXECUTE name(…)` binds them, in the session.
+fn flight_parameters(
+    plan: &LogicalPlan,
+) -> Result<HashMap<String, Option<DataType>>, EngineError> {
+    if matches!(plan, LogicalPlan::Statement(Statement::Prepare(_))) {
+        return Ok(HashMap::new());
+    }
+    Ok(plan.get_parameter_types()?)
+}
+
 /// Binds one row of values to a plan. The count must match the placeholders exactly.
 pub fn bind(plan: LogicalPlan, values: Vec<ScalarValue>) -> Result<LogicalPlan, EngineError> {
-    let types = plan.get_parameter_types()?;
+    let types = flight_parameters(&plan)?;
     if types.is_empty() && values.is_empty() {
         return Ok(plan);
     }
@@ -154,7 +165,7 @@ pub fn bind_rows(
             rows.len()
         )));
     };
-    let types = plan.get_parameter_types()?;
+    let types = flight_parameters(&plan)?;
     let rows = rows
         .into_iter()
         .map(|r| conform(r, &types))

@@ -71,6 +71,31 @@ const SETTABLE: &[(&str, Kind)] = &[
         Kind::Bool,
     ),
     ("datafusion.optimizer.skip_failed_rules", Kind::Bool),
+    ("datafusion.optimizer.enable_piecewise_merge_join", Kind::Bool),
+    // Whether view types (Utf8View) are cast back to plain types in a result.
+    ("datafusion.optimizer.expand_views_at_output", Kind::Bool),
+    // The session's own view of its catalogs; SHOW forms and listings keep working either way.
+    ("datafusion.catalog.information_schema", Kind::Bool),
+    // The dialect the session's statements are parsed in (SQE's additions hold in every one).
+    (
+        "datafusion.sql_parser.dialect",
+        Kind::Choice(&[
+            "generic",
+            "mysql",
+            "postgresql",
+            "postgres",
+            "hive",
+            "sqlite",
+            "snowflake",
+            "redshift",
+            "mssql",
+            "clickhouse",
+            "bigquery",
+            "ansi",
+            "duckdb",
+            "databricks",
+        ]),
+    ),
     (
         "datafusion.sql_parser.enable_ident_normalization",
         Kind::Bool,
@@ -89,6 +114,10 @@ const SETTABLE: &[(&str, Kind)] = &[
     ("datafusion.explain.show_statistics", Kind::Bool),
     ("datafusion.explain.show_sizes", Kind::Bool),
     ("datafusion.explain.show_schema", Kind::Bool),
+    (
+        "datafusion.explain.analyze_level",
+        Kind::Choice(&["summary", "dev"]),
+    ),
     (
         "datafusion.explain.format",
         Kind::Choice(&["indent", "tree", "pgjson", "graphviz"]),

@@ -179,7 +179,7 @@ mod tests {
 
     fn parsed(sql: &str) -> DFStatement {
         DFParserBuilder::new(sql)
-            .with_dialect(&SqeDialect)
+            .with_dialect(&SqeDialect::default())
             .with_recursion_limit(PARSER_RECURSION_LIMIT)
             .build()
             .unwrap()

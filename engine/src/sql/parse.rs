@@ -33,19 +33,23 @@ fn invalid(msg: impl Into<String>) -> EngineError {
     EngineError::InvalidArgument(msg.into())
 }
 
-/// Parses exactly one statement (a trailing `;` is fine) and measures its tree
-/// ([`policy::check_statement`]) before anything else walks it.
+/// [`parse_in`] the generic dialect.
 pub fn parse(sql: &str) -> Result<Parsed, EngineError> {
+    parse_in(sql, &SqeDialect::default())
+}
+
+/// Parses exactly one statement (a trailing `;` is fine) in `dialect` and measures its tree
+/// ([`policy::check_statement`]) before anything else walks it.
+pub fn parse_in(sql: &str, dialect: &SqeDialect) -> Result<Parsed, EngineError> {
     policy::check_text(sql)?;
-    let dialect = SqeDialect;
-    let mut tokens = Tokenizer::new(&dialect, sql)
+    let mut tokens = Tokenizer::new(dialect, sql)
         .tokenize_with_location()
         .map_err(|e| invalid(format!("SQL error: {e}")))?;
     let form = form(&tokens);
     let mut versions = trino_versions(&mut tokens)?;
     plain_at_and_before(&mut tokens);
     let mut statements = DFParserBuilder::new(tokens)
-        .with_dialect(&dialect)
+        .with_dialect(dialect)
         .with_recursion_limit(policy::PARSER_RECURSION_LIMIT)
         .build()?
         .parse_statements()

@@ -1,10 +1,11 @@
 //! A statement's text to the logical plan that runs it, in the caller's session context.
 
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, Statement};
 use datafusion::prelude::SessionContext;
 
-use super::parse::{Parsed, parse};
+use super::dialect::SqeDialect;
+use super::parse::{Parsed, parse_in};
 use super::show;
 use crate::error::EngineError;
 use crate::policy;
@@ -19,7 +20,10 @@ pub struct Planned {
 /// relation planners), and checks the plan against the engine's policy. Nothing runs.
 pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<Planned, EngineError> {
     let state = ctx.state();
-    let Parsed { statement, form } = parse(sql)?;
+    let Parsed { statement, form } = {
+        let chosen = &state.config().options().sql_parser.dialect;
+        parse_in(sql, &SqeDialect::named(chosen.as_ref()).unwrap_or_default())?
+    };
     let plan = match show::plan(ctx, &statement).await? {
         Some(plan) => plan,
         None => state
@@ -27,8 +31,19 @@ pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<Planned, EngineErro
             .await
             .map_err(|e| unsupported(&form, e))?,
     };
+    let plan = prepared(ctx, plan).await?;
     policy::check(&plan)?;
     Ok(Planned { plan, form })
+}
+
+/// SQL `EXECUTE name(…)` is the session's prepared statement bound to its values: a query like
+/// any other from here on (announced, admitted, streamed), resolved the way DataFusion's own
+/// `execute_logical_plan` resolves it, which runs nothing.
+async fn prepared(ctx: &SessionContext, plan: LogicalPlan) -> Result<LogicalPlan, EngineError> {
+    if !matches!(plan, LogicalPlan::Statement(Statement::Execute(_))) {
+        return Ok(plan);
+    }
+    Ok(ctx.execute_logical_plan(plan).await?.logical_plan().clone())
 }
 
 /// DataFusion says "not implemented" for statements it parses but does not plan (`GRANT`,
