@@ -109,7 +109,14 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     if KEY_VALUE.is_match(&out) {
         let replaced = KEY_VALUE.replace_all(&out, |c: &regex::Captures| {
             let code = c[3].contains(['(', '{', '[']) || !c[4].trim().is_empty();
-            if is_secret_key(&c[2]) && !code {
+            // `unknown token: x` is prose; `token=x`, `"token": x`, `s3.session-token: x` are
+            // properties.
+            let quoted = c[3].starts_with(['"', '\'', '\\']);
+            let prose = !quoted
+                && c[1].trim_end().ends_with(':')
+                && !c[1].starts_with(['"', '\'', '\\'])
+                && words(&c[2]).len() == 1;
+            if is_secret_key(&c[2]) && !code && !prose {
                 format!("{}{REDACTED}{}", &c[1], &c[4])
             } else {
                 c[0].to_string()
@@ -227,6 +234,7 @@ mod tests {
             "Coercion from [Int64] to the signature TypeSignatureClass::Native(LogicalType(Native(String), String)) failed",
             "signature: Signature { type_signature: Exact([Int64]), volatility: Immutable }",
             "table kansas: 3 rows",
+            "Unsupported type 'unknown'. Error unknown token: unknown",
         ] {
             assert!(matches!(scrub(text), Cow::Borrowed(_)), "{text}");
         }

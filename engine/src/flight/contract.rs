@@ -14,10 +14,23 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
 
 use super::results::schema_bytes;
 use crate::error::EngineError;
+
+/// What a statement announces: its plan as the analyzer and optimizer leave it (type coercion
+/// happens there: before it, a UNION's column can still be called `Null` or `Int32` where
+/// `Int64` is what runs), as the wire carries it.
+pub fn announce(ctx: &SessionContext, plan: &LogicalPlan) -> Result<SchemaRef, EngineError> {
+    if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
+        return Ok(announced(plan.schema().as_arrow()));
+    }
+    let optimized = ctx.state().optimize(plan)?;
+    Ok(announced(optimized.schema().as_arrow()))
+}
 
 /// The schema clients are told a statement's result has: `logical` as the Flight encoder will
 /// put it on the wire (dictionaries as their value type, `LargeList` as `List`, recursively

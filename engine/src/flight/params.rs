@@ -102,7 +102,13 @@ fn rows_within(
 fn flight_parameters(
     plan: &LogicalPlan,
 ) -> Result<HashMap<String, Option<DataType>>, EngineError> {
-    if matches!(plan, LogicalPlan::Statement(Statement::Prepare(_))) {
+    let prepares = |p: &LogicalPlan| matches!(p, LogicalPlan::Statement(Statement::Prepare(_)));
+    let explained = match plan {
+        LogicalPlan::Explain(e) => prepares(&e.plan),
+        LogicalPlan::Analyze(a) => prepares(&a.input),
+        _ => false,
+    };
+    if prepares(plan) || explained {
         return Ok(HashMap::new());
     }
     Ok(plan.get_parameter_types()?)

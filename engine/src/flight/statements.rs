@@ -99,12 +99,14 @@ impl Statements {
             let values = params::single_row(handle.bound_rows()?)?;
             let sql = handle.sql.clone();
             self.planned(caller, move |ctx| async move {
-                params::bind(plan(&ctx, &sql).await?.plan, values)
+                let bound = params::bind(plan(&ctx, &sql).await?.plan, values)?;
+                let announced = contract::announce(&ctx, &bound)?;
+                Ok((bound, announced))
             })
             .await
         }
         .await;
-        let plan = match planned {
+        let (plan, announced) = match planned {
             Ok(p) => p,
             Err(e) => return Err(failed(log, e)),
         };
@@ -117,7 +119,6 @@ impl Statements {
         }
         // One run: the ticket carries a nonce, so it can be cancelled on its own, and the
         // fingerprint of the schema announced here, which DoGet streams or refuses to.
-        let announced = contract::announced(plan.schema().as_arrow());
         let run = handle.run_once(contract::fingerprint(&announced)?);
         flight_info(&announced, ticket(&run), descriptor)
     }
@@ -150,7 +151,7 @@ impl Statements {
                 .gate
                 .off_workers(&caller, &self.limits, &admission, move |ctx| async move {
                     let bound = params::bind(plan(&ctx, &sql).await?.plan, values)?;
-                    let announced = contract::announced(bound.schema().as_arrow());
+                    let announced = contract::announce(&ctx, &bound)?;
                     if let Some(promised) = promised
                         && promised != contract::fingerprint(&announced)?
                     {
@@ -207,10 +208,15 @@ impl Statements {
         let text = sql.to_owned();
         let planned = self
             .planned(caller, move |ctx| async move {
-                Ok(plan(&ctx, &text).await?.plan)
+                let planned = plan(&ctx, &text).await?.plan;
+                // Unbound placeholders may keep the optimizer from typing the plan; then the
+                // plan's own schema is the best answer until values are bound.
+                let announced = contract::announce(&ctx, &planned)
+                    .unwrap_or_else(|_| contract::announced(planned.schema().as_arrow()));
+                Ok((planned, announced))
             })
             .await;
-        let plan = match planned {
+        let (plan, announced) = match planned {
             Ok(p) => p,
             Err(e) => return Err(failed(log, e)),
         };
@@ -218,7 +224,7 @@ impl Statements {
         let parameters = params::parameter_schema(&plan)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: StatementHandle::new(sql).encode().into(),
-            dataset_schema: schema_bytes(&contract::announced(plan.schema().as_arrow()))?,
+            dataset_schema: schema_bytes(&announced)?,
             parameter_schema: if parameters.fields().is_empty() {
                 Default::default()
             } else {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session};
-use datafusion::common::SchemaExt;
+use datafusion::common::{Constraints, SchemaExt};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -92,8 +92,23 @@ impl SchemaProvider for ScratchSchema {
         let reservation = MemoryConsumer::new(format!("session table datafusion.public.{name}"))
             .register(&self.pool);
         reservation.try_grow(partitions.iter().map(|b| size_of(b)).sum())?;
+        // What DataFusion keeps with the table: its constraints (primary keys make the
+        // functional dependencies GROUP BY relies on) and its column DEFAULTs.
+        let defaults = mem
+            .schema()
+            .fields()
+            .iter()
+            .filter_map(|f| {
+                mem.get_column_default(f.name())
+                    .map(|d| (f.name().clone(), d.clone()))
+            })
+            .collect();
+        let mut kept = MemTable::try_new(mem.schema(), partitions)?.with_column_defaults(defaults);
+        if let Some(constraints) = mem.constraints() {
+            kept = kept.with_constraints(constraints.clone());
+        }
         let wrapped = ScratchTable {
-            inner: Arc::new(MemTable::try_new(mem.schema(), partitions)?),
+            inner: Arc::new(kept),
             reservation: Arc::new(reservation),
         };
         self.inner.register_table(name, Arc::new(wrapped))
@@ -130,6 +145,14 @@ impl TableProvider for ScratchTable {
         TableType::Base
     }
 
+    fn constraints(&self) -> Option<&Constraints> {
+        self.inner.constraints()
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.inner.get_column_default(column)
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
@@ -138,6 +161,33 @@ impl TableProvider for ScratchTable {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         self.inner.scan(state, projection, filters, limit).await
+    }
+
+    /// DELETE: DataFusion's in-memory delete, then the table's reservation shrinks to what it
+    /// still keeps.
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let before = self.snapshot().await;
+        let done = self.inner.delete_from(state, filters).await?;
+        self.settle(before).await?;
+        Ok(done)
+    }
+
+    /// UPDATE: DataFusion's in-memory update; if the updated rows no longer fit the session's
+    /// share, the table gets its old rows back and the update is refused.
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let before = self.snapshot().await;
+        let done = self.inner.update(state, assignments, filters).await?;
+        self.settle(before).await?;
+        Ok(done)
     }
 
     /// INSERT INTO: the new rows are reserved batch by batch as they arrive and appended only
@@ -161,6 +211,38 @@ impl TableProvider for ScratchTable {
             reservation: self.reservation.clone(),
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+impl ScratchTable {
+    /// The table's batches (shared arrays, not copies), to put back if a change does not fit.
+    async fn snapshot(&self) -> Vec<Vec<RecordBatch>> {
+        let mut out = Vec::with_capacity(self.inner.batches.len());
+        for partition in &self.inner.batches {
+            out.push(partition.read().await.clone());
+        }
+        out
+    }
+
+    /// Makes the reservation what the table now keeps, or restores `before` when that does not
+    /// fit the session's share.
+    async fn settle(&self, before: Vec<Vec<RecordBatch>>) -> DFResult<()> {
+        let mut now = 0;
+        for partition in &self.inner.batches {
+            now += size_of(&partition.read().await);
+        }
+        let held = self.reservation.size();
+        if now <= held {
+            self.reservation.shrink(held - now);
+            return Ok(());
+        }
+        if let Err(e) = self.reservation.try_grow(now - held) {
+            for (partition, old) in self.inner.batches.iter().zip(before) {
+                *partition.write().await = old;
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
