@@ -69,9 +69,11 @@ fn words(key: &str) -> Vec<String> {
 pub fn is_secret_key(key: &str) -> bool {
     let words = words(key);
     words.iter().any(|w| SECRET_WORDS.contains(&w.as_str()))
-        || words
-            .windows(2)
-            .any(|pair| SECRET_PAIRS.iter().any(|[a, b]| pair[0] == *a && pair[1] == *b))
+        || words.windows(2).any(|pair| {
+            SECRET_PAIRS
+                .iter()
+                .any(|[a, b]| pair[0] == *a && pair[1] == *b)
+        })
 }
 
 static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| {

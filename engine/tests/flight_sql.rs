@@ -8,10 +8,10 @@ use arrow::array::{Array, Int32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::HandshakeRequest;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use base64::Engine as _;
 use arrow_flight::{Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus};
-use prost::Message;
+use base64::Engine as _;
 use common::{Engine, query, status};
+use prost::Message;
 use std::sync::Arc;
 use tonic::Code;
 
@@ -115,7 +115,9 @@ async fn updates_and_ddl_through_do_put_and_get_flight_info() {
         .await
         .unwrap();
     assert_eq!(inserted, 2);
-    let answer = query(&mut client, "SELECT sum(a) AS s FROM t").await.unwrap();
+    let answer = query(&mut client, "SELECT sum(a) AS s FROM t")
+        .await
+        .unwrap();
     assert!(answer.kept_the_contract());
     assert_eq!(
         arrow::util::display::array_value_to_string(answer.batches[0].column(0), 0).unwrap(),
@@ -145,19 +147,35 @@ async fn each_mistake_has_its_code() {
     let mut client = engine.login("alice").await;
     let cases: &[(&str, Code)] = &[
         ("SELEC 1", Code::InvalidArgument),
-        ("SELECT nope FROM (VALUES (1)) AS t(a)", Code::InvalidArgument),
+        (
+            "SELECT nope FROM (VALUES (1)) AS t(a)",
+            Code::InvalidArgument,
+        ),
         ("SELECT CAST('x' AS INT)", Code::InvalidArgument),
         ("SELECT 1 / 0", Code::InvalidArgument),
         ("SELECT CAST('2024-13-45' AS DATE)", Code::InvalidArgument),
-        ("SELECT abs(-9223372036854775807 - 1)", Code::InvalidArgument),
+        (
+            "SELECT abs(-9223372036854775807 - 1)",
+            Code::InvalidArgument,
+        ),
         ("SELECT CAST(300 AS TINYINT)", Code::InvalidArgument),
-        ("SET datafusion.runtime.memory_limit = '1T'", Code::InvalidArgument),
+        (
+            "SET datafusion.runtime.memory_limit = '1T'",
+            Code::InvalidArgument,
+        ),
         ("SELECT * FROM no_such_table", Code::NotFound),
     ];
     for (sql, code) in cases {
-        let e = query(&mut client, sql).await.err().unwrap_or_else(|| panic!("{sql} passed"));
+        let e = query(&mut client, sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} passed"));
         assert_eq!(e.code(), *code, "{sql}: {}", e.message());
-        assert!(!e.message().starts_with("internal error"), "{sql}: {}", e.message());
+        assert!(
+            !e.message().starts_with("internal error"),
+            "{sql}: {}",
+            e.message()
+        );
     }
 }
 
@@ -189,13 +207,19 @@ async fn a_running_query_is_cancelled_by_its_flight_info() {
             .await
             .unwrap();
         let answer = answers.message().await.unwrap().expect("an answer");
-        outcome = CancelFlightInfoResult::decode(answer.body).unwrap().status();
+        outcome = CancelFlightInfoResult::decode(answer.body)
+            .unwrap()
+            .status();
         if outcome == CancelStatus::Cancelled {
             break;
         }
     }
     assert_eq!(outcome, CancelStatus::Cancelled);
-    let ended = fetch.await.unwrap().err().expect("the stream ends in an error");
+    let ended = fetch
+        .await
+        .unwrap()
+        .err()
+        .expect("the stream ends in an error");
     assert_eq!(ended.code(), Code::Cancelled, "{}", ended.message());
 }
 
@@ -203,7 +227,9 @@ async fn a_running_query_is_cancelled_by_its_flight_info() {
 async fn int32_results_stay_int32() {
     let engine = Engine::start().await;
     let mut client = engine.login("alice").await;
-    let answer = query(&mut client, "SELECT CAST(7 AS INT) AS i").await.unwrap();
+    let answer = query(&mut client, "SELECT CAST(7 AS INT) AS i")
+        .await
+        .unwrap();
     assert_eq!(answer.announced.field(0).data_type(), &DataType::Int32);
     let got = answer.batches[0]
         .column(0)

@@ -99,9 +99,7 @@ fn rows_within(
 
 /// The placeholders a Flight client binds. Those of an SQL `PREPARE name AS …` are not: SQL
 /// `EXECUTE name(…)` binds them, in the session.
-fn flight_parameters(
-    plan: &LogicalPlan,
-) -> Result<HashMap<String, Option<DataType>>, EngineError> {
+fn flight_parameters(plan: &LogicalPlan) -> Result<HashMap<String, Option<DataType>>, EngineError> {
     let prepares = |p: &LogicalPlan| matches!(p, LogicalPlan::Statement(Statement::Prepare(_)));
     let explained = match plan {
         LogicalPlan::Explain(e) => prepares(&e.plan),

@@ -16,15 +16,15 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use arrow::datatypes::FieldRef;
 use arrow::datatypes::{DataType, Int64Type, IntervalMonthDayNanoType};
+use datafusion::common::ExprSchema;
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::logical_expr::interval_arithmetic::Interval;
+use datafusion::logical_expr::preimage::PreimageResult;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
-use datafusion::common::ExprSchema;
-use datafusion::logical_expr::preimage::PreimageResult;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature,
@@ -452,7 +452,9 @@ fn cast_target_width(args: &[Expr]) -> u64 {
         return 0;
     };
     match value {
-        ScalarValue::Utf8(Some(t)) | ScalarValue::Utf8View(Some(t)) | ScalarValue::LargeUtf8(Some(t)) => {
+        ScalarValue::Utf8(Some(t))
+        | ScalarValue::Utf8View(Some(t))
+        | ScalarValue::LargeUtf8(Some(t)) => {
             t.parse::<DataType>().map(|d| fixed_width(&d)).unwrap_or(0)
         }
         _ => 0,

@@ -71,7 +71,12 @@ const SETTABLE: &[(&str, Kind)] = &[
         Kind::Bool,
     ),
     ("datafusion.optimizer.skip_failed_rules", Kind::Bool),
-    ("datafusion.optimizer.enable_piecewise_merge_join", Kind::Bool),
+    (
+        "datafusion.optimizer.enable_piecewise_merge_join",
+        Kind::Bool,
+    ),
+    // Fewer passes than the engine's default plan less, never more.
+    ("datafusion.optimizer.max_passes", Kind::Int(0, 3)),
     // Whether view types (Utf8View) are cast back to plain types in a result.
     ("datafusion.optimizer.expand_views_at_output", Kind::Bool),
     // The session's own view of its catalogs; SHOW forms and listings keep working either way.
@@ -193,7 +198,6 @@ mod tests {
             "datafusion.execution.meta_fetch_concurrency",
             "datafusion.execution.sort_spill_reservation_bytes",
             "datafusion.execution.parquet.metadata_size_hint",
-            "datafusion.optimizer.max_passes",
             "datafusion.catalog.location",
             "datafusion.catalog.default_catalog",
             "no.such.setting",

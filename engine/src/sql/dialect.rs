@@ -91,7 +91,10 @@ impl Dialect for SqeDialect {
         self.base.is_nested_delimited_identifier_start(ch)
     }
 
-    fn peek_nested_delimited_identifier_quotes(&self, chars: Peekable<Chars<'_>>) -> Option<(char, Option<char>)> {
+    fn peek_nested_delimited_identifier_quotes(
+        &self,
+        chars: Peekable<Chars<'_>>,
+    ) -> Option<(char, Option<char>)> {
         self.base.peek_nested_delimited_identifier_quotes(chars)
     }
 
@@ -260,7 +263,8 @@ impl Dialect for SqeDialect {
     }
 
     fn supports_string_literal_concatenation_with_newline(&self) -> bool {
-        self.base.supports_string_literal_concatenation_with_newline()
+        self.base
+            .supports_string_literal_concatenation_with_newline()
     }
 
     fn supports_projection_trailing_commas(&self) -> bool {
@@ -323,7 +327,12 @@ impl Dialect for SqeDialect {
         self.base.supports_select_modifiers()
     }
 
-    fn parse_infix(&self, parser: &mut Parser, expr: &Expr, precedence: u8) -> Option<Result<Expr, ParserError>> {
+    fn parse_infix(
+        &self,
+        parser: &mut Parser,
+        expr: &Expr,
+        precedence: u8,
+    ) -> Option<Result<Expr, ParserError>> {
         self.base.parse_infix(parser, expr, precedence)
     }
 
@@ -335,7 +344,10 @@ impl Dialect for SqeDialect {
         self.base.get_next_precedence_default(parser)
     }
 
-    fn parse_column_option(&self, parser: &mut Parser) -> Result<Option<Result<Option<ColumnOption>, ParserError>>, ParserError> {
+    fn parse_column_option(
+        &self,
+        parser: &mut Parser,
+    ) -> Result<Option<Result<Option<ColumnOption>, ParserError>>, ParserError> {
         self.base.parse_column_option(parser)
     }
 
@@ -563,8 +575,13 @@ impl Dialect for SqeDialect {
         self.base.supports_comma_separated_drop_column_list()
     }
 
-    fn is_identifier_generating_function_name(&self, ident: &Ident, name_parts: &[ObjectNamePart]) -> bool {
-        self.base.is_identifier_generating_function_name(ident, name_parts)
+    fn is_identifier_generating_function_name(
+        &self,
+        ident: &Ident,
+        name_parts: &[ObjectNamePart],
+    ) -> bool {
+        self.base
+            .is_identifier_generating_function_name(ident, name_parts)
     }
 
     fn supports_notnull_operator(&self) -> bool {

@@ -160,15 +160,20 @@ impl Engine {
         let service = SqeFlightSqlService::new(sessions, Drain::new(), metrics, limits)
             .expect("the Flight SQL service");
         let front = Front::new(Arc::new(Door(service)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
         let addr = listener.local_addr().expect("its address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(
             Server::builder()
                 .add_service(front)
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-                    let _ = stopped.await;
-                }),
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
         );
         Engine {
             addr,
@@ -207,8 +212,7 @@ pub struct Answer {
 impl Answer {
     /// Whether every part of the stream is exactly what was announced.
     pub fn kept_the_contract(&self) -> bool {
-        self.streamed == self.announced
-            && self.batches.iter().all(|b| b.schema() == self.announced)
+        self.streamed == self.announced && self.batches.iter().all(|b| b.schema() == self.announced)
     }
 
     pub fn rows(&self) -> usize {
@@ -221,7 +225,10 @@ pub async fn query(
     client: &mut FlightSqlServiceClient<Channel>,
     sql: &str,
 ) -> Result<Answer, tonic::Status> {
-    let info = client.execute(sql.to_string(), None).await.map_err(status)?;
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .map_err(status)?;
     fetch(client, info).await
 }
 

@@ -121,7 +121,11 @@ impl AsyncDB for ThroughSqe {
                 "schema contract broken: announced {:?}, streamed {:?}, batches {:?}",
                 answer.announced,
                 answer.streamed,
-                answer.batches.iter().map(|b| b.schema()).collect::<Vec<_>>()
+                answer
+                    .batches
+                    .iter()
+                    .map(|b| b.schema())
+                    .collect::<Vec<_>>()
             )));
         }
         let letters = render::type_letters(&answer.announced);

@@ -118,7 +118,10 @@ struct FileResult {
     sqe_errors: BTreeMap<String, String>,
 }
 
-fn configured<D: sqllogictest::AsyncDB<ColumnType = Letter>, M: sqllogictest::MakeConnection<Conn = D>>(
+fn configured<
+    D: sqllogictest::AsyncDB<ColumnType = Letter>,
+    M: sqllogictest::MakeConnection<Conn = D>,
+>(
     runner: &mut Runner<D, M>,
 ) {
     runner.add_label("Datafusion");
@@ -127,12 +130,19 @@ fn configured<D: sqllogictest::AsyncDB<ColumnType = Letter>, M: sqllogictest::Ma
     runner.with_validator(validate);
 }
 
-async fn run_file(file: String, root: PathBuf, engine: &Engine, user: String) -> (String, FileResult) {
+async fn run_file(
+    file: String,
+    root: PathBuf,
+    engine: &Engine,
+    user: String,
+) -> (String, FileResult) {
     let mut result = FileResult::default();
     let records = match sqllogictest::parse_file::<Letter>(root.join(&file)) {
         Ok(r) => r,
         Err(e) => {
-            result.sqe_errors.insert(file.clone(), format!("unparsable: {e}"));
+            result
+                .sqe_errors
+                .insert(file.clone(), format!("unparsable: {e}"));
             return (file, result);
         }
     };

@@ -68,7 +68,9 @@ fn cell(column: &ArrayRef, row: usize) -> Result<String, ArrowError> {
             let v = column.as_primitive::<Float64Type>().value(row);
             float(v, || v.to_string())
         }
-        DataType::Decimal128(..) | DataType::Decimal256(..) => round_plain(&displayed(column, row)?, 12),
+        DataType::Decimal128(..) | DataType::Decimal256(..) => {
+            round_plain(&displayed(column, row)?, 12)
+        }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             let text = displayed(column, row)?;
             if text.is_empty() {
@@ -144,9 +146,17 @@ pub fn round_plain(text: &str, digits: usize) -> String {
     }
     let carried = kept.len() - (point + frac.len().min(digits));
     let split = point + carried;
-    let int_part = String::from_utf8_lossy(&kept[..split]).trim_start_matches('0').to_string();
-    let frac_part = String::from_utf8_lossy(&kept[split..]).trim_end_matches('0').to_string();
-    let int_part = if int_part.is_empty() { "0".to_string() } else { int_part };
+    let int_part = String::from_utf8_lossy(&kept[..split])
+        .trim_start_matches('0')
+        .to_string();
+    let frac_part = String::from_utf8_lossy(&kept[split..])
+        .trim_end_matches('0')
+        .to_string();
+    let int_part = if int_part.is_empty() {
+        "0".to_string()
+    } else {
+        int_part
+    };
     let body = if frac_part.is_empty() {
         int_part
     } else {
@@ -175,7 +185,12 @@ fn expand(mut cells: Vec<String>, rows: &mut Vec<Vec<String>>) {
     for (i, line) in last.split('\n').enumerate() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
-        rows.push(vec![format!("{:02}){}{}", i + 1, "-".repeat(indent), trimmed)]);
+        rows.push(vec![format!(
+            "{:02}){}{}",
+            i + 1,
+            "-".repeat(indent),
+            trimmed
+        )]);
     }
 }
 
@@ -192,6 +207,9 @@ pub fn check_rounding() {
         assert_eq!(round_plain("0.0000000000005", 12), "0");
         assert_eq!(round_plain("0.0000000000015", 12), "0.000000000002");
         assert_eq!(round_plain("100.00", 12), "100");
-        assert_eq!(round_plain("100000000000000000000", 12), "100000000000000000000");
+        assert_eq!(
+            round_plain("100000000000000000000", 12),
+            "100000000000000000000"
+        );
     }
 }
