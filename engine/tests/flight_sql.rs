@@ -139,7 +139,7 @@ async fn each_mistake_has_its_code() {
         request
             .metadata_mut()
             .insert("authorization", format!("Basic {basic}").parse().unwrap());
-        let e = raw.handshake(request).await.err().expect("refused");
+        let e = raw.handshake(request).await.expect_err("refused");
         assert_eq!(e.code(), Code::Unauthenticated, "{credentials}");
         assert_eq!(e.message(), "authentication failed");
     }
@@ -218,8 +218,7 @@ async fn a_running_query_is_cancelled_by_its_flight_info() {
     let ended = fetch
         .await
         .unwrap()
-        .err()
-        .expect("the stream ends in an error");
+        .expect_err("the stream ends in an error");
     assert_eq!(ended.code(), Code::Cancelled, "{}", ended.message());
 }
 

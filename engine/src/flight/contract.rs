@@ -36,7 +36,7 @@ pub fn announce(ctx: &SessionContext, plan: &LogicalPlan) -> Result<SchemaRef, E
 /// put it on the wire (dictionaries as their value type, `LargeList` as `List`, recursively
 /// through lists and structs, as the encoder recurses).
 pub fn announced(logical: &Schema) -> SchemaRef {
-    let fields: Fields = logical.fields().iter().map(|f| wire_field(f)).collect();
+    let fields: Fields = logical.fields().iter().map(wire_field).collect();
     Arc::new(Schema::new(fields).with_metadata(logical.metadata().clone()))
 }
 

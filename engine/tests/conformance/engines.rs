@@ -173,6 +173,8 @@ pub fn validate(
     actual == expected
 }
 
+/// sqllogictest's normalizer type takes `&String`.
+#[allow(clippy::ptr_arg)]
 pub fn trim_end(line: &String) -> String {
     line.trim_end().to_string()
 }
