@@ -238,3 +238,47 @@ async fn int32_results_stay_int32() {
         .value(0);
     assert_eq!(got, 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_schema_announces_what_get_flight_info_does_and_runs_nothing() {
+    use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+    use arrow_flight::{FlightDescriptor, IpcMessage};
+    let engine = Engine::start().await;
+    let mut client = engine.login("alice").await;
+    let token = client.token().cloned().expect("a session");
+    let mut raw = FlightServiceClient::new(engine.channel().await);
+    let schema_of = |sql: &str| {
+        let command = CommandStatementQuery {
+            query: sql.into(),
+            transaction_id: None,
+        };
+        let mut request =
+            tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    for sql in RESHAPED {
+        let result = raw.get_schema(schema_of(sql)).await.unwrap().into_inner();
+        let got = Schema::try_from(IpcMessage(result.schema)).unwrap();
+        let announced = query(&mut client, sql).await.unwrap().announced;
+        assert_eq!(&got, announced.as_ref(), "{sql}");
+    }
+    let ddl = raw
+        .get_schema(schema_of("CREATE TABLE made_by_get_schema (a INT)"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        Schema::try_from(IpcMessage(ddl.schema))
+            .unwrap()
+            .fields()
+            .is_empty()
+    );
+    let e = query(&mut client, "SELECT * FROM made_by_get_schema")
+        .await
+        .err()
+        .expect("GetSchema created nothing");
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+}

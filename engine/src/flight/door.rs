@@ -120,7 +120,7 @@ impl FlightService for Door {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         self.0.authenticated(&request).await?;
-        self.0.get_schema(request).await
+        self.0.statement_schema(request).await
     }
 
     async fn do_get(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
@@ -21,7 +22,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, FlightDescriptor,
-    FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    FlightInfo, HandshakeRequest, HandshakeResponse, SchemaAsIpc, SchemaResult, Ticket,
 };
 use futures::{Stream, TryStreamExt};
 use prost::Message;
@@ -107,6 +108,36 @@ impl SqeFlightSqlService {
         let caller = self.caller(&request).await?;
         let info = flight_info(&schema, command, request.into_inner())?;
         Ok(caller.wrap(info))
+    }
+
+    /// GetSchema for a statement or a prepared statement: what its FlightInfo would announce.
+    pub(super) async fn statement_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let caller = self.caller(&request).await?;
+        let any = arrow_flight::sql::Any::decode(&*request.get_ref().cmd).map_err(|_| {
+            EngineError::InvalidArgument("the descriptor is not a Flight SQL command".into())
+        })?;
+        let handle = match Command::try_from(any) {
+            Ok(Command::CommandStatementQuery(q)) => StatementHandle::new(&q.query),
+            Ok(Command::CommandPreparedStatementQuery(c)) => {
+                StatementHandle::decode(&c.prepared_statement_handle)?
+            }
+            _ => {
+                return Err(EngineError::Unimplemented(
+                    "GetSchema answers statements and prepared statements; GetFlightInfo \
+                     announces every other command's schema"
+                        .into(),
+                )
+                .into());
+            }
+        };
+        let schema = self.statements.schema(&caller, &handle).await?;
+        let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: arrow::error::ArrowError| EngineError::Internal(e.to_string()))?;
+        Ok(caller.wrap(result))
     }
 
     async fn cancel_action(&self, request: &Request<Action>) -> Result<Vec<u8>, Status> {

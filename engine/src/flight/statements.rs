@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::Schema;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::{
@@ -121,6 +121,30 @@ impl Statements {
         // fingerprint of the schema announced here, which DoGet streams or refuses to.
         let run = handle.run_once(contract::fingerprint(&announced)?);
         flight_info(&announced, ticket(&run), descriptor)
+    }
+
+    /// GetSchema: the schema this statement's FlightInfo announces, with nothing run (a DDL
+    /// statement announces the empty result it answers with). Unbound placeholders are answered
+    /// as CreatePreparedStatement answers them.
+    pub async fn schema(
+        &self,
+        caller: &Caller,
+        handle: &StatementHandle,
+    ) -> Result<SchemaRef, EngineError> {
+        let values = params::single_row(handle.bound_rows()?)?;
+        let sql = handle.sql.clone();
+        self.planned(caller, move |ctx| async move {
+            let planned = plan(&ctx, &sql).await?.plan;
+            if runs_at_planning(&planned) {
+                return Ok(Arc::new(Schema::empty()));
+            }
+            if values.is_empty() && !params::parameter_schema(&planned)?.fields().is_empty() {
+                return Ok(contract::announce(&ctx, &planned)
+                    .unwrap_or_else(|_| contract::announced(planned.schema().as_arrow())));
+            }
+            contract::announce(&ctx, &params::bind(planned, values)?)
+        })
+        .await
     }
 
     /// Plans and runs the statement, streaming the result batch by batch as DataFusion produces
