@@ -282,3 +282,34 @@ async fn get_schema_announces_what_get_flight_info_does_and_runs_nothing() {
         .expect("GetSchema created nothing");
     assert_eq!(e.code(), Code::NotFound, "{}", e.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_whose_columns_changed_after_its_flight_info_is_refused() {
+    let engine = Engine::start().await;
+    let mut client = engine.login("alice").await;
+    query(&mut client, "CREATE TABLE t (a INT)").await.unwrap();
+    let info = client
+        .execute("SELECT * FROM t".into(), None)
+        .await
+        .unwrap();
+    query(&mut client, "DROP TABLE t").await.unwrap();
+    query(&mut client, "CREATE TABLE t (a VARCHAR)")
+        .await
+        .unwrap();
+    let e = common::fetch(&mut client, info)
+        .await
+        .err()
+        .expect("the announced schema no longer holds");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_too_big_to_make_is_resource_exhausted() {
+    let engine = Engine::start().await;
+    let mut client = engine.login("alice").await;
+    let e = query(&mut client, "SELECT length(repeat('x', 1000000000))")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+}

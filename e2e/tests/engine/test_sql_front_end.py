@@ -159,3 +159,41 @@ def test_a_failing_row_commits_nothing(engine, catalog, scratch):
         assert raised.value.status_code.name == "INVALID_ARGUMENT", raised.value
     assert snapshots(catalog, name) == before
     assert query(engine, "alice", f"SELECT count(*) AS n FROM {name}").column("n").to_pylist() == [2]
+
+
+def test_sql_prepare_and_flight_prepared_statements_work_side_by_side(engine):
+    """SQL `PREPARE`/`EXECUTE`/`DEALLOCATE` live in the session; a Flight prepared statement with
+    bound values runs next to them in the same connection."""
+    with connect(engine, "alice") as conn, conn.cursor() as cur:
+        cur.execute("PREPARE plus_one(BIGINT) AS SELECT $1 + 1 AS n")
+        cur.fetchall()
+        cur.execute("EXECUTE plus_one(41)")
+        assert cur.fetch_arrow_table().to_pylist() == [{"n": 42}]
+        cur.execute("SELECT CAST(? AS BIGINT) * 2 AS m", (21,))
+        assert cur.fetch_arrow_table().to_pylist() == [{"m": 42}]
+        cur.execute("EXECUTE plus_one(1)")
+        assert cur.fetch_arrow_table().to_pylist() == [{"n": 2}]
+        cur.execute("DEALLOCATE plus_one")
+        cur.fetchall()
+        with pytest.raises(adbc.Error, match="plus_one"):
+            cur.execute("EXECUTE plus_one(1)")
+            cur.fetchall()
+
+
+def test_session_tables_keep_keys_and_defaults_and_take_updates(engine):
+    with connect(engine, "alice") as conn, conn.cursor() as cur:
+        for sql in [
+            "CREATE TABLE datafusion.public.people (id INT PRIMARY KEY, name VARCHAR, team VARCHAR DEFAULT 'none')",
+            "INSERT INTO datafusion.public.people (id, name) VALUES (1, 'ann'), (2, 'bo')",
+            "UPDATE datafusion.public.people SET team = 'red' WHERE id = 2",
+            "DELETE FROM datafusion.public.people WHERE id = 1",
+            "INSERT INTO datafusion.public.people (id, name) VALUES (3, 'cy')",
+        ]:
+            cur.execute(sql)
+            cur.fetchall()
+        # The primary key makes `name` functionally dependent on `id`: no GROUP BY entry needed.
+        cur.execute("SELECT id, name, team FROM datafusion.public.people GROUP BY id ORDER BY id")
+        assert cur.fetch_arrow_table().to_pylist() == [
+            {"id": 2, "name": "bo", "team": "red"},
+            {"id": 3, "name": "cy", "team": "none"},
+        ]
