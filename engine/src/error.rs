@@ -322,14 +322,6 @@ mod tests {
         )
         .into();
         assert_eq!(ours.code(), Code::Internal);
-        let ours: EngineError = DataFusionError::ArrowError(
-            Box::new(ArrowError::InvalidArgumentError(
-                "column types must match".into(),
-            )),
-            None,
-        )
-        .into();
-        assert_eq!(ours.code(), Code::Internal);
     }
 
     #[test]

@@ -128,7 +128,6 @@ impl QueryState {
         }
         let memory = self.memory.get_or_init(|| factory.session_pool(identity));
         let ctx = factory.create(identity, token, memory)?;
-        crate::sql::extend(&ctx)?;
         if let Some((_, previous)) = slot.as_ref() {
             carry_over(previous, &ctx);
         }

@@ -24,6 +24,7 @@ use crate::flight::transport::{Front, capped};
 use crate::http::{CatalogProbe, HttpState, router};
 use crate::metrics::Metrics;
 use crate::session::{EndReason, InMemorySessionStore, SessionManager, SessionPolicy};
+use crate::sql::WithPlanners;
 
 /// Requests to the IdP and the catalog probe give up after this long.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,13 +103,13 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
         .query
         .memory_limit_per_user_bytes
         .map_or(per_session, |b| usize::try_from(b).unwrap_or(usize::MAX));
-    let factory = Arc::new(CatalogContextFactory::new(
+    let factory = Arc::new(WithPlanners(CatalogContextFactory::new(
         &config.catalog,
         crate::memory::UserPools::new(shared_pool, per_user, per_session),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-    )?);
+    )?));
     let sessions = Arc::new(SessionManager::new(
         SessionPolicy::from_config(&config),
         Arc::new(InMemorySessionStore::new()),

@@ -13,7 +13,6 @@
 //! - `credentials`: vended keys renewed during scans that outlive them.
 
 pub mod credentials;
-pub mod describe;
 pub mod errors;
 pub mod lru;
 pub mod parquet;

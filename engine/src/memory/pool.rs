@@ -4,7 +4,7 @@
 //! derives it from the pod's memory limit), so the sum of everything every session holds can
 //! never pass what the pod may use. Each session draws from it through a `SessionPool`, which also
 //! caps that one session at `query.memory_limit_bytes`: one user's query cannot take the whole
-//! pod. Clients cannot change either (`SET datafusion.runtime.*` is refused, see `settings`).
+//! pod. Clients cannot change either (`SET datafusion.runtime.*` is refused: `policy::settings`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

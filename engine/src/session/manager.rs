@@ -12,8 +12,10 @@ use tracing::{info, warn};
 
 use super::refresh::{self, DeadlineQueue, Step, Timeline};
 use super::reuse::{BasicReuse, ReuseKey};
+use super::state::{
+    EndReason, MachineClient, Session, SessionHandle, SessionKey, TokenState, mode_name,
+};
 use super::store::{SessionStore, StoreError};
-use super::{EndReason, MachineClient, Session, SessionHandle, SessionKey, TokenState, mode_name};
 use crate::auth::backoff::LoginThrottle;
 use crate::auth::bearer::{BearerError, BearerValidator, remaining};
 use crate::auth::{

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::EndReason;
+use super::state::EndReason;
 
 /// The moments that matter for one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

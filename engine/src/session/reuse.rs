@@ -19,7 +19,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqe_engine_config::AuthMode;
 
-use super::SessionHandle;
+use super::state::SessionHandle;
 use crate::secret::Secret;
 
 pub type ReuseKey = [u8; 32];
@@ -56,7 +56,7 @@ impl BasicReuse {
         h.update(self.key);
         let peer = peer.map(|p| p.to_string()).unwrap_or_default();
         for field in [
-            super::mode_name(mode).as_bytes(),
+            super::state::mode_name(mode).as_bytes(),
             user.as_bytes(),
             password.expose().as_bytes(),
             peer.as_bytes(),

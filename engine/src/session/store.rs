@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use subtle::ConstantTimeEq;
 
-use super::{Session, SessionKey};
+use super::state::{Session, SessionKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {

@@ -27,7 +27,7 @@ use datafusion::sql::sqlparser::ast::{
     ShowStatementOptions, Statement,
 };
 
-use crate::catalog::describe::create_table_statement;
+use super::describe::create_table_statement;
 use crate::catalog::table::UserTable;
 use crate::error::EngineError;
 

@@ -20,6 +20,7 @@ use sqe_engine::metrics::Metrics;
 use sqe_engine::query::LocalContextFactory;
 use sqe_engine::secret::Secret;
 use sqe_engine::session::{InMemorySessionStore, SessionManager, SessionPolicy};
+use sqe_engine::sql::WithPlanners;
 use sqe_engine_config::AuthMode;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -138,10 +139,10 @@ impl Engine {
             roles_claim: "realm_access.roles".into(),
             engine_client_id: "sqe".into(),
         };
-        let factory = Arc::new(LocalContextFactory::new(
+        let factory = Arc::new(WithPlanners(LocalContextFactory::new(
             options.memory_limit_bytes,
             options.target_partitions,
-        ));
+        )));
         let sessions = Arc::new(SessionManager::new(
             policy,
             Arc::new(InMemorySessionStore::new()),
