@@ -5,7 +5,8 @@
 use arrow_flight::sql::{Any, Command};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use sqe_engine::flight::params::{self, StatementHandle};
+use sqe_engine::flight::params::StatementHandle;
+use sqe_engine::sql::bind;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(any) = Any::decode(data) else {
@@ -18,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(handle) = StatementHandle::decode(&handle) {
         if let Ok(rows) = handle.bound_rows() {
-            let _ = params::single_row(rows);
+            let _ = bind::single_row(rows);
         }
     }
 });

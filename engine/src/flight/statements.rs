@@ -27,13 +27,14 @@ use super::caller::{Caller, Gate, attach_handle};
 use super::cancel::{Cancellable, Cancellations};
 use super::contract;
 use super::limits::{Limited, QueryLimits};
-use super::params::{self, StatementHandle};
+use super::params::StatementHandle;
 use super::query_log::QueryLog;
 use super::results::{DoGetStream, flight_info, one_batch, schema_bytes};
 use super::updates::Updates;
 use crate::drain::CallGuard;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
+use crate::sql::bind;
 use crate::sql::plan::plan;
 
 pub struct Statements {
@@ -96,10 +97,10 @@ impl Statements {
     ) -> Result<FlightInfo, EngineError> {
         let log = QueryLog::start(self.metrics.clone(), &caller.session, &handle.sql);
         let planned = async {
-            let values = params::single_row(handle.bound_rows()?)?;
+            let values = bind::single_row(handle.bound_rows()?)?;
             let sql = handle.sql.clone();
             self.planned(caller, move |ctx| async move {
-                let bound = params::bind(plan(&ctx, &sql).await?.plan, values)?;
+                let bound = bind::bind(plan(&ctx, &sql).await?.plan, values)?;
                 let announced = contract::announce(&ctx, &bound)?;
                 Ok((bound, announced))
             })
@@ -131,18 +132,18 @@ impl Statements {
         caller: &Caller,
         handle: &StatementHandle,
     ) -> Result<SchemaRef, EngineError> {
-        let values = params::single_row(handle.bound_rows()?)?;
+        let values = bind::single_row(handle.bound_rows()?)?;
         let sql = handle.sql.clone();
         self.planned(caller, move |ctx| async move {
             let planned = plan(&ctx, &sql).await?.plan;
             if runs_at_planning(&planned) {
                 return Ok(Arc::new(Schema::empty()));
             }
-            if values.is_empty() && !params::parameter_schema(&planned)?.fields().is_empty() {
+            if values.is_empty() && !bind::parameter_schema(&planned)?.fields().is_empty() {
                 return Ok(contract::announce(&ctx, &planned)
                     .unwrap_or_else(|_| contract::announced(planned.schema().as_arrow())));
             }
-            contract::announce(&ctx, &params::bind(planned, values)?)
+            contract::announce(&ctx, &bind::bind(planned, values)?)
         })
         .await
     }
@@ -167,14 +168,14 @@ impl Statements {
                 .limits
                 .admit(&caller.quota_key(), self.limits.deadline())
                 .await?;
-            let values = params::single_row(handle.bound_rows()?)?;
+            let values = bind::single_row(handle.bound_rows()?)?;
             let (running, signal) = self.cancels.start(&caller.quota_key(), ticket)?;
             let sql = handle.sql.clone();
             let promised = handle.schema.clone();
             let (announced, stream) = self
                 .gate
                 .off_workers(&caller, &self.limits, &admission, move |ctx| async move {
-                    let bound = params::bind(plan(&ctx, &sql).await?.plan, values)?;
+                    let bound = bind::bind(plan(&ctx, &sql).await?.plan, values)?;
                     let announced = contract::announce(&ctx, &bound)?;
                     if let Some(promised) = promised
                         && promised != contract::fingerprint(&announced)?
@@ -245,7 +246,7 @@ impl Statements {
             Err(e) => return Err(failed(log, e)),
         };
         log.dismiss();
-        let parameters = params::parameter_schema(&plan)?;
+        let parameters = bind::parameter_schema(&plan)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: StatementHandle::new(sql).encode().into(),
             dataset_schema: schema_bytes(&announced)?,

@@ -13,10 +13,10 @@ use datafusion::prelude::SessionContext;
 
 use super::caller::{Caller, Gate};
 use super::limits::QueryLimits;
-use super::params;
 use super::query_log::QueryLog;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
+use crate::sql::bind;
 use crate::sql::plan::plan;
 
 pub struct Updates {
@@ -34,7 +34,7 @@ impl Updates {
         }
     }
 
-    /// Runs `sql` once, with every bound row in one plan (see [`params::bind_rows`]), under the
+    /// Runs `sql` once, with every bound row in one plan (see [`bind::bind_rows`]), under the
     /// query limits, and returns the affected rows.
     pub async fn run(
         &self,
@@ -53,7 +53,7 @@ impl Updates {
                 .off_workers(caller, &self.limits, &admission, move |ctx| async move {
                     let planned = plan(&ctx, &sql).await?;
                     runs_as_update(&planned.plan)?;
-                    let bound = params::bind_rows(planned.plan, rows)?;
+                    let bound = bind::bind_rows(planned.plan, rows)?;
                     let batches = run_to_completion(&ctx, bound).await?;
                     Ok(affected_rows(&batches))
                 })

@@ -2,6 +2,7 @@
 //! is planned by DataFusion with SQE's extensions. No SQL text is rebuilt on the way.
 //!
 //! - `ast`: walks over a statement's sqlparser AST.
+//! - `bind`: values bound to a plan's placeholders (one row, or many rows of an INSERT).
 //! - `describe`: `SHOW CREATE TABLE`'s text for an Iceberg table, in Trino's form.
 //! - `dialect`: `SqeDialect`, the session's dialect with table versions and `SHOW CATALOGS`.
 //! - `parse`: text → one statement (size and tree limits, Trino's `FOR … AS OF`).
@@ -11,6 +12,7 @@
 //! - `plan`: the whole path, text → checked logical plan.
 
 pub mod ast;
+pub mod bind;
 pub mod describe;
 pub mod dialect;
 pub mod parse;
