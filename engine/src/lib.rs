@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod drain;
 pub mod error;
+pub mod exec;
 pub mod flight;
 pub mod http;
 pub mod logging;

@@ -45,7 +45,7 @@ fn context() -> SessionContext {
 
 /// Whether the statement names a compound identifier of more than four parts: DataFusion 53
 /// panics planning one that names no struct field (`SELECT a.b.c.d.e`), which the engine turns
-/// into INVALID_ARGUMENT (`flight::limits`) but libFuzzer's panic hook counts as a crash.
+/// into INVALID_ARGUMENT (`exec::limits`) but libFuzzer's panic hook counts as a crash.
 fn known_planner_panic(sql: &str) -> bool {
     struct Long(bool);
     impl Visitor for Long {

@@ -16,9 +16,9 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::handshake::{AUTH_MODE_HEADER, Presented, parse_authorization, parse_mode};
-use super::limits::{Admission, QueryLimits, timed_out};
 use crate::drain::{CallGuard, Drain};
 use crate::error::EngineError;
+use crate::exec::limits::{Admission, QueryLimits, timed_out};
 use crate::session::{Session, SessionHandle, SessionManager};
 
 pub type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;

@@ -16,9 +16,9 @@ use arrow_flight::sql::{
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
 
-use super::limits::QueryLimits;
 use super::results::{DoGetStream, one_batch};
 use crate::error::EngineError;
+use crate::exec::limits::QueryLimits;
 
 /// The table types this server can report, in the spelling JDBC tools expect.
 pub const TABLE_TYPES: [&str; 3] = ["TABLE", "VIEW", "LOCAL TEMPORARY"];

@@ -30,7 +30,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::caller::{Caller, Gate};
 use super::ipc_input;
-use super::limits::QueryLimits;
 use super::metadata;
 use super::params::{self, StatementHandle};
 use super::results::{DoGetStream, flight_info, one_batch};
@@ -39,6 +38,7 @@ use super::statements::Statements;
 use super::updates::Updates;
 use crate::drain::Drain;
 use crate::error::EngineError;
+use crate::exec::limits::QueryLimits;
 use crate::metrics::Metrics;
 use crate::session::{EndReason, SessionManager};
 

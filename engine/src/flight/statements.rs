@@ -24,15 +24,15 @@ use tonic::{Response, Status};
 use tracing::info;
 
 use super::caller::{Caller, Gate, attach_handle};
-use super::cancel::{Cancellable, Cancellations};
 use super::contract;
-use super::limits::{Limited, QueryLimits};
 use super::params::StatementHandle;
-use super::query_log::QueryLog;
 use super::results::{DoGetStream, flight_info, one_batch, schema_bytes};
 use super::updates::Updates;
 use crate::drain::CallGuard;
 use crate::error::EngineError;
+use crate::exec::cancel::{Cancellable, Cancellations};
+use crate::exec::limits::{Limited, QueryLimits};
+use crate::exec::query_log::QueryLog;
 use crate::metrics::Metrics;
 use crate::sql::bind;
 use crate::sql::plan::plan;

@@ -12,9 +12,9 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use super::caller::{Caller, Gate};
-use super::limits::QueryLimits;
-use super::query_log::QueryLog;
 use crate::error::EngineError;
+use crate::exec::limits::QueryLimits;
+use crate::exec::query_log::QueryLog;
 use crate::metrics::Metrics;
 use crate::sql::bind;
 use crate::sql::plan::plan;
