@@ -25,6 +25,13 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
+/// `fn name(&self) -> bool`, answered as the chosen dialect answers it.
+macro_rules! as_base {
+    ($($name:ident),* $(,)?) => {
+        $(fn $name(&self) -> bool { self.base.$name() })*
+    };
+}
+
 #[derive(Debug)]
 pub struct SqeDialect {
     base: Box<dyn Dialect>,
@@ -114,217 +121,13 @@ impl Dialect for SqeDialect {
         self.base.is_custom_operator_part(ch)
     }
 
-    fn supports_string_literal_backslash_escape(&self) -> bool {
-        self.base.supports_string_literal_backslash_escape()
-    }
-
-    fn ignores_wildcard_escapes(&self) -> bool {
-        self.base.ignores_wildcard_escapes()
-    }
-
-    fn supports_unicode_string_literal(&self) -> bool {
-        self.base.supports_unicode_string_literal()
-    }
-
-    fn supports_filter_during_aggregation(&self) -> bool {
-        self.base.supports_filter_during_aggregation()
-    }
-
-    fn supports_window_clause_named_window_reference(&self) -> bool {
-        self.base.supports_window_clause_named_window_reference()
-    }
-
-    fn supports_within_after_array_aggregation(&self) -> bool {
-        self.base.supports_within_after_array_aggregation()
-    }
-
-    fn supports_group_by_expr(&self) -> bool {
-        self.base.supports_group_by_expr()
-    }
-
-    fn supports_group_by_with_modifier(&self) -> bool {
-        self.base.supports_group_by_with_modifier()
-    }
-
-    fn supports_left_associative_joins_without_parens(&self) -> bool {
-        self.base.supports_left_associative_joins_without_parens()
-    }
-
-    fn supports_outer_join_operator(&self) -> bool {
-        self.base.supports_outer_join_operator()
-    }
-
-    fn supports_cross_join_constraint(&self) -> bool {
-        self.base.supports_cross_join_constraint()
-    }
-
-    fn supports_connect_by(&self) -> bool {
-        self.base.supports_connect_by()
-    }
-
-    fn supports_execute_immediate(&self) -> bool {
-        self.base.supports_execute_immediate()
-    }
-
-    fn supports_match_recognize(&self) -> bool {
-        self.base.supports_match_recognize()
-    }
-
-    fn supports_in_empty_list(&self) -> bool {
-        self.base.supports_in_empty_list()
-    }
-
-    fn supports_start_transaction_modifier(&self) -> bool {
-        self.base.supports_start_transaction_modifier()
-    }
-
-    fn supports_end_transaction_modifier(&self) -> bool {
-        self.base.supports_end_transaction_modifier()
-    }
-
-    fn supports_named_fn_args_with_eq_operator(&self) -> bool {
-        self.base.supports_named_fn_args_with_eq_operator()
-    }
-
-    fn supports_named_fn_args_with_colon_operator(&self) -> bool {
-        self.base.supports_named_fn_args_with_colon_operator()
-    }
-
-    fn supports_named_fn_args_with_assignment_operator(&self) -> bool {
-        self.base.supports_named_fn_args_with_assignment_operator()
-    }
-
-    fn supports_named_fn_args_with_rarrow_operator(&self) -> bool {
-        self.base.supports_named_fn_args_with_rarrow_operator()
-    }
-
-    fn supports_named_fn_args_with_expr_name(&self) -> bool {
-        self.base.supports_named_fn_args_with_expr_name()
-    }
-
-    fn supports_numeric_prefix(&self) -> bool {
-        self.base.supports_numeric_prefix()
-    }
-
-    fn supports_numeric_literal_underscores(&self) -> bool {
-        self.base.supports_numeric_literal_underscores()
-    }
-
-    fn supports_window_function_null_treatment_arg(&self) -> bool {
-        self.base.supports_window_function_null_treatment_arg()
-    }
-
-    fn supports_dictionary_syntax(&self) -> bool {
-        self.base.supports_dictionary_syntax()
-    }
-
-    fn support_map_literal_syntax(&self) -> bool {
-        self.base.support_map_literal_syntax()
-    }
-
-    fn supports_lambda_functions(&self) -> bool {
-        self.base.supports_lambda_functions()
-    }
-
-    fn supports_parenthesized_set_variables(&self) -> bool {
-        self.base.supports_parenthesized_set_variables()
-    }
-
-    fn supports_comma_separated_set_assignments(&self) -> bool {
-        self.base.supports_comma_separated_set_assignments()
-    }
-
-    fn supports_select_wildcard_except(&self) -> bool {
-        self.base.supports_select_wildcard_except()
-    }
-
-    fn convert_type_before_value(&self) -> bool {
-        self.base.convert_type_before_value()
-    }
-
-    fn supports_triple_quoted_string(&self) -> bool {
-        self.base.supports_triple_quoted_string()
-    }
-
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
         self.base.parse_prefix(parser)
-    }
-
-    fn supports_trailing_commas(&self) -> bool {
-        self.base.supports_trailing_commas()
-    }
-
-    fn supports_limit_comma(&self) -> bool {
-        self.base.supports_limit_comma()
-    }
-
-    fn supports_string_literal_concatenation(&self) -> bool {
-        self.base.supports_string_literal_concatenation()
     }
 
     fn supports_string_literal_concatenation_with_newline(&self) -> bool {
         self.base
             .supports_string_literal_concatenation_with_newline()
-    }
-
-    fn supports_projection_trailing_commas(&self) -> bool {
-        self.base.supports_projection_trailing_commas()
-    }
-
-    fn supports_from_trailing_commas(&self) -> bool {
-        self.base.supports_from_trailing_commas()
-    }
-
-    fn supports_column_definition_trailing_commas(&self) -> bool {
-        self.base.supports_column_definition_trailing_commas()
-    }
-
-    fn supports_object_name_double_dot_notation(&self) -> bool {
-        self.base.supports_object_name_double_dot_notation()
-    }
-
-    fn supports_struct_literal(&self) -> bool {
-        self.base.supports_struct_literal()
-    }
-
-    fn supports_empty_projections(&self) -> bool {
-        self.base.supports_empty_projections()
-    }
-
-    fn supports_select_expr_star(&self) -> bool {
-        self.base.supports_select_expr_star()
-    }
-
-    fn supports_from_first_select(&self) -> bool {
-        self.base.supports_from_first_select()
-    }
-
-    fn supports_pipe_operator(&self) -> bool {
-        self.base.supports_pipe_operator()
-    }
-
-    fn supports_user_host_grantee(&self) -> bool {
-        self.base.supports_user_host_grantee()
-    }
-
-    fn supports_match_against(&self) -> bool {
-        self.base.supports_match_against()
-    }
-
-    fn supports_select_wildcard_exclude(&self) -> bool {
-        self.base.supports_select_wildcard_exclude()
-    }
-
-    fn supports_select_exclude(&self) -> bool {
-        self.base.supports_select_exclude()
-    }
-
-    fn supports_create_table_multi_schema_info_sources(&self) -> bool {
-        self.base.supports_create_table_multi_schema_info_sources()
-    }
-
-    fn supports_select_modifiers(&self) -> bool {
-        self.base.supports_select_modifiers()
     }
 
     fn parse_infix(
@@ -359,130 +162,6 @@ impl Dialect for SqeDialect {
         self.base.prec_unknown()
     }
 
-    fn describe_requires_table_keyword(&self) -> bool {
-        self.base.describe_requires_table_keyword()
-    }
-
-    fn allow_extract_custom(&self) -> bool {
-        self.base.allow_extract_custom()
-    }
-
-    fn allow_extract_single_quotes(&self) -> bool {
-        self.base.allow_extract_single_quotes()
-    }
-
-    fn supports_extract_comma_syntax(&self) -> bool {
-        self.base.supports_extract_comma_syntax()
-    }
-
-    fn supports_subquery_as_function_arg(&self) -> bool {
-        self.base.supports_subquery_as_function_arg()
-    }
-
-    fn supports_create_view_comment_syntax(&self) -> bool {
-        self.base.supports_create_view_comment_syntax()
-    }
-
-    fn supports_array_typedef_without_element_type(&self) -> bool {
-        self.base.supports_array_typedef_without_element_type()
-    }
-
-    fn supports_parens_around_table_factor(&self) -> bool {
-        self.base.supports_parens_around_table_factor()
-    }
-
-    fn supports_values_as_table_factor(&self) -> bool {
-        self.base.supports_values_as_table_factor()
-    }
-
-    fn supports_dollar_placeholder(&self) -> bool {
-        self.base.supports_dollar_placeholder()
-    }
-
-    fn supports_create_index_with_clause(&self) -> bool {
-        self.base.supports_create_index_with_clause()
-    }
-
-    fn require_interval_qualifier(&self) -> bool {
-        self.base.require_interval_qualifier()
-    }
-
-    fn supports_explain_with_utility_options(&self) -> bool {
-        self.base.supports_explain_with_utility_options()
-    }
-
-    fn supports_asc_desc_in_column_definition(&self) -> bool {
-        self.base.supports_asc_desc_in_column_definition()
-    }
-
-    fn supports_factorial_operator(&self) -> bool {
-        self.base.supports_factorial_operator()
-    }
-
-    fn supports_bitwise_shift_operators(&self) -> bool {
-        self.base.supports_bitwise_shift_operators()
-    }
-
-    fn supports_nested_comments(&self) -> bool {
-        self.base.supports_nested_comments()
-    }
-
-    fn supports_multiline_comment_hints(&self) -> bool {
-        self.base.supports_multiline_comment_hints()
-    }
-
-    fn supports_eq_alias_assignment(&self) -> bool {
-        self.base.supports_eq_alias_assignment()
-    }
-
-    fn supports_try_convert(&self) -> bool {
-        self.base.supports_try_convert()
-    }
-
-    fn supports_bang_not_operator(&self) -> bool {
-        self.base.supports_bang_not_operator()
-    }
-
-    fn supports_listen_notify(&self) -> bool {
-        self.base.supports_listen_notify()
-    }
-
-    fn supports_load_data(&self) -> bool {
-        self.base.supports_load_data()
-    }
-
-    fn supports_load_extension(&self) -> bool {
-        self.base.supports_load_extension()
-    }
-
-    fn supports_top_before_distinct(&self) -> bool {
-        self.base.supports_top_before_distinct()
-    }
-
-    fn supports_boolean_literals(&self) -> bool {
-        self.base.supports_boolean_literals()
-    }
-
-    fn supports_show_like_before_in(&self) -> bool {
-        self.base.supports_show_like_before_in()
-    }
-
-    fn supports_comment_on(&self) -> bool {
-        self.base.supports_comment_on()
-    }
-
-    fn supports_create_table_select(&self) -> bool {
-        self.base.supports_create_table_select()
-    }
-
-    fn supports_partiql(&self) -> bool {
-        self.base.supports_partiql()
-    }
-
-    fn supports_constraint_keyword_without_name(&self) -> bool {
-        self.base.supports_constraint_keyword_without_name()
-    }
-
     fn is_reserved_for_identifier(&self, kw: Keyword) -> bool {
         self.base.is_reserved_for_identifier(kw)
     }
@@ -493,26 +172,6 @@ impl Dialect for SqeDialect {
 
     fn get_reserved_grantees_types(&self) -> &[GranteesType] {
         self.base.get_reserved_grantees_types()
-    }
-
-    fn supports_table_sample_before_alias(&self) -> bool {
-        self.base.supports_table_sample_before_alias()
-    }
-
-    fn supports_insert_set(&self) -> bool {
-        self.base.supports_insert_set()
-    }
-
-    fn supports_insert_table_function(&self) -> bool {
-        self.base.supports_insert_table_function()
-    }
-
-    fn supports_insert_format(&self) -> bool {
-        self.base.supports_insert_format()
-    }
-
-    fn supports_set_stmt_without_operator(&self) -> bool {
-        self.base.supports_set_stmt_without_operator()
     }
 
     fn is_column_alias(&self, kw: &Keyword, parser: &mut Parser) -> bool {
@@ -535,46 +194,6 @@ impl Dialect for SqeDialect {
         self.base.is_table_factor_alias(explicit, kw, parser)
     }
 
-    fn supports_string_escape_constant(&self) -> bool {
-        self.base.supports_string_escape_constant()
-    }
-
-    fn supports_table_hints(&self) -> bool {
-        self.base.supports_table_hints()
-    }
-
-    fn requires_single_line_comment_whitespace(&self) -> bool {
-        self.base.requires_single_line_comment_whitespace()
-    }
-
-    fn supports_array_typedef_with_brackets(&self) -> bool {
-        self.base.supports_array_typedef_with_brackets()
-    }
-
-    fn supports_geometric_types(&self) -> bool {
-        self.base.supports_geometric_types()
-    }
-
-    fn supports_order_by_all(&self) -> bool {
-        self.base.supports_order_by_all()
-    }
-
-    fn supports_set_names(&self) -> bool {
-        self.base.supports_set_names()
-    }
-
-    fn supports_space_separated_column_options(&self) -> bool {
-        self.base.supports_space_separated_column_options()
-    }
-
-    fn supports_alter_column_type_using(&self) -> bool {
-        self.base.supports_alter_column_type_using()
-    }
-
-    fn supports_comma_separated_drop_column_list(&self) -> bool {
-        self.base.supports_comma_separated_drop_column_list()
-    }
-
     fn is_identifier_generating_function_name(
         &self,
         ident: &Ident,
@@ -584,89 +203,126 @@ impl Dialect for SqeDialect {
             .is_identifier_generating_function_name(ident, name_parts)
     }
 
-    fn supports_notnull_operator(&self) -> bool {
-        self.base.supports_notnull_operator()
-    }
-
-    fn supports_data_type_signed_suffix(&self) -> bool {
-        self.base.supports_data_type_signed_suffix()
-    }
-
-    fn supports_interval_options(&self) -> bool {
-        self.base.supports_interval_options()
-    }
-
-    fn supports_create_table_like_parenthesized(&self) -> bool {
-        self.base.supports_create_table_like_parenthesized()
-    }
-
-    fn supports_semantic_view_table_factor(&self) -> bool {
-        self.base.supports_semantic_view_table_factor()
-    }
-
-    fn supports_quote_delimited_string(&self) -> bool {
-        self.base.supports_quote_delimited_string()
-    }
-
-    fn supports_comment_optimizer_hint(&self) -> bool {
-        self.base.supports_comment_optimizer_hint()
-    }
-
-    fn supports_double_ampersand_operator(&self) -> bool {
-        self.base.supports_double_ampersand_operator()
-    }
-
-    fn supports_binary_kw_as_cast(&self) -> bool {
-        self.base.supports_binary_kw_as_cast()
-    }
-
-    fn supports_select_wildcard_replace(&self) -> bool {
-        self.base.supports_select_wildcard_replace()
-    }
-
-    fn supports_select_wildcard_ilike(&self) -> bool {
-        self.base.supports_select_wildcard_ilike()
-    }
-
-    fn supports_select_wildcard_rename(&self) -> bool {
-        self.base.supports_select_wildcard_rename()
-    }
-
-    fn supports_optimize_table(&self) -> bool {
-        self.base.supports_optimize_table()
-    }
-
-    fn supports_install(&self) -> bool {
-        self.base.supports_install()
-    }
-
-    fn supports_detach(&self) -> bool {
-        self.base.supports_detach()
-    }
-
-    fn supports_prewhere(&self) -> bool {
-        self.base.supports_prewhere()
-    }
-
-    fn supports_with_fill(&self) -> bool {
-        self.base.supports_with_fill()
-    }
-
-    fn supports_limit_by(&self) -> bool {
-        self.base.supports_limit_by()
-    }
-
-    fn supports_interpolate(&self) -> bool {
-        self.base.supports_interpolate()
-    }
-
-    fn supports_settings(&self) -> bool {
-        self.base.supports_settings()
-    }
-
-    fn supports_select_format(&self) -> bool {
-        self.base.supports_select_format()
-    }
+    as_base!(
+        supports_string_literal_backslash_escape,
+        ignores_wildcard_escapes,
+        supports_unicode_string_literal,
+        supports_filter_during_aggregation,
+        supports_window_clause_named_window_reference,
+        supports_within_after_array_aggregation,
+        supports_group_by_expr,
+        supports_group_by_with_modifier,
+        supports_left_associative_joins_without_parens,
+        supports_outer_join_operator,
+        supports_cross_join_constraint,
+        supports_connect_by,
+        supports_execute_immediate,
+        supports_match_recognize,
+        supports_in_empty_list,
+        supports_start_transaction_modifier,
+        supports_end_transaction_modifier,
+        supports_named_fn_args_with_eq_operator,
+        supports_named_fn_args_with_colon_operator,
+        supports_named_fn_args_with_assignment_operator,
+        supports_named_fn_args_with_rarrow_operator,
+        supports_named_fn_args_with_expr_name,
+        supports_numeric_prefix,
+        supports_numeric_literal_underscores,
+        supports_window_function_null_treatment_arg,
+        supports_dictionary_syntax,
+        support_map_literal_syntax,
+        supports_lambda_functions,
+        supports_parenthesized_set_variables,
+        supports_comma_separated_set_assignments,
+        supports_select_wildcard_except,
+        convert_type_before_value,
+        supports_triple_quoted_string,
+        supports_trailing_commas,
+        supports_limit_comma,
+        supports_string_literal_concatenation,
+        supports_projection_trailing_commas,
+        supports_from_trailing_commas,
+        supports_column_definition_trailing_commas,
+        supports_object_name_double_dot_notation,
+        supports_struct_literal,
+        supports_empty_projections,
+        supports_select_expr_star,
+        supports_from_first_select,
+        supports_pipe_operator,
+        supports_user_host_grantee,
+        supports_match_against,
+        supports_select_wildcard_exclude,
+        supports_select_exclude,
+        supports_create_table_multi_schema_info_sources,
+        supports_select_modifiers,
+        describe_requires_table_keyword,
+        allow_extract_custom,
+        allow_extract_single_quotes,
+        supports_extract_comma_syntax,
+        supports_subquery_as_function_arg,
+        supports_create_view_comment_syntax,
+        supports_array_typedef_without_element_type,
+        supports_parens_around_table_factor,
+        supports_values_as_table_factor,
+        supports_dollar_placeholder,
+        supports_create_index_with_clause,
+        require_interval_qualifier,
+        supports_explain_with_utility_options,
+        supports_asc_desc_in_column_definition,
+        supports_factorial_operator,
+        supports_bitwise_shift_operators,
+        supports_nested_comments,
+        supports_multiline_comment_hints,
+        supports_eq_alias_assignment,
+        supports_try_convert,
+        supports_bang_not_operator,
+        supports_listen_notify,
+        supports_load_data,
+        supports_load_extension,
+        supports_top_before_distinct,
+        supports_boolean_literals,
+        supports_show_like_before_in,
+        supports_comment_on,
+        supports_create_table_select,
+        supports_partiql,
+        supports_constraint_keyword_without_name,
+        supports_table_sample_before_alias,
+        supports_insert_set,
+        supports_insert_table_function,
+        supports_insert_format,
+        supports_set_stmt_without_operator,
+        supports_string_escape_constant,
+        supports_table_hints,
+        requires_single_line_comment_whitespace,
+        supports_array_typedef_with_brackets,
+        supports_geometric_types,
+        supports_order_by_all,
+        supports_set_names,
+        supports_space_separated_column_options,
+        supports_alter_column_type_using,
+        supports_comma_separated_drop_column_list,
+        supports_notnull_operator,
+        supports_data_type_signed_suffix,
+        supports_interval_options,
+        supports_create_table_like_parenthesized,
+        supports_semantic_view_table_factor,
+        supports_quote_delimited_string,
+        supports_comment_optimizer_hint,
+        supports_double_ampersand_operator,
+        supports_binary_kw_as_cast,
+        supports_select_wildcard_replace,
+        supports_select_wildcard_ilike,
+        supports_select_wildcard_rename,
+        supports_optimize_table,
+        supports_install,
+        supports_detach,
+        supports_prewhere,
+        supports_with_fill,
+        supports_limit_by,
+        supports_interpolate,
+        supports_settings,
+        supports_select_format,
+    );
 }
 
 #[cfg(test)]
