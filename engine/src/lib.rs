@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod context;
 pub mod drain;
 pub mod error;
 pub mod exec;
@@ -16,7 +17,6 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod policy;
-pub mod query;
 pub mod redact;
 pub mod secret;
 pub mod server;

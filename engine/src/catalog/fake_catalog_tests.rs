@@ -17,8 +17,8 @@ use tonic::Code;
 
 use super::CatalogContextFactory;
 use crate::auth::Identity;
+use crate::context::QueryContextFactory;
 use crate::error::EngineError;
-use crate::query::QueryContextFactory;
 use crate::secret::{Fingerprint, Secret};
 use crate::token::{LatestToken, TokenView};
 

@@ -37,9 +37,9 @@ use iceberg_storage_opendal::OpenDalStorageFactory;
 use sqe_engine_config::CatalogConfig;
 
 use crate::auth::Identity;
+use crate::context::{QueryContextFactory, scratch_catalog};
 use crate::error::EngineError;
 use crate::memory::UserPools;
-use crate::query::{QueryContextFactory, scratch_catalog};
 use crate::token::TokenView;
 use credentials::CredentialPolicy;
 use rest::{CatalogAccess, UserCatalog};
@@ -53,7 +53,7 @@ pub const DEFAULT_LISTING_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_SCHEMA: &str = "default";
 
 /// The session-local in-memory catalog kept next to the warehouse.
-pub const SCRATCH_CATALOG: &str = crate::query::SESSION_CATALOG;
+pub const SCRATCH_CATALOG: &str = crate::context::SESSION_CATALOG;
 
 /// Builds each session's context around the user's own catalog client.
 pub struct CatalogContextFactory {

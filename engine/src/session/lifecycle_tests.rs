@@ -16,9 +16,9 @@ use super::manager::{RefreshOutcome, SessionManager, SessionPolicy};
 use super::store::InMemorySessionStore;
 use super::{EndReason, Session, SessionHandle};
 use crate::auth::{IdpError, TokenGrant, TokenIssuer};
+use crate::context::LocalContextFactory;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
-use crate::query::LocalContextFactory;
 use crate::secret::Secret;
 
 /// A scripted IdP: each grant pops the next scripted result (default: success), optionally

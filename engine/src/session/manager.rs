@@ -21,9 +21,9 @@ use crate::auth::bearer::{BearerError, BearerValidator, remaining};
 use crate::auth::{
     IdpError, TokenGrant, TokenIssuer, claim_at, identity_from_claims, unverified_claims,
 };
+use crate::context::QueryContextFactory;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
-use crate::query::QueryContextFactory;
 use crate::secret::{Fingerprint, Secret};
 use crate::token::TokenView;
 

@@ -11,8 +11,8 @@ use sqe_engine_config::AuthMode;
 use tokio::time::Instant;
 
 use crate::auth::Identity;
+use crate::context::QueryState;
 use crate::error::EngineError;
-use crate::query::QueryState;
 use crate::secret::{Fingerprint, Secret};
 use crate::token::{LatestToken, TokenView};
 

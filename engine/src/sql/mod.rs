@@ -27,8 +27,8 @@ use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::prelude::SessionContext;
 
 use crate::auth::Identity;
+use crate::context::QueryContextFactory;
 use crate::error::EngineError;
-use crate::query::QueryContextFactory;
 use crate::token::TokenView;
 
 /// A context factory whose every context also has SQE's planner extensions: what the engine

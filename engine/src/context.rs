@@ -1,4 +1,4 @@
-//! Per-session query state: the DataFusion context a session's queries run in.
+//! The session's DataFusion context, in which its queries run.
 //!
 //! The context is built for one (identity, token fingerprint) pair and rebuilt when the token
 //! changes, so anything attached to it (the user's Iceberg REST catalog client carrying the
