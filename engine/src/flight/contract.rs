@@ -21,15 +21,25 @@ use sha2::{Digest, Sha256};
 use super::results::schema_bytes;
 use crate::error::EngineError;
 
-/// What a statement announces: its plan as the analyzer and optimizer leave it (type coercion
-/// happens there: before it, a UNION's column can still be called `Null` or `Int32` where
-/// `Int64` is what runs), as the wire carries it.
-pub fn announce(ctx: &SessionContext, plan: &LogicalPlan) -> Result<SchemaRef, EngineError> {
+/// The plan as the analyzer and optimizer leave it: what runs, and so what is announced (type
+/// coercion happens there: before it, a UNION's column can still be called `Null` or `Int32`
+/// where `Int64` is what runs). DDL and session statements are not optimized.
+pub fn optimized(ctx: &SessionContext, plan: &LogicalPlan) -> Result<LogicalPlan, EngineError> {
     if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
-        return Ok(announced(plan.schema().as_arrow()));
+        return Ok(plan.clone());
     }
-    let optimized = ctx.state().optimize(plan)?;
-    Ok(announced(optimized.schema().as_arrow()))
+    Ok(ctx.state().optimize(plan)?)
+}
+
+/// What a statement announces: its optimized plan's schema, as the wire carries it.
+pub fn announce(ctx: &SessionContext, plan: &LogicalPlan) -> Result<SchemaRef, EngineError> {
+    Ok(announced(optimized(ctx, plan)?.schema().as_arrow()))
+}
+
+/// What a statement with unbound placeholders announces: the optimizer may not be able to type
+/// it until values are bound, and then the plan's own schema is the best answer.
+pub fn announce_unbound(ctx: &SessionContext, plan: &LogicalPlan) -> SchemaRef {
+    announce(ctx, plan).unwrap_or_else(|_| announced(plan.schema().as_arrow()))
 }
 
 /// The schema clients are told a statement's result has: `logical` as the Flight encoder will

@@ -17,6 +17,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{CancelStatus, FlightData, FlightDescriptor, FlightInfo};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
@@ -140,8 +141,7 @@ impl Statements {
                 return Ok(Arc::new(Schema::empty()));
             }
             if values.is_empty() && !bind::parameter_schema(&planned)?.fields().is_empty() {
-                return Ok(contract::announce(&ctx, &planned)
-                    .unwrap_or_else(|_| contract::announced(planned.schema().as_arrow())));
+                return Ok(contract::announce_unbound(&ctx, &planned));
             }
             contract::announce(&ctx, &bind::bind(planned, values)?)
         })
@@ -176,7 +176,9 @@ impl Statements {
                 .gate
                 .off_workers(&caller, &self.limits, &admission, move |ctx| async move {
                     let bound = bind::bind(plan(&ctx, &sql).await?.plan, values)?;
-                    let announced = contract::announce(&ctx, &bound)?;
+                    // Optimized once: the plan announced is the plan that runs.
+                    let optimized = contract::optimized(&ctx, &bound)?;
+                    let announced = contract::announced(optimized.schema().as_arrow());
                     if let Some(promised) = promised
                         && promised != contract::fingerprint(&announced)?
                     {
@@ -186,8 +188,16 @@ impl Statements {
                                 .into(),
                         ));
                     }
-                    let df = ctx.execute_logical_plan(bound).await?;
-                    Ok((announced, df.execute_stream().await?))
+                    if runs_at_planning(&optimized) {
+                        let df = ctx.execute_logical_plan(optimized).await?;
+                        return Ok((announced, df.execute_stream().await?));
+                    }
+                    let state = ctx.state();
+                    let physical = state
+                        .query_planner()
+                        .create_physical_plan(&optimized, &state)
+                        .await?;
+                    Ok((announced, execute_stream(physical, ctx.task_ctx())?))
                 })
                 .await?;
             Ok::<_, EngineError>((announced, stream, admission, running, signal))
@@ -234,10 +244,7 @@ impl Statements {
         let planned = self
             .planned(caller, move |ctx| async move {
                 let planned = plan(&ctx, &text).await?.plan;
-                // Unbound placeholders may keep the optimizer from typing the plan; then the
-                // plan's own schema is the best answer until values are bound.
-                let announced = contract::announce(&ctx, &planned)
-                    .unwrap_or_else(|_| contract::announced(planned.schema().as_arrow()));
+                let announced = contract::announce_unbound(&ctx, &planned);
                 Ok((planned, announced))
             })
             .await;

@@ -448,10 +448,16 @@ impl ScalarUDFImpl for Bounded {
 
 /// The per-value width of the type an `arrow_cast` call names, when it names one as a literal.
 fn cast_target_width(args: &[Expr]) -> u64 {
-    let Some(Expr::Literal(value, _)) = args.get(1) else {
-        return 0;
-    };
-    match value {
+    match args.get(1) {
+        Some(Expr::Literal(named, _)) => named_width(named),
+        _ => 0,
+    }
+}
+
+/// The per-value width of the type a type name (`'FixedSizeBinary(16)'`) names; 0 for anything
+/// else (a variable-width type, a value that is no type name).
+fn named_width(name: &ScalarValue) -> u64 {
+    match name {
         ScalarValue::Utf8(Some(t))
         | ScalarValue::Utf8View(Some(t))
         | ScalarValue::LargeUtf8(Some(t)) => {
@@ -650,11 +656,7 @@ fn result_size(growth: Growth, args: &[ColumnarValue], rows: usize) -> DFResult<
         }
         Growth::Cast => {
             let width = match args.get(1) {
-                Some(ColumnarValue::Scalar(ScalarValue::Utf8(Some(t))))
-                | Some(ColumnarValue::Scalar(ScalarValue::Utf8View(Some(t))))
-                | Some(ColumnarValue::Scalar(ScalarValue::LargeUtf8(Some(t)))) => {
-                    t.parse::<DataType>().map(|d| fixed_width(&d)).unwrap_or(0)
-                }
+                Some(ColumnarValue::Scalar(named)) => named_width(named),
                 _ => 0,
             };
             Box::new(move |_| width)
