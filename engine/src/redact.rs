@@ -67,7 +67,10 @@ fn words(key: &str) -> Vec<String> {
 /// everything that shows properties (`SHOW CREATE TABLE`) go by. Whole words, so `Kansas`,
 /// `passage` or `TokenizerMode` name nothing secret.
 pub fn is_secret_key(key: &str) -> bool {
-    let words = words(key);
+    names_a_secret(&words(key))
+}
+
+fn names_a_secret(words: &[String]) -> bool {
     words.iter().any(|w| SECRET_WORDS.contains(&w.as_str()))
         || words.windows(2).any(|pair| {
             SECRET_PAIRS
@@ -110,6 +113,7 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     }
     if KEY_VALUE.is_match(&out) {
         let replaced = KEY_VALUE.replace_all(&out, |c: &regex::Captures| {
+            let key = words(&c[2]);
             let code = c[3].contains(['(', '{', '[']) || !c[4].trim().is_empty();
             // `unknown token: x` is prose; `token=x`, `"token": x`, `s3.session-token: x` are
             // properties.
@@ -117,8 +121,8 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
             let prose = !quoted
                 && c[1].trim_end().ends_with(':')
                 && !c[1].starts_with(['"', '\'', '\\'])
-                && words(&c[2]).len() == 1;
-            if is_secret_key(&c[2]) && !code && !prose {
+                && key.len() == 1;
+            if names_a_secret(&key) && !code && !prose {
                 format!("{}{REDACTED}{}", &c[1], &c[4])
             } else {
                 c[0].to_string()
