@@ -118,16 +118,34 @@ struct FileResult {
     sqe_errors: BTreeMap<String, String>,
 }
 
-fn configured<
+/// Runs `records` (up to a `halt`) on `runner`, configured as DataFusion's own runner is: each
+/// statement or query by its key, `Ok` or why it failed.
+async fn run_records<D, M>(
+    mut runner: Runner<D, M>,
+    records: Vec<Record<Letter>>,
+    file: &str,
+    root: &Path,
+) -> BTreeMap<String, Result<(), String>>
+where
     D: sqllogictest::AsyncDB<ColumnType = Letter>,
     M: sqllogictest::MakeConnection<Conn = D>,
->(
-    runner: &mut Runner<D, M>,
-) {
+{
     runner.add_label("Datafusion");
     runner.with_column_validator(strict_column_validator);
     runner.with_normalizer(trim_end);
     runner.with_validator(validate);
+    let mut outcomes = BTreeMap::new();
+    for record in records {
+        if matches!(record, Record::Halt { .. }) {
+            break;
+        }
+        let key = record_key(file, root, &record);
+        let outcome = runner.run_async(record).await;
+        if let Some(key) = key {
+            outcomes.insert(key, outcome.map(drop).map_err(|e| e.kind().to_string()));
+        }
+    }
+    outcomes
 }
 
 async fn run_file(
@@ -146,41 +164,25 @@ async fn run_file(
             return (file, result);
         }
     };
-    let mut reference = Runner::new(|| async { Ok(Reference::new()) });
-    configured(&mut reference);
-    for record in records.clone() {
-        if matches!(record, Record::Halt { .. }) {
-            break;
-        }
-        let key = record_key(&file, &root, &record);
-        let passed = reference.run_async(record).await.is_ok();
-        if let Some(key) = key {
-            result.records += 1;
-            if passed {
-                result.reference.insert(key);
-            }
+    let reference = Runner::new(|| async { Ok(Reference::new()) });
+    for (key, outcome) in run_records(reference, records.clone(), &file, &root).await {
+        result.records += 1;
+        if outcome.is_ok() {
+            result.reference.insert(key);
         }
     }
     let client = engine.login(&user).await;
-    let mut sqe = Runner::new(move || {
+    let sqe = Runner::new(move || {
         let client = client.clone();
         async move { Ok(ThroughSqe { client }) }
     });
-    configured(&mut sqe);
-    for record in records {
-        if matches!(record, Record::Halt { .. }) {
-            break;
-        }
-        let key = record_key(&file, &root, &record);
-        let outcome = sqe.run_async(record).await;
-        if let Some(key) = key {
-            match outcome {
-                Ok(_) => {
-                    result.sqe.insert(key);
-                }
-                Err(e) => {
-                    result.sqe_errors.insert(key, e.kind().to_string());
-                }
+    for (key, outcome) in run_records(sqe, records, &file, &root).await {
+        match outcome {
+            Ok(()) => {
+                result.sqe.insert(key);
+            }
+            Err(why) => {
+                result.sqe_errors.insert(key, why);
             }
         }
     }
