@@ -26,11 +26,12 @@ difference against a reference measured in the same run:
    and after (per session), then its CPU time over --idle-seconds with nothing due (the refresh
    scheduler sleeps until the first refresh, minutes away).
 
-Output: the table on stdout, JSON in e2e/bench/results/overhead-<time>.json.
+Output: the table on stdout, JSON in <--out>/overhead-<time>.json (default --out:
+$SQE_CACHE/bench-results, outside the clone).
 
 --smoke (CI): every measurement once at a small size (50 queries, 200 sessions, ...), written to
-results/smoke/, and the TPC-H namespaces dropped again at the end (the catalog suites list what
-alice sees). It checks the harness runs, not the figures.
+$SQE_CACHE/bench-results/smoke/, and the TPC-H namespaces dropped again at the end (the catalog
+suites list what alice sees). It checks the harness runs, not the figures.
 """
 
 import argparse
@@ -337,13 +338,13 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=10000)
     ap.add_argument("--idle-seconds", type=float, default=30)
     ap.add_argument("--login-workers", type=int, default=4)
-    ap.add_argument("--out", default=None, help="default: e2e/bench/results (smoke: results/smoke)")
+    ap.add_argument("--out", default=None, help="default: $SQE_CACHE/bench-results (smoke: .../smoke)")
     ap.add_argument("--smoke", action="store_true", help="small sizes, data dropped at the end (CI)")
     args = ap.parse_args()
     if args.smoke:
         args.queries, args.paced, args.handshakes, args.stream_runs = 50, 5, 5, 1
         args.starts, args.sessions, args.idle_seconds = 1, 200, 2
-    args.out = args.out or str(HERE / "results" / ("smoke" if args.smoke else ""))
+    args.out = args.out or str(tpch.results_dir() / ("smoke" if args.smoke else ""))
     tpch.stack_env()
     os.environ.setdefault("SQE_CACHE", str(Path.home() / ".cache" / "sqe"))
     data = [sys.executable, str(HERE / "data.py"), "--sf", "0.01", "--sf", "0.1"]

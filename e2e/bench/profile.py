@@ -8,8 +8,8 @@ For each query, each system runs it --runs times (after one warm-up run) under
 seconds (/proc/<pid>/stat), the catalog's requests (Nessie's access log) and the object store's
 (MinIO's audit log, with MinIO's own time for them). Printed per query and system: wall time per
 run, CPU per run, catalog calls and time, S3 requests, bytes and time, and the top symbols of the
-profile; written to results/profiles/<query>-<system>.txt (perf report) and
-results/profiles/profile-<time>.json. The difference in wall time that is not CPU is waiting:
+profile; written to --out (default $SQE_CACHE/bench-results/profiles/): <query>-<system>.txt
+(perf report) and profile-<time>.json. The difference in wall time that is not CPU is waiting:
 for the catalog, for MinIO.
 """
 
@@ -88,14 +88,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--engine-bin")
     ap.add_argument("--bench-bin")
-    ap.add_argument("--out", default=str(HERE / "results" / "profiles"))
+    ap.add_argument("--out", help="default: $SQE_CACHE/bench-results/profiles")
     args = ap.parse_args()
     tpch.stack_env()
     os.environ.setdefault("SQE_CACHE", str(Path.home() / ".cache" / "sqe"))
     ns = f"tpch_sf{args.sf.replace('.', '_')}"
     run_args = types.SimpleNamespace(engine_bin=args.engine_bin, bench_bin=args.bench_bin,
                                      sqe_user="alice", sqe_password="alice-pw")
-    out = Path(args.out)
+    out = Path(args.out) if args.out else tpch.results_dir() / "profiles"
     out.mkdir(parents=True, exist_ok=True)
     queries = tpch.load_queries(args.query or ["18", "21", "9"])
     sqe = tpch.Sqe(run_args, ns)

@@ -26,8 +26,8 @@ the reference. Numbers match within 0.005 per row (Trino rounds avg() over decim
 places) or 1e-9 relative. A system whose answer differs, or that fails, is reported for that
 query and its time is left out of totals and ratios.
 
-Output: the table on stdout; JSON (+ PNG chart, log scale) in e2e/bench/results/ (smoke runs:
-e2e/bench/results/smoke/, not kept in git).
+Output: the table on stdout; JSON (+ PNG chart, log scale) in --out, by default
+$SQE_CACHE/bench-results/ (smoke runs: $SQE_CACHE/bench-results/smoke/), outside the clone.
 """
 
 import argparse
@@ -71,6 +71,11 @@ def stack_env() -> None:
                          text=True).stdout
     for m in re.finditer(r"^export (\w+)='(.*)'$", out, re.M):
         os.environ[m.group(1)] = m.group(2)
+
+
+def results_dir() -> Path:
+    """Where the harness writes raw results unless --out is given: outside the clone."""
+    return Path(os.environ.get("SQE_CACHE") or Path.home() / ".cache" / "sqe") / "bench-results"
 
 
 # --- Queries ----------------------------------------------------------------------------------
@@ -606,7 +611,7 @@ def main() -> int:
     ap.add_argument("--sqe-user", default="alice")
     ap.add_argument("--sqe-password", default="alice-pw")
     ap.add_argument("--up", action="store_true", help="run e2e/local/up first (implied by --smoke)")
-    ap.add_argument("--out", help="results directory (default e2e/bench/results[/smoke])")
+    ap.add_argument("--out", help="results directory (default $SQE_CACHE/bench-results[/smoke])")
     ap.add_argument("--keep-data", action="store_true",
                     help="--smoke: keep the namespace in the catalog (default: dropped at the end, "
                          "so later tests on the same stack see only their own namespaces)")
@@ -681,7 +686,7 @@ def main() -> int:
     problems = [f"{q} {s}: {r.get('error', '?')}" for q in queries for s, r in results[q].items()
                 if not r.get("ok")]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = Path(args.out) if args.out else HERE / "results" / ("smoke" if args.smoke else "")
+    out_dir = Path(args.out) if args.out else results_dir() / ("smoke" if args.smoke else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"tpch-sf{data.sf_tag(args.sf)}-{stamp}"
     builds = sorted({i.get("build") for i in infos.values() if i.get("build")})

@@ -42,8 +42,8 @@ APISERVER_BIND_ADDRESS=${SQE_K8S_APISERVER_BIND_ADDRESS:-0.0.0.0}
 
 KUBECONFIG_PATH="$SQE_K8S_STATE/admin.kubeconfig"
 
-# Real node (e2e/k8s/node, work in progress): kubelet + kube-proxy from the same k8s.io/kubernetes
-# pin, Debian's containerd/runc/CNI plugins, a pause image built from the Kubernetes source.
+# Real node (e2e/k8s/node): kubelet + kube-proxy from the same k8s.io/kubernetes pin, Debian's
+# containerd/runc/CNI plugins, a pause image built from the Kubernetes source.
 NODE_BIN="$SQE_CACHE/k8s/kubelet-$K8S_VERSION/bin"
 PAUSE_ARCHIVE="$SQE_CACHE/k8s/pause-$K8S_VERSION/pause.oci.tar"
 PAUSE_IMAGE=localhost/pause:3.10.2
@@ -78,52 +78,10 @@ KUBELET_HEALTHZ_PORT=${SQE_K8S_KUBELET_HEALTHZ_PORT:-10248}
 KUBE_PROXY_HEALTHZ_PORT=${SQE_K8S_KUBE_PROXY_HEALTHZ_PORT:-10256}
 KUBE_PROXY_METRICS_PORT=${SQE_K8S_KUBE_PROXY_METRICS_PORT:-10249}
 
-say() { printf '[sqe-k8s] %s\n' "$*" >&2; }
-die() { printf '[sqe-k8s] ERROR: %s\n' "$*" >&2; exit 1; }
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-pid_alive() { # pid_alive NAME
-  local f="$SQE_K8S_STATE/$1.pid"
-  [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null
-}
-
-start_bg() { # start_bg NAME CMD... ; own session, logs to $SQE_K8S_STATE/NAME.log
-  local name=$1; shift
-  mkdir -p "$SQE_K8S_STATE"
-  setsid "$@" >"$SQE_K8S_STATE/$name.log" 2>&1 < /dev/null &
-  echo $! > "$SQE_K8S_STATE/$name.pid"
-}
-
-wait_for() { # wait_for NAME SECONDS CHECK-CMD...
-  local name=$1 secs=$2; shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    if ! pid_alive "$name"; then
-      say "$name exited while starting; last lines of $SQE_K8S_STATE/$name.log:"
-      tail -n 30 "$SQE_K8S_STATE/$name.log" >&2 || true
-      die "$name did not come up"
-    fi
-    if (( SECONDS > deadline )); then
-      say "$name not healthy after ${secs}s; last lines of $SQE_K8S_STATE/$name.log:"
-      tail -n 30 "$SQE_K8S_STATE/$name.log" >&2 || true
-      die "$name did not come up"
-    fi
-    sleep 1
-  done
-}
-
-stop_pid() { # stop_pid NAME: TERM its session, then KILL after a grace period
-  local f="$SQE_K8S_STATE/$1.pid" pid
-  [[ -f $f ]] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
+# say, die, port_busy and the background-process helpers (start_bg, pid_alive, wait_for, stop_proc).
+LOG_TAG=sqe-k8s PROC_STATE=$SQE_K8S_STATE PROC_STOP_GRACE_S=10
+# shellcheck source=SCRIPTDIR/../lib/proc.sh
+source "$SQE_ROOT/e2e/lib/proc.sh"
 
 binaries_present() {
   local b

@@ -13,8 +13,7 @@ source "$KIND_DIR/../local/lib/common.sh"
 source "$KIND_DIR/images.env"
 SQE_ROOT="$(cd "$KIND_DIR/../.." && pwd)"
 
-say() { printf '[sqe-kind] %s\n' "$*" >&2; }
-die() { printf '[sqe-kind] ERROR: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=sqe-kind  # of say/die (e2e/lib/proc.sh)
 
 # In-cluster names. Full service names: the same issuer string must reach every client.
 NS=sqe-e2e

@@ -69,7 +69,7 @@ impl QueryContextFactory for LocalContextFactory {
             .with_information_schema(true)
             .with_target_partitions(self.target_partitions.max(1));
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        crate::memory::functions::install(&ctx, memory);
+        crate::memory::install_bounded_functions(&ctx, memory);
         ctx.register_catalog(SESSION_CATALOG, scratch_catalog(memory)?);
         Ok(ctx)
     }
@@ -146,8 +146,6 @@ impl QueryState {
         self.current.lock().ok()?.as_ref().map(|(fp, _)| *fp)
     }
 }
-
-pub type SharedFactory = Arc<dyn QueryContextFactory>;
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,8 @@ pub fn init(cfg: &LogConfig) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // The call's span (`flight::door`): who, which session, which statement.
+            .with_current_span(true)
             .with_span_list(false)
             .try_init(),
         LogFormat::Text => builder.try_init(),

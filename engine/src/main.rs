@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sqe_engine::config::{config_path, load};
+use sqe_engine::{config_path, load_config as load};
 use sqe_engine_config::{CONFIG_PATH_ENV, EngineConfig, Secrets};
 
 /// SQE: an Arrow Flight SQL engine for Apache Iceberg that acts only as the calling user.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            sqe_engine::logging::init(&config.log);
+            sqe_engine::init_logging(&config.log);
             // Deep statements (a chain of thousands of operators) recurse deeply in planning and in
             // Rust's own drop glue, which DataFusion's stack growth does not cover: workers get a
             // large stack (virtual memory; only what is touched is used).
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(sqe_engine::server::serve(config, secrets)) {
+            match runtime.block_on(sqe_engine::serve(config, secrets)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(event = "fatal", error = format!("{e:#}"));

@@ -13,14 +13,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 use tracing::{error, info, warn};
 
-use crate::auth::bearer::{BearerPolicy, BearerValidator, DiscoveredJwks};
-use crate::auth::oidc::OidcProvider;
+use crate::auth::{BearerPolicy, BearerValidator, DiscoveredJwks, OidcProvider};
 use crate::catalog::CatalogContextFactory;
 use crate::drain::Drain;
-use crate::exec::limits::QueryLimits;
+use crate::exec::QueryLimits;
 use crate::flight::SqeFlightSqlService;
-use crate::flight::door::Door;
-use crate::flight::transport::{Front, capped};
+use crate::flight::{Door, Front, capped};
 use crate::http::{CatalogProbe, HttpState, router};
 use crate::metrics::Metrics;
 use crate::session::{EndReason, InMemorySessionStore, SessionManager, SessionPolicy};

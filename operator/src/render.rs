@@ -22,7 +22,7 @@ pub fn render(text: &str, default_namespace: &str) -> anyhow::Result<String> {
         if cluster.metadata.namespace.is_none() {
             cluster.metadata.namespace = Some(default_namespace.to_string());
         }
-        let d = resources::build(&cluster, &SecretDigests::default())?;
+        let d = resources::build(&resources::validate(&cluster, &SecretDigests::default())?);
         push(&mut out, &d.service_account)?;
         push(&mut out, &d.config_map)?;
         push(&mut out, &d.service)?;

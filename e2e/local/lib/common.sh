@@ -38,18 +38,13 @@ CATALOG_ADMIN=sqe-admin CATALOG_ADMIN_PASSWORD=sqe-admin-pw
 WAREHOUSE=lake BUCKET=warehouse
 AWS_REGION_NAME=us-east-1
 
-say() { printf '[sqe-local] %s\n' "$*" >&2; }
-die() { printf '[sqe-local] ERROR: %s\n' "$*" >&2; exit 1; }
+# say, die, port_busy and the background-process helpers (start_bg, pid_alive, wait_for, stop_proc).
+LOG_TAG=sqe-local PROC_STATE=$SQE_STATE PROC_STOP_GRACE_S=20
+# shellcheck source=SCRIPTDIR/../../lib/proc.sh
+source "$SQE_ROOT/e2e/lib/proc.sh"
 
 need() { # need CMD "how to get it"
   command -v "$1" >/dev/null 2>&1 || die "$1 is missing: $2"
-}
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-pid_alive() { # pid_alive NAME
-  local f="$SQE_STATE/$1.pid"
-  [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null
 }
 
 ensure_port_free() { # ensure_port_free NAME PORT
@@ -58,44 +53,7 @@ ensure_port_free() { # ensure_port_free NAME PORT
   fi
 }
 
-start_bg() { # start_bg NAME CMD... ; runs in its own session, logs to $SQE_STATE/NAME.log
-  local name=$1; shift
-  mkdir -p "$SQE_STATE"
-  setsid "$@" >"$SQE_STATE/$name.log" 2>&1 < /dev/null &
-  echo $! > "$SQE_STATE/$name.pid"
-}
-
-wait_for() { # wait_for NAME SECONDS CHECK-CMD...
-  local name=$1 secs=$2; shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    if ! pid_alive "$name"; then
-      say "$name exited while starting; last lines of $SQE_STATE/$name.log:"
-      tail -n 30 "$SQE_STATE/$name.log" >&2 || true
-      die "$name did not come up"
-    fi
-    if (( SECONDS > deadline )); then
-      say "$name not healthy after ${secs}s; last lines of $SQE_STATE/$name.log:"
-      tail -n 30 "$SQE_STATE/$name.log" >&2 || true
-      die "$name did not come up"
-    fi
-    sleep 1
-  done
-}
-
 http_ok() { curl -fsS -o /dev/null --max-time 3 "$1"; }
-
-stop_proc() { # stop_proc NAME ; SIGTERM the process group, then SIGKILL after a while
-  local f="$SQE_STATE/$1.pid" pid
-  [[ -f $f ]] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
 
 python_env() { # the venv with the real clients the tests and seeding use
   local venv="$SQE_CACHE/venv"

@@ -58,6 +58,33 @@ def test_health_readiness_and_metrics(engine):
     assert engine.metric("sqe_logins_total", mode="password", outcome="ok") >= 1
 
 
+def test_every_line_of_a_call_says_whose_call_and_which_statement_it_is(engine):
+    c = SqlClient(engine.uri)
+    c.login("alice", "alice-pw")
+    marker = f"span_probe_{time.time_ns()}"
+    c.query(f"SELECT '{marker}' AS m")
+    with pytest.raises(flight.FlightError):
+        c.query("SELECT * FROM no_such_table_anywhere")
+    deadline = time.time() + 10
+    while True:
+        lines = [e for e in engine.events("query", user="alice") if "span" in e]
+        ok = [e for e in lines if e.get("outcome") == "ok" and e["span"].get("rpc") == "DoGet"]
+        failed = [e for e in lines if e.get("outcome") != "ok" and e["span"].get("rpc") == "GetFlightInfo"]
+        if (ok and failed) or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert ok and failed, engine.logs_text()[-3000:]
+    for line in (ok[-1], failed[-1]):
+        span = line["span"]
+        # The call's span names the caller and the statement the line is about.
+        assert span["name"] == "rpc"
+        assert span["user"] == "alice" and span["session"] == line["session"]
+        assert span["statement"] == line["statement"] and re.fullmatch(r"[0-9a-f]{16}", line["statement"])
+        assert span.get("fp") == line["fp"]
+    # Nothing of the statement's text is logged, only its kind.
+    assert marker not in engine.logs_text()
+
+
 def test_an_unreachable_idp_gives_unavailable_and_not_ready(engine_bin, stack, catalog_uri, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     e = Engine(engine_bin, tmp_path, stack, catalog_uri, wait_ready=False, oidc={"keycloak": {"url": dead, "realm": "sqe"}})

@@ -5,8 +5,7 @@
 
 use arrow_flight::FlightData;
 use libfuzzer_sys::fuzz_target;
-use sqe_engine::flight::ipc_input::{self, DO_PUT_LIMITS};
-use sqe_engine::flight::params;
+use sqe_engine::{DO_PUT_LIMITS, bound_rows, read_flight_data};
 
 fn take<'a>(data: &mut &'a [u8]) -> Option<&'a [u8]> {
     let (len, rest) = data.split_first_chunk::<4>()?;
@@ -27,8 +26,8 @@ fuzz_target!(|data: &[u8]| {
             ..Default::default()
         }));
     }
-    let read = ipc_input::read_flight_data(futures::stream::iter(messages), DO_PUT_LIMITS);
+    let read = read_flight_data(futures::stream::iter(messages), DO_PUT_LIMITS);
     if let Ok(batches) = futures::executor::block_on(read) {
-        let _ = params::rows(&batches);
+        let _ = bound_rows(&batches);
     }
 });

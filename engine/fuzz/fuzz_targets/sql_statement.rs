@@ -14,7 +14,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
 use libfuzzer_sys::fuzz_target;
 use std::ops::ControlFlow;
-use sqe_engine::memory::{SessionPool, functions, shared_pool};
+use sqe_engine::{SessionPool, install_bounded_functions, shared_pool};
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
@@ -38,14 +38,14 @@ fn context() -> SessionContext {
         SessionConfig::new().with_information_schema(true),
         runtime,
     );
-    functions::install(&ctx, &pool);
-    sqe_engine::sql::extend(&ctx).expect("extensions");
+    install_bounded_functions(&ctx, &pool);
+    sqe_engine::install_planners(&ctx).expect("extensions");
     ctx
 }
 
 /// Whether the statement names a compound identifier of more than four parts: DataFusion 53
 /// panics planning one that names no struct field (`SELECT a.b.c.d.e`), which the engine turns
-/// into INVALID_ARGUMENT (`exec::limits`) but libFuzzer's panic hook counts as a crash.
+/// into INVALID_ARGUMENT (`exec::admission`) but libFuzzer's panic hook counts as a crash.
 fn known_planner_panic(sql: &str) -> bool {
     struct Long(bool);
     impl Visitor for Long {
@@ -58,7 +58,7 @@ fn known_planner_panic(sql: &str) -> bool {
             ControlFlow::Continue(())
         }
     }
-    let Ok(parsed) = sqe_engine::sql::parse::parse(sql) else {
+    let Ok(parsed) = sqe_engine::parse_statement(sql) else {
         return false;
     };
     let mut long = Long(false);
@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
     let started = Instant::now();
     RUNTIME.block_on(async {
         let ctx = context();
-        let _ = sqe_engine::sql::plan::plan(&ctx, sql).await;
+        let _ = sqe_engine::plan_statement(&ctx, sql).await;
     });
     let took = started.elapsed();
     assert!(took < BUDGET, "planning took {took:?}");

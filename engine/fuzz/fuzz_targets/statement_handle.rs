@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use sqe_engine::flight::params::StatementHandle;
+use sqe_engine::StatementHandle;
 
 fuzz_target!(|data: &[u8]| {
     // The bytes as a whole handle (JSON)…

@@ -5,8 +5,7 @@
 use arrow_flight::sql::{Any, Command};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use sqe_engine::flight::params::StatementHandle;
-use sqe_engine::sql::bind;
+use sqe_engine::{StatementHandle, single_row};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(any) = Any::decode(data) else {
@@ -19,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(handle) = StatementHandle::decode(&handle) {
         if let Ok(rows) = handle.bound_rows() {
-            let _ = bind::single_row(rows);
+            let _ = single_row(rows);
         }
     }
 });

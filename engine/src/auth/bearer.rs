@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::IdpError;
+use super::idp::IdpError;
 use super::oidc::OidcProvider;
 
 const MIN_REFETCH: Duration = Duration::from_secs(5);

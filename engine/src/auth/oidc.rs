@@ -17,7 +17,7 @@ use openidconnect::{
 };
 use url::Url;
 
-use super::{IdpError, TokenGrant, TokenIssuer, unverified_claims};
+use super::idp::{IdpError, TokenGrant, TokenIssuer, unverified_claims};
 use crate::secret::Secret;
 
 type Client = CoreClient<

@@ -437,12 +437,15 @@ async fn pinned_snapshots(
     use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::datasource::source_as_provider;
     use datafusion::logical_expr::LogicalPlan;
-    let plan = crate::sql::plan::plan(ctx, sql).await?.plan;
+    let plan = crate::sql::plan(ctx, sql).await?.plan;
     let mut found = Vec::new();
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
             let provider = source_as_provider(&scan.source)?;
-            if let Some(t) = provider.as_any().downcast_ref::<super::table::UserTable>() {
+            if let Some(t) = provider
+                .as_any()
+                .downcast_ref::<super::providers::table::UserTable>()
+            {
                 found.push(t.snapshot_id());
             }
         }
@@ -559,7 +562,8 @@ async fn a_statement_loads_each_table_once_and_a_later_statement_loads_it_again(
     .await
     .unwrap();
     assert_eq!(loads(), 1, "planning and both scans share one loadTable");
-    tokio::time::sleep(super::recent::FRESH_FOR + std::time::Duration::from_millis(50)).await;
+    tokio::time::sleep(super::cache::recent::FRESH_FOR + std::time::Duration::from_millis(50))
+        .await;
     run(&ctx, "SELECT count(*) FROM lake.demo.a").await.unwrap();
     assert_eq!(
         loads(),

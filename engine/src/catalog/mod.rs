@@ -2,27 +2,28 @@
 //! the warehouse, that talks to the Iceberg REST catalog with that session's access token and
 //! reads data only with the storage credentials the catalog vends for that user.
 //!
-//! - `rest`: the user's `RestCatalog` (token, vended-credentials header, no engine storage keys)
-//!   and the FileIO restriction to vended keys.
-//! - `schema`: DataFusion catalog/schema providers resolving namespaces and tables lazily, with
-//!   listings limited to tables the user can load.
-//! - `errors`: catalog failures → status codes.
-//! - `table`, `scan`, `parquet`: reads and writes of one table; `time_travel`: which snapshot a
-//!   version or timestamp names.
-//! - `stock`: iceberg-datafusion's own providers (the writer, `t$snapshots`), one table at a time.
-//! - `credentials`: vended keys renewed during scans that outlive them.
+//! Four parts, each importing only those after it (`.ci/layers`):
+//!
+//! - `providers`: what DataFusion sees — the warehouse's catalog and schema providers (lazy,
+//!   listings limited to tables the user can load), one table's reads and writes, time travel,
+//!   and iceberg-datafusion's own providers (the writer, `t$snapshots`).
+//! - `scan`: the physical scans of planned files — DataFusion's Parquet reader where it reads
+//!   correctly, iceberg-rust's reader in parallel elsewhere.
+//! - `client`: the user's REST catalog client (token, vended-credentials header, no engine
+//!   storage keys), vended keys renewed during scans that outlive them, and catalog failures as
+//!   status codes.
+//! - `cache`: what a context keeps of immutable files (footers, planned file lists) and of
+//!   tables loaded a moment ago.
+//!
+//! This file builds each session's context around those parts.
 
-pub mod credentials;
-pub mod errors;
-pub mod lru;
-pub mod parquet;
-pub mod recent;
-pub mod rest;
-pub mod scan;
-pub mod schema;
-pub mod stock;
-pub mod table;
-pub mod time_travel;
+mod cache;
+mod client;
+mod providers;
+mod scan;
+
+pub use providers::table::UserTable;
+pub use providers::time_travel::{AsOf, parse_timestamp_ms};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +42,11 @@ use crate::context::{QueryContextFactory, scratch_catalog};
 use crate::error::EngineError;
 use crate::memory::UserPools;
 use crate::token::TokenView;
-use credentials::CredentialPolicy;
-use rest::{CatalogAccess, UserCatalog};
-use schema::{CatalogState, WarehouseProvider};
+use cache::lru;
+use client::credentials::CredentialPolicy;
+use client::rest::{CatalogAccess, UserCatalog};
+use providers::schema::{CatalogState, WarehouseProvider};
+use scan::parquet;
 
 /// How long a listing, a visibility probe or a loaded table is reused within one token's
 /// context. Short: a grant or revoke at the catalog shows within this time.
@@ -154,7 +157,7 @@ impl QueryContextFactory for CatalogContextFactory {
         // is mostly waiting for the catalog and the footers (DataFusion's default is the cores).
         config.options_mut().execution.planning_concurrency = PLANNING_CONCURRENCY;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        crate::memory::functions::install(&ctx, memory);
+        crate::memory::install_bounded_functions(&ctx, memory);
         ctx.register_catalog(&self.warehouse, Arc::new(WarehouseProvider::new(state)));
         // `datafusion.public`: session-local tables in memory, paid for out of the session's
         // memory share. Unqualified names resolve in the warehouse.

@@ -13,11 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use arrow_flight::CancelStatus;
 use futures::Stream;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
-use tonic::Status;
 
 use crate::error::EngineError;
 
@@ -58,6 +56,17 @@ impl Entry {
             State::CancelledBeforeStart(at) | State::Finished(at) => Some(at),
         }
     }
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The query stopped, or will be refused when it starts.
+    Cancelled,
+    /// It had already finished (or was cancelled before).
+    NotCancellable,
+    /// The registry could not be read.
+    Unknown,
 }
 
 #[derive(Default)]
@@ -155,10 +164,10 @@ impl Cancellations {
     }
 
     /// Cancels the user's query with this ticket (see the module doc for the outcomes).
-    pub fn cancel(&self, user: &str, ticket: &[u8]) -> CancelStatus {
+    pub fn cancel(&self, user: &str, ticket: &[u8]) -> CancelOutcome {
         let k = key(user, ticket);
         let Ok(mut map) = self.entries.lock() else {
-            return CancelStatus::Unspecified;
+            return CancelOutcome::Unknown;
         };
         let now = Instant::now();
         Self::purge(&mut map, now);
@@ -169,15 +178,15 @@ impl Cancellations {
                     let _ = tx.send(());
                 }
                 // Stays known as finished: a second cancel is NOT_CANCELLABLE.
-                (State::Finished(now), CancelStatus::Cancelled)
+                (State::Finished(now), CancelOutcome::Cancelled)
             }
-            Some(State::Finished(at)) => (State::Finished(at), CancelStatus::NotCancellable),
+            Some(State::Finished(at)) => (State::Finished(at), CancelOutcome::NotCancellable),
             Some(State::CancelledBeforeStart(at)) => {
-                (State::CancelledBeforeStart(at), CancelStatus::Cancelled)
+                (State::CancelledBeforeStart(at), CancelOutcome::Cancelled)
             }
             None => {
                 Self::bound_user(&mut map, user);
-                (State::CancelledBeforeStart(now), CancelStatus::Cancelled)
+                (State::CancelledBeforeStart(now), CancelOutcome::Cancelled)
             }
         };
         map.insert(
@@ -207,6 +216,7 @@ impl Cancellations {
     }
 
     /// Queries running now (each DoGet counts).
+    #[cfg(test)]
     pub fn running(&self) -> usize {
         self.entries
             .lock()
@@ -263,9 +273,9 @@ impl<S> Cancellable<S> {
 
 impl<S, T> Stream for Cancellable<S>
 where
-    S: Stream<Item = Result<T, Status>>,
+    S: Stream<Item = Result<T, EngineError>>,
 {
-    type Item = Result<T, Status>;
+    type Item = Result<T, EngineError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(signal) = self.signal.as_mut() {
@@ -275,8 +285,7 @@ where
                     self.inner = None;
                     return Poll::Ready(Some(Err(EngineError::Cancelled(
                         "the query was cancelled".into(),
-                    )
-                    .into())));
+                    ))));
                 }
                 // The registry let go of the sender: no cancel can come any more.
                 Poll::Ready(Err(_)) => self.signal = None,
@@ -301,24 +310,24 @@ mod tests {
         let reg = Arc::new(Cancellations::default());
         let (running, signal) = reg.start("alice", b"t1").unwrap();
         let mut s = Cancellable::new(
-            futures::stream::pending::<Result<u32, Status>>(),
+            futures::stream::pending::<Result<u32, EngineError>>(),
             running,
             signal,
         );
         assert_eq!(reg.running(), 1);
-        assert_eq!(reg.cancel("alice", b"t1"), CancelStatus::Cancelled);
+        assert_eq!(reg.cancel("alice", b"t1"), CancelOutcome::Cancelled);
         let item = s.next().await.unwrap();
         assert_eq!(item.unwrap_err().code(), Code::Cancelled);
         assert!(s.next().await.is_none());
         drop(s);
         assert_eq!(reg.running(), 0);
-        assert_eq!(reg.cancel("alice", b"t1"), CancelStatus::NotCancellable);
+        assert_eq!(reg.cancel("alice", b"t1"), CancelOutcome::NotCancellable);
     }
 
     #[tokio::test]
     async fn a_cancel_before_doget_refuses_the_query() {
         let reg = Arc::new(Cancellations::default());
-        assert_eq!(reg.cancel("alice", b"t2"), CancelStatus::Cancelled);
+        assert_eq!(reg.cancel("alice", b"t2"), CancelOutcome::Cancelled);
         let e = reg.start("alice", b"t2").err().unwrap();
         assert_eq!(e.code(), Code::Cancelled);
         // Only that once: the ticket is not poisoned forever.
@@ -329,10 +338,10 @@ mod tests {
     async fn nobody_cancels_another_users_query() {
         let reg = Arc::new(Cancellations::default());
         let (running, signal) = reg.start("alice", b"t3").unwrap();
-        let items = futures::stream::iter(vec![Ok::<u32, Status>(1), Ok(2)]);
+        let items = futures::stream::iter(vec![Ok::<u32, EngineError>(1), Ok(2)]);
         let s = Cancellable::new(items, running, signal);
         // bob's cancel with alice's ticket only marks bob's own (never started) query.
-        assert_eq!(reg.cancel("bob", b"t3"), CancelStatus::Cancelled);
+        assert_eq!(reg.cancel("bob", b"t3"), CancelOutcome::Cancelled);
         let got: Vec<u32> = s.map(|r| r.unwrap()).collect().await;
         assert_eq!(got, [1, 2]);
     }
@@ -342,11 +351,11 @@ mod tests {
         let reg = Arc::new(Cancellations::default());
         let (r1, s1) = reg.start("alice", b"t5").unwrap();
         let (r2, s2) = reg.start("alice", b"t5").unwrap();
-        let pending = || futures::stream::pending::<Result<u32, Status>>();
+        let pending = || futures::stream::pending::<Result<u32, EngineError>>();
         let mut a = Cancellable::new(pending(), r1, s1);
         let mut b = Cancellable::new(pending(), r2, s2);
         assert_eq!(reg.running(), 2);
-        assert_eq!(reg.cancel("alice", b"t5"), CancelStatus::Cancelled);
+        assert_eq!(reg.cancel("alice", b"t5"), CancelOutcome::Cancelled);
         assert_eq!(a.next().await.unwrap().unwrap_err().code(), Code::Cancelled);
         assert_eq!(b.next().await.unwrap().unwrap_err().code(), Code::Cancelled);
         drop((a, b));
@@ -359,19 +368,23 @@ mod tests {
         let (r1, s1) = reg.start("alice", b"t6").unwrap();
         let (r2, s2) = reg.start("alice", b"t6").unwrap();
         drop(Cancellable::new(
-            futures::stream::empty::<Result<u32, Status>>(),
+            futures::stream::empty::<Result<u32, EngineError>>(),
             r1,
             s1,
         ));
-        let mut b = Cancellable::new(futures::stream::pending::<Result<u32, Status>>(), r2, s2);
-        assert_eq!(reg.cancel("alice", b"t6"), CancelStatus::Cancelled);
+        let mut b = Cancellable::new(
+            futures::stream::pending::<Result<u32, EngineError>>(),
+            r2,
+            s2,
+        );
+        assert_eq!(reg.cancel("alice", b"t6"), CancelOutcome::Cancelled);
         assert_eq!(b.next().await.unwrap().unwrap_err().code(), Code::Cancelled);
     }
 
     #[tokio::test]
     async fn one_users_flood_of_cancels_never_evicts_another_users_marks() {
         let reg = Arc::new(Cancellations::default());
-        assert_eq!(reg.cancel("alice", b"mine"), CancelStatus::Cancelled);
+        assert_eq!(reg.cancel("alice", b"mine"), CancelOutcome::Cancelled);
         for i in 0..(MAX_REMEMBERED_PER_USER * 3) {
             reg.cancel("mallory", format!("t{i}").as_bytes());
         }
@@ -388,11 +401,11 @@ mod tests {
         let reg = Arc::new(Cancellations::default());
         let (running, signal) = reg.start("alice", b"t4").unwrap();
         let s = Cancellable::new(
-            futures::stream::iter(vec![Ok::<u32, Status>(1)]),
+            futures::stream::iter(vec![Ok::<u32, EngineError>(1)]),
             running,
             signal,
         );
         assert_eq!(s.count().await, 1);
-        assert_eq!(reg.cancel("alice", b"t4"), CancelStatus::NotCancellable);
+        assert_eq!(reg.cancel("alice", b"t4"), CancelOutcome::NotCancellable);
     }
 }

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::time::Instant;
-use tonic::Code;
 use tracing::{info, warn};
 
-use crate::error::code_label;
+use crate::error::EngineError;
 use crate::metrics::Metrics;
 use crate::session::Session;
 
@@ -21,6 +20,8 @@ pub struct QueryLog {
     fingerprint: String,
     /// The statement's first keyword (`SELECT`, `INSERT`): never its literals.
     kind: String,
+    /// Names the statement in every line logged for it (the call's span, and this line).
+    id: String,
     started: Instant,
     rows: Arc<AtomicU64>,
     /// `None` until the statement ends; dropped without one, it was abandoned.
@@ -31,7 +32,10 @@ pub struct QueryLog {
 
 impl QueryLog {
     pub fn start(metrics: Arc<Metrics>, session: &Session, sql: &str) -> Self {
+        let id = format!("{:016x}", rand::random::<u64>());
+        tracing::Span::current().record("statement", id.as_str());
         Self {
+            id,
             metrics,
             user: session.identity.user.clone(),
             session: session.id.clone(),
@@ -62,8 +66,8 @@ impl QueryLog {
         self.outcome = Some("ok");
     }
 
-    pub fn failed(&mut self, code: Code) {
-        self.outcome = Some(code_label(code));
+    pub fn failed(&mut self, e: &EngineError) {
+        self.outcome = Some(e.label());
     }
 }
 
@@ -75,23 +79,24 @@ impl Drop for QueryLog {
         let outcome = self.outcome.unwrap_or("cancelled");
         let secs = self.started.elapsed().as_secs_f64();
         self.metrics.query(outcome, secs);
-        let (user, session, fp, kind) = (
+        let (user, session, fp, kind, statement) = (
             self.user.as_str(),
             self.session.as_str(),
             self.fingerprint.as_str(),
             self.kind.as_str(),
+            self.id.as_str(),
         );
         let rows = self.rows.load(Ordering::Relaxed);
         let duration_ms = (secs * 1000.0) as u64;
         if outcome == "ok" {
             info!(
                 event = "query",
-                user, session, fp, kind, outcome, rows, duration_ms
+                user, session, fp, statement, kind, outcome, rows, duration_ms
             );
         } else {
             warn!(
                 event = "query",
-                user, session, fp, kind, outcome, rows, duration_ms
+                user, session, fp, statement, kind, outcome, rows, duration_ms
             );
         }
     }

@@ -4,13 +4,11 @@
 //! same address), a session handle resolves, a JWT (bearer mode) is validated. A call that logged
 //! in answers with the new handle in its `authorization` response header.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow_flight::HandshakeResponse;
-use datafusion::prelude::SessionContext;
 use futures::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
@@ -18,7 +16,6 @@ use tonic::{Request, Response, Status};
 use super::handshake::{AUTH_MODE_HEADER, Presented, parse_authorization, parse_mode};
 use crate::drain::{CallGuard, Drain};
 use crate::error::EngineError;
-use crate::exec::limits::{Admission, QueryLimits, timed_out};
 use crate::session::{Session, SessionHandle, SessionManager};
 
 pub type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
@@ -41,11 +38,6 @@ impl Caller {
 
     pub fn user(&self) -> &str {
         &self.session.identity.user
-    }
-
-    /// Whose quotas this call counts against ([`crate::auth::Identity::quota_key`]).
-    pub fn quota_key(&self) -> String {
-        self.session.identity.quota_key()
     }
 }
 
@@ -78,41 +70,12 @@ impl Gate {
         let (session, issued) = self
             .authenticate(request.metadata(), peer(request), true)
             .await?;
+        in_span(&session);
         Ok(Caller {
             session,
             issued,
             guard,
         })
-    }
-
-    /// The caller's DataFusion context for its current token (rebuilt after a refresh).
-    pub async fn context(&self, caller: &Caller) -> Result<SessionContext, EngineError> {
-        let token = self.sessions.token_for(&caller.session).await?;
-        caller
-            .session
-            .query
-            .context(self.sessions.factory(), &caller.session.identity, &token)
-    }
-
-    /// Runs `work` on the caller's context on the blocking pool under `admission`
-    /// ([`QueryLimits::off_workers`]); fetching the context (a token refresh, perhaps) counts
-    /// against the same deadline.
-    pub async fn off_workers<T, F, Fut>(
-        &self,
-        caller: &Caller,
-        limits: &QueryLimits,
-        admission: &Admission,
-        work: F,
-    ) -> Result<T, EngineError>
-    where
-        F: FnOnce(SessionContext) -> Fut,
-        Fut: Future<Output = Result<T, EngineError>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let ctx = tokio::time::timeout_at(admission.deadline, self.context(caller))
-            .await
-            .unwrap_or_else(|_| Err(timed_out(admission.timeout)))?;
-        limits.off_workers(admission, work(ctx)).await
     }
 
     /// Logs in and answers with `authorization: Bearer <session handle>` in the response headers
@@ -127,6 +90,7 @@ impl Gate {
         let (session, issued) = self
             .authenticate(request.metadata(), peer(request), false)
             .await?;
+        in_span(&session);
         let bearer = match &issued {
             Some(h) => h.secret().expose().to_string(),
             None => match parse_authorization(authorization(request.metadata())?)? {
@@ -179,6 +143,17 @@ impl Gate {
                 Ok((self.sessions.login_bearer(jwt.expose(), peer).await?, None))
             }
         }
+    }
+}
+
+/// Names the caller in the call's span (`super::door`): every line logged for the call says
+/// whose it is.
+fn in_span(session: &Session) {
+    let span = tracing::Span::current();
+    span.record("user", session.identity.user.as_str());
+    span.record("session", session.id.as_str());
+    if let Some(fp) = session.fingerprint_now() {
+        span.record("fp", fp.to_string().as_str());
     }
 }
 

@@ -19,6 +19,7 @@ use arrow_flight::{
 };
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::service::SqeFlightSqlService;
 use crate::error::EngineError;
@@ -60,6 +61,20 @@ pub fn readable_action(action: &Action) -> Result<(), EngineError> {
     }
 }
 
+/// The span every line logged for one call carries: the RPC, and once the caller is known
+/// (`super::caller`), who they are and which session (its handle's fingerprint, never the
+/// handle), and the statement, once there is one.
+fn rpc_span(rpc: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "rpc",
+        rpc,
+        user = tracing::field::Empty,
+        session = tracing::field::Empty,
+        fp = tracing::field::Empty,
+        statement = tracing::field::Empty,
+    )
+}
+
 pub struct Door(pub SqeFlightSqlService);
 
 type Inner = SqeFlightSqlService;
@@ -78,93 +93,127 @@ impl FlightService for Door {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        self.0.handshake(request).await
+        async { self.0.handshake(request).await }
+            .instrument(rpc_span("Handshake"))
+            .await
     }
 
     async fn list_flights(
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        self.0.authenticated(&request).await?;
-        self.0.list_flights(request).await
+        async {
+            self.0.authenticated(&request).await?;
+            self.0.list_flights(request).await
+        }
+        .instrument(rpc_span("ListFlights"))
+        .await
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        if request.get_ref().r#type != DescriptorType::Cmd as i32 {
-            self.0.authenticated(&request).await?;
-            return Err(EngineError::Unimplemented(
-                "only command descriptors (Flight SQL) are served, not paths".into(),
-            )
-            .into());
+        async {
+            if request.get_ref().r#type != DescriptorType::Cmd as i32 {
+                self.0.authenticated(&request).await?;
+                return Err(EngineError::Unimplemented(
+                    "only command descriptors (Flight SQL) are served, not paths".into(),
+                )
+                .into());
+            }
+            if let Err(e) = readable_command(&request.get_ref().cmd, "descriptor") {
+                self.0.authenticated(&request).await?;
+                return Err(e.into());
+            }
+            self.0.get_flight_info(request).await
         }
-        if let Err(e) = readable_command(&request.get_ref().cmd, "descriptor") {
-            self.0.authenticated(&request).await?;
-            return Err(e.into());
-        }
-        self.0.get_flight_info(request).await
+        .instrument(rpc_span("GetFlightInfo"))
+        .await
     }
 
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        self.0.authenticated(&request).await?;
-        self.0.poll_flight_info(request).await
+        async {
+            self.0.authenticated(&request).await?;
+            self.0.poll_flight_info(request).await
+        }
+        .instrument(rpc_span("PollFlightInfo"))
+        .await
     }
 
     async fn get_schema(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        self.0.authenticated(&request).await?;
-        self.0.statement_schema(request).await
+        async {
+            self.0.authenticated(&request).await?;
+            self.0.statement_schema(request).await
+        }
+        .instrument(rpc_span("GetSchema"))
+        .await
     }
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        if let Err(e) = readable_command(&request.get_ref().ticket, "ticket") {
-            self.0.authenticated(&request).await?;
-            return Err(e.into());
+        async {
+            if let Err(e) = readable_command(&request.get_ref().ticket, "ticket") {
+                self.0.authenticated(&request).await?;
+                return Err(e.into());
+            }
+            self.0.do_get(request).await
         }
-        self.0.do_get(request).await
+        .instrument(rpc_span("DoGet"))
+        .await
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        self.0.do_put(request).await
+        async { self.0.do_put(request).await }
+            .instrument(rpc_span("DoPut"))
+            .await
     }
 
     async fn do_exchange(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        self.0.authenticated(&request).await?;
-        self.0.do_exchange(request).await
+        async {
+            self.0.authenticated(&request).await?;
+            self.0.do_exchange(request).await
+        }
+        .instrument(rpc_span("DoExchange"))
+        .await
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        if let Err(e) = readable_action(request.get_ref()) {
-            self.0.authenticated(&request).await?;
-            return Err(e.into());
+        async {
+            if let Err(e) = readable_action(request.get_ref()) {
+                self.0.authenticated(&request).await?;
+                return Err(e.into());
+            }
+            self.0.do_action(request).await
         }
-        self.0.do_action(request).await
+        .instrument(rpc_span("DoAction"))
+        .await
     }
 
     async fn list_actions(
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        self.0.list_actions(request).await
+        async { self.0.list_actions(request).await }
+            .instrument(rpc_span("ListActions"))
+            .await
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow_flight::sql::metadata::{XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder};
 use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, Nullable,
@@ -18,7 +18,8 @@ use datafusion::prelude::SessionContext;
 
 use super::results::{DoGetStream, one_batch};
 use crate::error::EngineError;
-use crate::exec::limits::QueryLimits;
+use crate::exec::Executor;
+use crate::session::Session;
 
 /// The table types this server can report, in the spelling JDBC tools expect.
 pub const TABLE_TYPES: [&str; 3] = ["TABLE", "VIEW", "LOCAL TEMPORARY"];
@@ -69,7 +70,6 @@ pub struct TableFilter {
     pub schema_pattern: Option<String>,
     pub table_pattern: Option<String>,
     pub table_types: Vec<String>,
-    pub include_schema: bool,
 }
 
 /// One row of GetTables.
@@ -159,11 +159,6 @@ pub async fn tables(
         }
     }
     Ok(out)
-}
-
-/// An empty schema for rows whose schema was not asked for (the builder ignores it then).
-pub fn no_schema() -> SchemaRef {
-    Arc::new(Schema::empty())
 }
 
 fn type_info(
@@ -266,20 +261,21 @@ pub fn schemas_answer(ctx: &SessionContext, query: CommandGetDbSchemas) -> DoGet
 
 /// GetTables: the tables the caller may load, matching the command's filters.
 pub async fn tables_answer(
-    ctx: SessionContext,
-    user: &str,
+    executor: &Executor,
+    session: &Arc<Session>,
     query: CommandGetTables,
-    limits: &QueryLimits,
 ) -> Result<DoGetStream, EngineError> {
     let filter = TableFilter {
         catalog: query.catalog.clone(),
         schema_pattern: query.db_schema_filter_pattern.clone(),
         table_pattern: query.table_name_filter_pattern.clone(),
         table_types: query.table_types.clone(),
-        include_schema: query.include_schema,
     };
-    let found = limits
-        .plan(user, async move { tables(&ctx, &filter).await })
+    let found = executor
+        .listing(
+            session,
+            move |ctx| async move { tables(&ctx, &filter).await },
+        )
         .await?;
     let mut builder = query.into_builder();
     for t in found {
@@ -304,6 +300,7 @@ pub fn table_types_answer(query: CommandGetTableTypes) -> DoGetStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::Schema;
     use datafusion::arrow::array::{Int32Array, RecordBatch};
     use datafusion::arrow::datatypes::{DataType, Field};
     use datafusion::datasource::MemTable;

@@ -14,25 +14,9 @@ use base64::Engine as _;
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
-use super::ipc_input::{self, IpcLimits};
 use crate::error::EngineError;
-
-/// Bound values larger than this are refused: they would be echoed in every handle.
-pub const MAX_BOUND_BYTES: usize = 1 << 20;
-
-/// What the parameters inside a handle may hold (the handle is client-built as far as the
-/// engine knows: it is checked each time it comes back). A query binds one row; a prepared
-/// INSERT binds any number, all in one plan (`crate::sql::bind::bind_rows`).
-pub const BOUND_LIMITS: IpcLimits = IpcLimits {
-    max_bytes: MAX_BOUND_BYTES,
-    max_rows: 100_000,
-    max_values: 1_000_000,
-};
-
-/// The bound rows of one request, as the engine holds them ([`ScalarValue`]s), take at most this
-/// many bytes. A few bytes of Arrow can stand for many values (a dictionary, a string view or a
-/// list view can name the same long value in every row), so the budget is on what is built.
-pub const MAX_ROW_VALUE_BYTES: usize = 256 << 20;
+use crate::ipc_input;
+use crate::limits::{BOUND_LIMITS, MAX_BOUND_BYTES, MAX_ROW_VALUE_BYTES};
 
 /// Each row of the bound batches as one set of positional values.
 pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<ScalarValue>>, EngineError> {

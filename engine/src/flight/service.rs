@@ -29,16 +29,16 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::caller::{Caller, Gate};
-use super::ipc_input;
 use super::metadata;
 use super::params::{self, StatementHandle};
 use super::results::{DoGetStream, flight_info, one_batch};
 use super::sql_info::sql_info_data;
 use super::statements::Statements;
-use super::updates::Updates;
 use crate::drain::Drain;
 use crate::error::EngineError;
-use crate::exec::limits::QueryLimits;
+use crate::exec::{Executor, QueryLimits};
+use crate::ipc_input;
+use crate::limits::DO_PUT_LIMITS;
 use crate::metrics::Metrics;
 use crate::session::{EndReason, SessionManager};
 
@@ -52,8 +52,6 @@ const CLOSE_SESSION_CLOSED: [u8; 2] = [0x08, 0x01];
 pub struct SqeFlightSqlService {
     gate: Arc<Gate>,
     statements: Statements,
-    updates: Arc<Updates>,
-    limits: QueryLimits,
     sql_info: Arc<SqlInfoData>,
     xdbc_info: Arc<XdbcTypeInfoData>,
 }
@@ -61,7 +59,7 @@ pub struct SqeFlightSqlService {
 /// Reads the record batches a client sent with DoPut (parameters or rows), each IPC message
 /// checked before it is decoded.
 async fn read_batches(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch>, EngineError> {
-    ipc_input::read_flight_data(stream.map_err(FlightError::from), ipc_input::DO_PUT_LIMITS).await
+    ipc_input::read_flight_data(stream.map_err(FlightError::from), DO_PUT_LIMITS).await
 }
 
 fn one_result(body: Vec<u8>) -> Response<<SqeFlightSqlService as FlightService>::DoActionStream> {
@@ -78,12 +76,10 @@ impl SqeFlightSqlService {
     ) -> Result<Self, EngineError> {
         let timeout_secs = i32::try_from(limits.timeout().as_secs()).unwrap_or(i32::MAX);
         let gate = Arc::new(Gate::new(sessions, drain));
-        let updates = Arc::new(Updates::new(gate.clone(), limits.clone(), metrics.clone()));
+        let executor = Executor::new(gate.sessions().clone(), limits, metrics);
         Ok(Self {
-            statements: Statements::new(gate.clone(), updates.clone(), limits.clone(), metrics),
+            statements: Statements::new(executor),
             gate,
-            updates,
-            limits,
             sql_info: Arc::new(sql_info_data(timeout_secs)?),
             xdbc_info: Arc::new(metadata::xdbc_type_info()?),
         })
@@ -249,7 +245,10 @@ impl FlightSqlService for SqeFlightSqlService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let caller = self.caller(&request).await?;
-        Ok(self.updates.run(&caller, &cmd.query, Vec::new()).await?)
+        Ok(self
+            .statements
+            .update(&caller, &cmd.query, Vec::new())
+            .await?)
     }
 
     /// The rows sent with the update (or bound before) all go into one plan: one commit.
@@ -265,7 +264,7 @@ impl FlightSqlService for SqeFlightSqlService {
         if rows.is_empty() {
             rows = handle.bound_rows()?;
         }
-        Ok(self.updates.run(&caller, &handle.sql, rows).await?)
+        Ok(self.statements.update(&caller, &handle.sql, rows).await?)
     }
 
     async fn get_flight_info_catalogs(
@@ -284,10 +283,10 @@ impl FlightSqlService for SqeFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
-        let ctx = self.gate.context(&caller).await?;
         let answer = self
-            .limits
-            .plan(&caller.quota_key(), async move {
+            .statements
+            .executor()
+            .listing(&caller.session, move |ctx| async move {
                 Ok(metadata::catalogs_answer(&ctx, query))
             })
             .await?;
@@ -310,10 +309,10 @@ impl FlightSqlService for SqeFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
-        let ctx = self.gate.context(&caller).await?;
         let answer = self
-            .limits
-            .plan(&caller.quota_key(), async move {
+            .statements
+            .executor()
+            .listing(&caller.session, move |ctx| async move {
                 Ok(metadata::schemas_answer(&ctx, query))
             })
             .await?;
@@ -336,8 +335,8 @@ impl FlightSqlService for SqeFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request).await?;
-        let ctx = self.gate.context(&caller).await?;
-        let answer = metadata::tables_answer(ctx, &caller.quota_key(), query, &self.limits).await?;
+        let answer =
+            metadata::tables_answer(self.statements.executor(), &caller.session, query).await?;
         Ok(caller.wrap(answer))
     }
 

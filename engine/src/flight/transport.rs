@@ -28,11 +28,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use super::door::Door;
 use super::handshake::parse_authorization;
 use crate::error::EngineError;
-
-/// Largest message of any RPC but DoPut (tonic's own default).
-pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
-/// Largest DoPut message (one record batch of rows to insert, or parameters).
-pub const MAX_DO_PUT_MESSAGE_BYTES: usize = 64 << 20;
+use crate::limits::{MAX_DO_PUT_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 
 const DO_PUT_PATH: &str = "/arrow.flight.protocol.FlightService/DoPut";
 

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::auth::oidc::OidcProvider;
+use crate::auth::OidcProvider;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
 

@@ -13,16 +13,13 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
 
 use crate::error::EngineError;
+use crate::limits::{MAX_PLAN_NODES, MAX_SQL_BYTES};
 
-pub mod settings;
-pub mod shape;
+mod settings;
+mod shape;
 
 pub use settings::settable;
-pub use shape::{PARSER_RECURSION_LIMIT, check_statement};
-
-/// The longest statement text accepted. Generous for generated SQL; a 20 MB statement costs
-/// seconds of tokenizing and planning before anything could refuse it.
-pub const MAX_SQL_BYTES: usize = 1 << 20;
+pub use shape::check_statement;
 
 /// Refuses statement text over `MAX_SQL_BYTES`, before it is tokenized.
 pub fn check_text(sql: &str) -> Result<(), EngineError> {
@@ -34,10 +31,6 @@ pub fn check_text(sql: &str) -> Result<(), EngineError> {
     }
     Ok(())
 }
-
-/// The most nodes a logical plan may have once planned (views and subqueries expanded): each is
-/// optimized and executed, and a statement's tree bounds only what it spells out.
-pub const MAX_PLAN_NODES: usize = 10_000;
 
 /// The first reason `plan` (any node of it, subqueries included) may not run.
 pub fn check(plan: &LogicalPlan) -> Result<(), EngineError> {
@@ -61,12 +54,12 @@ pub fn check(plan: &LogicalPlan) -> Result<(), EngineError> {
     refusal.map_or(Ok(()), Err)
 }
 
-/// The plan's own expressions measured as the statement's were ([`shape::MAX_EXPR_DEPTH`]):
+/// The plan's own expressions measured as the statement's were ([`crate::limits::MAX_EXPR_DEPTH`]):
 /// what the planner made of the text (a view's, too) is what runs.
 fn too_deep(node: &LogicalPlan) -> Option<EngineError> {
     let mut over = false;
     let _ = node.apply_expressions(|e| {
-        over = shape::expr_deeper_than(e, shape::MAX_EXPR_DEPTH);
+        over = shape::expr_deeper_than(e, crate::limits::MAX_EXPR_DEPTH);
         Ok(if over {
             TreeNodeRecursion::Stop
         } else {
@@ -76,7 +69,7 @@ fn too_deep(node: &LogicalPlan) -> Option<EngineError> {
     over.then(|| {
         EngineError::InvalidArgument(format!(
             "a planned expression nests deeper than {} levels",
-            shape::MAX_EXPR_DEPTH
+            crate::limits::MAX_EXPR_DEPTH
         ))
     })
 }

@@ -170,7 +170,8 @@ pub fn settable(variable: &str, value: Option<&str>) -> Result<(), EngineError> 
     )))
 }
 
-/// The keys a session may set, for documentation and errors.
+/// The keys a session may set.
+#[cfg(test)]
 pub fn settable_keys() -> impl Iterator<Item = &'static str> {
     SETTABLE.iter().map(|(k, _)| *k)
 }

@@ -8,7 +8,7 @@
 //!
 //! The walk never goes deeper than the bounds: it stops at the first node past one, so
 //! measuring a tree costs at most the bound in stack, whatever the statement holds. (The
-//! parser's own recursion is bounded by [`PARSER_RECURSION_LIMIT`]; chains the parser builds in
+//! parser's own recursion is bounded by [`PARSER_RECURSION_LIMIT`](crate::limits::PARSER_RECURSION_LIMIT); chains the parser builds in
 //! a loop — `a + b + …`, `x::INT::INT…`, `UNION` after `UNION` — are what this measures.)
 
 use std::ops::ControlFlow;
@@ -20,22 +20,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion, TreeNodeVisitor
 use datafusion::error::Result as DFResult;
 
 use crate::error::EngineError;
-
-/// The deepest one expression may nest, counting every expression node on the way down (an
-/// operator, a cast, a `CASE`, a function call, a parenthesis). `a = 1 OR a = 2 OR …` is as
-/// deep as it is long: write long lists as `IN (…)`, which are wide, not deep.
-pub const MAX_EXPR_DEPTH: usize = 1000;
-
-/// The most set operations (`UNION`, `INTERSECT`, `EXCEPT`) in one query body; each is a level
-/// of the plan.
-pub const MAX_SET_OPERATIONS: usize = 1000;
-
-/// The most relations (tables, subqueries in `FROM`, joined items) one statement may name.
-pub const MAX_RELATIONS: usize = 1000;
-
-/// sqlparser's recursion limit (nested parentheses, subqueries, function calls): the engine's,
-/// never the session's (`datafusion.sql_parser.recursion_limit` is not settable).
-pub const PARSER_RECURSION_LIMIT: usize = 50;
+use crate::limits::{MAX_EXPR_DEPTH, MAX_RELATIONS, MAX_SET_OPERATIONS};
 
 /// Refuses a statement whose tree is over one of the bounds above, naming the bound.
 pub fn check_statement(statement: &DFStatement) -> Result<(), EngineError> {
@@ -173,14 +158,14 @@ fn set_operations(body: &SetExpr) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::dialect::SqeDialect;
+    use crate::sql::SqeDialect;
     use datafusion::sql::parser::DFParserBuilder;
     use tonic::Code;
 
     fn parsed(sql: &str) -> DFStatement {
         DFParserBuilder::new(sql)
             .with_dialect(&SqeDialect::default())
-            .with_recursion_limit(PARSER_RECURSION_LIMIT)
+            .with_recursion_limit(crate::limits::PARSER_RECURSION_LIMIT)
             .build()
             .unwrap()
             .parse_statement()
@@ -324,7 +309,7 @@ mod tests {
     /// dropped on a worker's stack without overflowing it.
     #[test]
     fn the_deepest_tree_a_statement_can_hold_is_refused_without_exhausting_the_stack() {
-        let max = crate::policy::MAX_SQL_BYTES;
+        let max = crate::limits::MAX_SQL_BYTES;
         let statements = [
             format!("SELECT x{} FROM t", "::INT".repeat((max - 20) / 5)),
             format!("SELECT {}", chain("1", "+", (max - 10) / 2)),

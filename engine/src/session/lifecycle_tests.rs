@@ -12,7 +12,8 @@ use futures::future::BoxFuture;
 use sqe_engine_config::AuthMode;
 use tokio::time::{Instant, sleep};
 
-use super::manager::{RefreshOutcome, SessionManager, SessionPolicy};
+use super::manager::{SessionManager, SessionPolicy};
+use super::scheduler::RefreshOutcome;
 use super::store::InMemorySessionStore;
 use super::{EndReason, Session, SessionHandle};
 use crate::auth::{IdpError, TokenGrant, TokenIssuer};
@@ -636,7 +637,7 @@ fn no_password_token_refresh_token_or_handle_appears_in_logs_or_errors() {
 mod bearer_logins {
     use super::*;
     use crate::auth::IdpError;
-    use crate::auth::bearer::{BearerPolicy, BearerValidator, JwksSource};
+    use crate::auth::{BearerPolicy, BearerValidator, JwksSource};
     use jsonwebtoken::jwk::Jwk;
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
     use serde_json::{Value, json};

@@ -1,23 +1,21 @@
-//! The session lifecycle: login, lookup, refresh, expiry, close. Thin async shell around the
-//! pure decisions in `refresh` and `auth::backoff`.
+//! The session lifecycle: login, lookup, close (refresh and expiry are `scheduler`'s). Thin
+//! async shell around the pure decisions in `refresh` and `auth::backoff`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sqe_engine_config::{AuthMode, EngineConfig};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::refresh::{self, DeadlineQueue, Step, Timeline};
+use super::refresh::{self, DeadlineQueue, Job, Step};
 use super::reuse::{BasicReuse, ReuseKey};
 use super::state::{
     EndReason, MachineClient, Session, SessionHandle, SessionKey, TokenState, mode_name,
 };
 use super::store::{SessionStore, StoreError};
-use crate::auth::backoff::LoginThrottle;
-use crate::auth::bearer::{BearerError, BearerValidator, remaining};
+use crate::auth::{BearerError, BearerValidator, LoginThrottle, remaining};
 use crate::auth::{
     IdpError, TokenGrant, TokenIssuer, claim_at, identity_from_claims, unverified_claims,
 };
@@ -25,7 +23,6 @@ use crate::context::QueryContextFactory;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
 use crate::secret::{Fingerprint, Secret};
-use crate::token::TokenView;
 
 #[derive(Debug, Clone)]
 pub struct SessionPolicy {
@@ -57,33 +54,16 @@ impl SessionPolicy {
     }
 }
 
-/// A wake-up for one session; stale if the session was rescheduled since.
-#[derive(Debug, Clone, Copy)]
-struct Job {
-    key: SessionKey,
-    seq: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefreshOutcome {
-    Refreshed,
-    /// Someone else refreshed first (single flight).
-    AlreadyFresh,
-    /// Transient failure; a retry is scheduled if one fits before expiry.
-    WillRetry,
-    Ended,
-}
-
 pub struct SessionManager {
-    policy: SessionPolicy,
-    store: Arc<dyn SessionStore>,
-    issuer: Arc<dyn TokenIssuer>,
-    bearer: Option<Arc<BearerValidator>>,
-    throttle: LoginThrottle,
-    queue: DeadlineQueue<Job>,
-    metrics: Arc<Metrics>,
-    factory: Arc<dyn QueryContextFactory>,
-    reuse: BasicReuse,
+    pub(super) policy: SessionPolicy,
+    pub(super) store: Arc<dyn SessionStore>,
+    pub(super) issuer: Arc<dyn TokenIssuer>,
+    pub(super) bearer: Option<Arc<BearerValidator>>,
+    pub(super) throttle: LoginThrottle,
+    pub(super) queue: DeadlineQueue<Job>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) factory: Arc<dyn QueryContextFactory>,
+    pub(super) reuse: BasicReuse,
 }
 
 /// A username as logs show it: at most 64 characters, control characters replaced (the name
@@ -99,7 +79,7 @@ fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-fn ms(since: Instant) -> u64 {
+pub(super) fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
@@ -528,156 +508,15 @@ impl SessionManager {
         Ok(session)
     }
 
-    fn first_refresh_at(&self, mode: AuthMode, t: &TokenState) -> Option<Instant> {
-        let jitter = rand::random::<f64>() * 2.0 - 1.0;
-        match mode {
-            AuthMode::Bearer => None,
-            AuthMode::Password if t.refresh_token().is_none() => None,
-            _ => Some(refresh::refresh_at(
-                t.obtained_at,
-                t.expires_at,
-                self.policy.refresh_buffer,
-                jitter,
-            )),
-        }
-    }
-
-    fn timeline(&self, s: &Session, t: &TokenState) -> Timeline {
-        Timeline {
-            absolute_deadline: s.absolute_deadline,
-            idle_deadline: s.last_used() + self.policy.idle_timeout,
-            token_expires_at: t.expires_at,
-            refresh_at: t.refresh_at,
-        }
-    }
-
-    fn schedule_now(&self, s: &Session, now: Instant, timeline: &Option<Timeline>) {
-        let Some(t) = timeline else { return };
-        let at = match refresh::next_step(now, t) {
-            Step::Wait(at) => at,
-            Step::Refresh | Step::Expire(_) => now,
-        };
-        let seq = s.schedule_seq.fetch_add(1, Ordering::SeqCst) + 1;
-        self.queue.push(at, Job { key: s.key, seq });
-    }
-
-    async fn schedule(&self, s: &Session) {
-        let timeline = {
-            let st = s.tokens.read().await;
-            if st.ended.is_some() {
-                return;
-            }
-            self.timeline(s, &st)
-        };
-        self.schedule_now(s, Instant::now(), &Some(timeline));
-    }
-
-    /// The session's current access token, waiting for an in-flight refresh and refreshing
-    /// inline if the scheduler is late. Every query calls this before touching anything that
-    /// needs the token.
-    pub async fn token_for(&self, session: &Arc<Session>) -> Result<TokenView, EngineError> {
-        for _ in 0..2 {
-            let generation = {
-                let st = session.tokens.read().await;
-                if st.ended.is_some() {
-                    return Err(EngineError::SessionInvalid);
-                }
-                if Instant::now() < st.expires_at {
-                    return Ok(st.view(session.latest_token()));
-                }
-                st.generation
-            };
-            if session.mode == AuthMode::Bearer
-                || self.refresh(session, generation).await == RefreshOutcome::Ended
-            {
-                self.end(session, EndReason::TokenExpired).await;
-                return Err(EngineError::SessionInvalid);
-            }
-        }
-        self.end(session, EndReason::TokenExpired).await;
-        Err(EngineError::SessionInvalid)
-    }
-
-    /// One refresh of one session, single-flight: holds the token write lock for the IdP
-    /// call, so concurrent requests wait for its result instead of racing it.
-    pub async fn refresh(
+    /// The session's DataFusion context for its current token (rebuilt after a refresh).
+    pub async fn context(
         &self,
         session: &Arc<Session>,
-        observed_generation: u64,
-    ) -> RefreshOutcome {
-        let mut st = session.tokens.write().await;
-        if st.ended.is_some() {
-            return RefreshOutcome::Ended;
-        }
-        if st.generation != observed_generation {
-            return RefreshOutcome::AlreadyFresh;
-        }
-        let started = Instant::now();
-        let old_fp = st.fingerprint;
-        let result = match session.mode {
-            AuthMode::Password => match st.refresh_token() {
-                Some(rt) => self.issuer.refresh(rt).await,
-                None => Err(IdpError::Rejected {
-                    code: "no refresh token".into(),
-                }),
-            },
-            AuthMode::ClientCredentials => match &session.renewal {
-                Some(c) => {
-                    self.issuer
-                        .client_credentials(&c.client_id, &c.secret)
-                        .await
-                }
-                None => Err(IdpError::Rejected {
-                    code: "no client credentials".into(),
-                }),
-            },
-            AuthMode::Bearer => Err(IdpError::Rejected {
-                code: "bearer tokens cannot be refreshed".into(),
-            }),
-        };
-        let user = session.identity.user.as_str();
-        let sid = session.id.as_str();
-        match result {
-            Ok(grant) => {
-                let now = Instant::now();
-                st.replace(
-                    grant.access_token,
-                    grant.refresh_token,
-                    now,
-                    grant.expires_in,
-                );
-                st.refresh_at = self.first_refresh_at(session.mode, &st);
-                self.metrics.refresh("ok");
-                info!(
-                    event = "refresh", user, session = sid, fp = %st.fingerprint, previous_fp = %old_fp, outcome = "ok",
-                    token_lifetime_s = grant.expires_in.as_secs(), duration_ms = ms(started)
-                );
-                drop(st);
-                self.schedule(session).await;
-                RefreshOutcome::Refreshed
-            }
-            Err(e) if e.is_final() => {
-                st.ended = Some(EndReason::RefreshRejected);
-                drop(st);
-                self.metrics.refresh("rejected");
-                warn!(event = "refresh", user, session = sid, fp = %old_fp, outcome = "rejected", error = %e, duration_ms = ms(started));
-                self.end(session, EndReason::RefreshRejected).await;
-                RefreshOutcome::Ended
-            }
-            Err(e) => {
-                let now = Instant::now();
-                st.failed_attempts += 1;
-                st.refresh_at = refresh::retry_at(now, st.failed_attempts, st.expires_at);
-                let retry_in_ms = st
-                    .refresh_at
-                    .map(|r| r.duration_since(now).as_millis() as u64);
-                drop(st);
-                self.metrics.refresh("transient_error");
-                warn!(event = "refresh", user, session = sid, fp = %old_fp, outcome = "transient_error", error = %e, retry_in_ms, duration_ms = ms(started));
-                self.schedule(session).await;
-                RefreshOutcome::WillRetry
-            }
-        }
+    ) -> Result<datafusion::prelude::SessionContext, EngineError> {
+        let token = self.token_for(session).await?;
+        session
+            .query
+            .context(self.factory(), &session.identity, &token)
     }
 
     /// Ends a session for good: out of the store, tokens unusable, query state dropped.
@@ -709,49 +548,6 @@ impl SessionManager {
     }
 
     /// Drives refreshes and expiries. Runs until the task is dropped.
-    pub async fn run_scheduler(self: Arc<Self>) {
-        loop {
-            for (due_at, job) in self.queue.pop_due().await {
-                let mgr = self.clone();
-                tokio::spawn(async move { mgr.on_due(due_at, job).await });
-            }
-        }
-    }
-
-    async fn on_due(&self, due_at: Instant, job: Job) {
-        let Some(session) = self.store.get(&job.key) else {
-            return;
-        };
-        if session.schedule_seq.load(Ordering::SeqCst) != job.seq {
-            return;
-        }
-        let now = Instant::now();
-        let (step, generation, refresh_at) = {
-            let st = session.tokens.read().await;
-            if st.ended.is_some() {
-                return;
-            }
-            (
-                refresh::next_step(now, &self.timeline(&session, &st)),
-                st.generation,
-                st.refresh_at,
-            )
-        };
-        match step {
-            Step::Expire(reason) => self.end(&session, reason).await,
-            Step::Refresh => {
-                let planned = refresh_at.unwrap_or(due_at);
-                self.metrics
-                    .refresh_lag
-                    .observe(now.saturating_duration_since(planned).as_secs_f64());
-                if self.refresh(&session, generation).await == RefreshOutcome::AlreadyFresh {
-                    self.schedule(&session).await;
-                }
-            }
-            Step::Wait(_) => self.schedule(&session).await,
-        }
-    }
-
     /// Closes every session (shutdown).
     pub async fn end_all(&self, reason: EndReason) {
         for s in self.store.all() {

@@ -1,21 +1,21 @@
 //! Sessions: one per logged-in client, holding the user's own tokens.
 //!
 //! - `state`: a session itself (its handle, its tokens, how it ends);
-//! - `manager`: logins, lookups and ends; `refresh`: when tokens are renewed; `reuse`: Basic
-//!   logins that find the session the same credentials opened; `store`: where sessions live.
+//! - `manager`: logins, lookups and ends; `scheduler`: tokens kept fresh (the wake-ups, the
+//!   single-flight refresh, the token a query asks for); `refresh`: when tokens are renewed (pure);
+//!   `reuse`: Basic logins that find the session the same credentials opened; `store`: where
+//!   sessions live.
 
-pub mod manager;
-pub mod refresh;
-pub mod reuse;
-pub mod state;
-pub mod store;
+mod manager;
+mod refresh;
+mod reuse;
+mod scheduler;
+mod state;
+mod store;
 
 pub use manager::{SessionManager, SessionPolicy};
-pub use state::{
-    EndReason, HANDLE_PREFIX, MachineClient, Session, SessionHandle, SessionKey, TokenState,
-    mode_name,
-};
-pub use store::{InMemorySessionStore, SessionStore};
+pub use state::{EndReason, Session, SessionHandle};
+pub use store::InMemorySessionStore;
 
 #[cfg(test)]
 mod lifecycle_tests;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::state::EndReason;
+use super::state::{EndReason, SessionKey};
 
 /// The moments that matter for one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,12 +140,9 @@ impl<T> DeadlineQueue<T> {
         self.notify.notify_one();
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.lock().map(|h| h.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Waits until at least one entry is due and returns all due entries with their deadline.
@@ -179,6 +176,13 @@ impl<T> DeadlineQueue<T> {
             }
         }
     }
+}
+
+/// A wake-up for one session; stale if the session was rescheduled since.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Job {
+    pub(crate) key: SessionKey,
+    pub(crate) seq: u64,
 }
 
 #[cfg(test)]

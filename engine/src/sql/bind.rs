@@ -11,10 +11,7 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, Statement, Union, Values, WriteOp};
 
 use crate::error::EngineError;
-
-/// Rows bound to an INSERT whose placeholders are outside one VALUES list become one input each,
-/// under one UNION ALL: planning work grows with them, so they are capped.
-pub const MAX_UNION_ROWS: usize = 10_000;
+use crate::limits::MAX_UNION_ROWS;
 
 /// The parameter schema a client binds against: one field per placeholder, `$1` first, with
 /// the type DataFusion inferred (Null where it could not).

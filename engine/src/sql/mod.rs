@@ -11,15 +11,19 @@
 //! - `time_travel`: the relation planner that pins versioned tables to their snapshot.
 //! - `plan`: the whole path, text → checked logical plan.
 
-pub mod ast;
+mod ast;
 pub mod bind;
-pub mod describe;
-pub mod dialect;
-pub mod parse;
-pub mod placeholders;
-pub mod plan;
-pub mod show;
-pub mod time_travel;
+mod describe;
+mod dialect;
+mod parse;
+mod placeholders;
+mod plan;
+mod show;
+mod time_travel;
+
+pub use dialect::SqeDialect;
+pub use parse::parse;
+pub use plan::plan;
 
 use std::sync::Arc;
 

@@ -50,7 +50,7 @@ pub fn parse_in(sql: &str, dialect: &SqeDialect) -> Result<Parsed, EngineError> 
     plain_at_and_before(&mut tokens);
     let mut statements = DFParserBuilder::new(tokens)
         .with_dialect(dialect)
-        .with_recursion_limit(policy::PARSER_RECURSION_LIMIT)
+        .with_recursion_limit(crate::limits::PARSER_RECURSION_LIMIT)
         .build()?
         .parse_statements()
         .map_err(too_deep)?;
@@ -89,7 +89,7 @@ fn too_deep(e: DataFusionError) -> EngineError {
             invalid(format!(
                 "the statement nests deeper than {} levels (parentheses, subqueries, function \
              calls)",
-                policy::PARSER_RECURSION_LIMIT
+                crate::limits::PARSER_RECURSION_LIMIT
             ))
         }
         other => other.into(),
@@ -401,7 +401,7 @@ mod tests {
             "{}",
             refused(&nested)
         );
-        let big = format!("SELECT '{}'", "x".repeat(policy::MAX_SQL_BYTES));
+        let big = format!("SELECT '{}'", "x".repeat(crate::limits::MAX_SQL_BYTES));
         assert!(refused(&big).contains("bytes"));
         assert!(refused("SELECT 'open").contains("SQL error"));
     }

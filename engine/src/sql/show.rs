@@ -28,7 +28,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::describe::create_table_statement;
-use crate::catalog::table::UserTable;
+use crate::catalog::UserTable;
 use crate::error::EngineError;
 
 fn invalid(msg: impl Into<String>) -> EngineError {

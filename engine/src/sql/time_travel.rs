@@ -20,8 +20,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, TableFactor, TableVersion, Value};
 
-use crate::catalog::table::UserTable;
-use crate::catalog::time_travel::{AsOf, parse_timestamp_ms};
+use crate::catalog::{AsOf, UserTable, parse_timestamp_ms};
 use crate::error::EngineError;
 
 /// The relation planner that pins versioned tables (registered on every session context).

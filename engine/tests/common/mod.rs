@@ -10,17 +10,11 @@ use std::time::Duration;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use base64::Engine as _;
 use futures::future::BoxFuture;
-use sqe_engine::auth::{IdpError, TokenGrant, TokenIssuer};
-use sqe_engine::context::LocalContextFactory;
-use sqe_engine::drain::Drain;
-use sqe_engine::exec::limits::QueryLimits;
-use sqe_engine::flight::SqeFlightSqlService;
-use sqe_engine::flight::door::Door;
-use sqe_engine::flight::transport::Front;
-use sqe_engine::metrics::Metrics;
-use sqe_engine::secret::Secret;
-use sqe_engine::session::{InMemorySessionStore, SessionManager, SessionPolicy};
-use sqe_engine::sql::WithPlanners;
+use sqe_engine::{
+    Door, Drain, Front, IdpError, InMemorySessionStore, LocalContextFactory, Metrics, QueryLimits,
+    Secret, SessionManager, SessionPolicy, SqeFlightSqlService, TokenGrant, TokenIssuer,
+    WithPlanners,
+};
 use sqe_engine_config::AuthMode;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;

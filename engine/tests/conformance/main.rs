@@ -195,7 +195,7 @@ async fn run_file(
 fn dialect_is_a_superset(root: &Path, all: &[String]) -> (usize, Vec<String>) {
     use datafusion::sql::parser::DFParser;
     use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use sqe_engine::sql::dialect::SqeDialect;
+    use sqe_engine::SqeDialect;
     let sqe = SqeDialect::default();
     let mut checked = 0;
     let mut differ = Vec::new();
@@ -212,7 +212,7 @@ fn dialect_is_a_superset(root: &Path, all: &[String]) -> (usize, Vec<String>) {
                 continue;
             };
             checked += 1;
-            if let Err(e) = sqe_engine::sql::parse::parse(&sql)
+            if let Err(e) = sqe_engine::parse_statement(&sql)
                 && theirs.len() == 1
             {
                 differ.push(format!(

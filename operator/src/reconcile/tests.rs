@@ -9,6 +9,9 @@ use kube::client::Body;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::metrics::Metrics;
+use crate::resources::MANAGER;
+use kube::Client;
 
 type Objects = Arc<Mutex<BTreeMap<String, Value>>>;
 

@@ -67,20 +67,39 @@ impl Desired {
     }
 }
 
-pub fn build(cluster: &SqeCluster, secrets: &SecretDigests) -> Result<Desired> {
+/// A cluster whose spec passed every check the engine and its pods need, with the engine
+/// configuration rendered from it: what [`build`] builds from, and all it needs.
+pub struct Validated<'a> {
+    pub cluster: &'a SqeCluster,
+    pub config_yaml: String,
+    pub config_hash: String,
+}
+
+/// The spec's checks (pod overrides, engine configuration rules), or `Error::InvalidSpec`
+/// naming the field.
+pub fn validate<'a>(cluster: &'a SqeCluster, secrets: &SecretDigests) -> Result<Validated<'a>> {
     deployment::check_overrides(&cluster.spec.engine.pod_overrides).map_err(Error::InvalidSpec)?;
-    let cfg = configmap::engine_config(&cluster.spec)?;
-    let yaml = cfg.to_yaml();
-    let config_hash = config_hash(&yaml, secrets);
-    Ok(Desired {
-        service_account: serviceaccount::build(cluster),
-        config_map: configmap::build(cluster, &yaml),
-        service: service::build(cluster),
-        pdb: pdb::build(cluster),
-        deployment: deployment::build(cluster, &config_hash),
-        hpa: hpa::build(cluster),
+    let config_yaml = configmap::engine_config(&cluster.spec)?.to_yaml();
+    let config_hash = config_hash(&config_yaml, secrets);
+    Ok(Validated {
+        cluster,
+        config_yaml,
         config_hash,
     })
+}
+
+/// Every object a validated cluster wants; pure, and it cannot fail.
+pub fn build(valid: &Validated) -> Desired {
+    let cluster = valid.cluster;
+    Desired {
+        service_account: serviceaccount::build(cluster),
+        config_map: configmap::build(cluster, &valid.config_yaml),
+        service: service::build(cluster),
+        pdb: pdb::build(cluster),
+        deployment: deployment::build(cluster, &valid.config_hash),
+        hpa: hpa::build(cluster),
+        config_hash: valid.config_hash.clone(),
+    }
 }
 
 /// Hash of the rendered config and the referenced secret values, so a changed spec *or* a

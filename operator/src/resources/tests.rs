@@ -13,6 +13,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::common::{CONFIG_KEY, FLIGHT_PORT, HTTP_PORT};
 use super::configmap::parse_quantity;
 use super::*;
+
+/// Validates and builds, as a reconcile does.
+fn build(cluster: &SqeCluster, secrets: &SecretDigests) -> Result<Desired> {
+    Ok(super::build(&super::validate(cluster, secrets)?))
+}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 fn repo() -> PathBuf {

@@ -1,9 +1,8 @@
-//! Statements run to completion for their count: `DoPut` updates, and DDL run while planning.
+//! Statements run to completion for their count: updates, and DDL run while planning.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, UInt64Array};
-use datafusion::common::ScalarValue;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
@@ -11,66 +10,11 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use super::caller::{Caller, Gate};
 use crate::error::EngineError;
-use crate::exec::limits::QueryLimits;
-use crate::exec::query_log::QueryLog;
-use crate::metrics::Metrics;
-use crate::sql::bind;
-use crate::sql::plan::plan;
-
-pub struct Updates {
-    gate: Arc<Gate>,
-    limits: QueryLimits,
-    metrics: Arc<Metrics>,
-}
-
-impl Updates {
-    pub fn new(gate: Arc<Gate>, limits: QueryLimits, metrics: Arc<Metrics>) -> Self {
-        Self {
-            gate,
-            limits,
-            metrics,
-        }
-    }
-
-    /// Runs `sql` once, with every bound row in one plan (see [`bind::bind_rows`]), under the
-    /// query limits, and returns the affected rows.
-    pub async fn run(
-        &self,
-        caller: &Caller,
-        sql: &str,
-        rows: Vec<Vec<ScalarValue>>,
-    ) -> Result<i64, EngineError> {
-        let mut log = QueryLog::start(self.metrics.clone(), &caller.session, sql);
-        let result = async {
-            let admission = self
-                .limits
-                .admit(&caller.quota_key(), self.limits.deadline())
-                .await?;
-            let sql = sql.to_owned();
-            self.gate
-                .off_workers(caller, &self.limits, &admission, move |ctx| async move {
-                    let planned = plan(&ctx, &sql).await?;
-                    runs_as_update(&planned.plan)?;
-                    let bound = bind::bind_rows(planned.plan, rows)?;
-                    let batches = run_to_completion(&ctx, bound).await?;
-                    Ok(affected_rows(&batches))
-                })
-                .await
-        }
-        .await;
-        match &result {
-            Ok(n) => log.succeeded(u64::try_from(*n).unwrap_or(0)),
-            Err(e) => log.failed(e.code()),
-        }
-        result
-    }
-}
 
 /// An update runs to completion and answers a count, so only statements that change something
 /// are one: a query sent as an update would be collected whole in memory only to be thrown away.
-fn runs_as_update(plan: &LogicalPlan) -> Result<(), EngineError> {
+pub(super) fn runs_as_update(plan: &LogicalPlan) -> Result<(), EngineError> {
     match plan {
         LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => Ok(()),
         _ => Err(EngineError::InvalidArgument(
@@ -85,7 +29,7 @@ fn runs_as_update(plan: &LogicalPlan) -> Result<(), EngineError> {
 /// and a streamed `INSERT`: the rows go through the new table's own sink (reserved from the
 /// session's share for a session table, written out for a warehouse table) instead of being
 /// collected in memory first, as DataFusion's own CTAS does. A failed insert leaves no table.
-async fn run_to_completion(
+pub(super) async fn run_to_completion(
     ctx: &SessionContext,
     plan: LogicalPlan,
 ) -> Result<Vec<RecordBatch>, EngineError> {
@@ -135,7 +79,7 @@ async fn run_to_completion(
 }
 
 /// DML results are one `count` row per batch; DDL returns no rows and counts as 0.
-fn affected_rows(batches: &[RecordBatch]) -> i64 {
+pub(super) fn affected_rows(batches: &[RecordBatch]) -> i64 {
     batches
         .iter()
         .filter_map(|b| b.column_by_name("count"))

@@ -20,8 +20,8 @@ use iceberg::{
 use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 
 use super::credentials::CredentialPolicy;
-use super::lru::{FooterCache, PlanCache};
-use super::recent::RecentLoads;
+use crate::catalog::cache::lru::{FooterCache, PlanCache};
+use crate::catalog::cache::recent::RecentLoads;
 use crate::error::EngineError;
 use crate::secret::{Fingerprint, Secret};
 use crate::token::LatestToken;
@@ -473,8 +473,8 @@ mod tests {
             credentials: CredentialPolicy::default(),
             storage_endpoint: None,
             recent: Arc::default(),
-            footers: Arc::new(crate::catalog::lru::ByteLru::with_capacity(1 << 20)),
-            plans: Arc::new(crate::catalog::lru::ByteLru::with_capacity(1 << 20)),
+            footers: Arc::new(crate::catalog::cache::lru::ByteLru::with_capacity(1 << 20)),
+            plans: Arc::new(crate::catalog::cache::lru::ByteLru::with_capacity(1 << 20)),
         }
     }
 

@@ -25,8 +25,8 @@ use iceberg::{
 };
 use iceberg_datafusion::IcebergCatalogProvider;
 
-use super::errors::{classified, classify};
-use super::rest::UserCatalog;
+use crate::catalog::client::errors::{classified, classify};
+use crate::catalog::client::rest::UserCatalog;
 use crate::error::EngineError;
 
 /// iceberg-datafusion's own provider for `name` (a table, or one of its `t$…` metadata tables),

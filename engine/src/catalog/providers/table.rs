@@ -23,14 +23,14 @@ use iceberg::spec::{Schema as IcebergSchema, TableMetadata, TableMetadataRef};
 use iceberg::table::Table;
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
-use super::credentials::{Renew, Vended, VendedIo};
-use super::errors::{classified, classify};
-use super::lru::{plan_bytes, plan_key};
-use super::parquet::{datafusion_can_read, file_statistics, parquet_exec};
-use super::rest::UserCatalog;
-use super::scan::ParallelIcebergScan;
 use super::stock::{Classified, iceberg_provider};
 use super::time_travel::{AsOf, resolve};
+use crate::catalog::cache::lru::{plan_bytes, plan_key};
+use crate::catalog::client::credentials::{Renew, Vended, VendedIo};
+use crate::catalog::client::errors::{classified, classify};
+use crate::catalog::client::rest::UserCatalog;
+use crate::catalog::scan::parallel::ParallelIcebergScan;
+use crate::catalog::scan::parquet::{datafusion_can_read, file_statistics, parquet_exec};
 use crate::error::EngineError;
 
 fn arrow_schema(schema: &IcebergSchema, subject: &str) -> Result<SchemaRef, EngineError> {
@@ -131,10 +131,7 @@ impl UserTable {
         &self.metadata
     }
 
-    pub fn ident(&self) -> &TableIdent {
-        &self.ident
-    }
-
+    #[cfg(test)]
     pub fn snapshot_id(&self) -> Option<i64> {
         self.pinned.as_ref().map(|(_, id)| *id)
     }

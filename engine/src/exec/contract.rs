@@ -18,7 +18,6 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
 
-use super::results::schema_bytes;
 use crate::error::EngineError;
 
 /// The plan as the analyzer and optimizer leave it: what runs, and so what is announced (type
@@ -69,9 +68,11 @@ fn wire_type(data_type: &DataType) -> DataType {
 
 /// A short fingerprint of an announced schema, carried in the ticket so DoGet can tell that the
 /// statement it plans again still has the result its FlightInfo promised.
-pub fn fingerprint(schema: &Schema) -> Result<String, EngineError> {
-    let digest = Sha256::digest(schema_bytes(schema)?);
-    Ok(hex::encode(&digest[..12]))
+pub fn fingerprint(schema: &Schema) -> String {
+    // The schema's flatbuffer: canonical (arrow-ipc writes metadata keys sorted).
+    let encoded = arrow::ipc::convert::IpcSchemaEncoder::new().schema_to_fb(schema);
+    let digest = Sha256::digest(encoded.finished_data());
+    hex::encode(&digest[..12])
 }
 
 /// `batch` as a batch of exactly `to`. Columns are matched by position; a column whose type
@@ -339,7 +340,7 @@ mod tests {
     fn fingerprints_tell_schemas_apart() {
         let a = Schema::new(vec![Field::new("n", DataType::Int64, true)]);
         let b = Schema::new(vec![Field::new("n", DataType::Int64, false)]);
-        assert_eq!(fingerprint(&a).unwrap(), fingerprint(&a.clone()).unwrap());
-        assert_ne!(fingerprint(&a).unwrap(), fingerprint(&b).unwrap());
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
     }
 }

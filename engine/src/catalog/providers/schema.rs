@@ -28,10 +28,10 @@ use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing::{debug, warn};
 
-use super::errors::classify;
-use super::rest::UserCatalog;
 use super::stock::{Projected, iceberg_provider};
 use super::table::UserTable;
+use crate::catalog::client::errors::classify;
+use crate::catalog::client::rest::UserCatalog;
 use crate::error::EngineError;
 
 /// How many loadTable probes run at once when a namespace is listed.

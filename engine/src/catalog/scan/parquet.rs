@@ -46,10 +46,10 @@ use iceberg::io::FileMetadata;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::DataFileFormat;
 
-use super::credentials::{VendedIo, store_refusal};
-use super::errors::iceberg_cause;
-use super::lru::{FooterCache, footer_key};
-use super::scan::{balance, task_bytes};
+use super::parallel::{balance, task_bytes};
+use crate::catalog::cache::lru::{FooterCache, footer_key};
+use crate::catalog::client::credentials::{VendedIo, store_refusal};
+use crate::catalog::client::errors::iceberg_cause;
 
 /// The object-store URL DataFusion's plan names for these scans. The session registers an empty
 /// in-memory store under it, so nothing can be read through it: bytes come only from the FileIO.

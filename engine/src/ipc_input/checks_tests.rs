@@ -1,6 +1,14 @@
 //! Tests of `ipc_input`, in a file of their own so the source reads as source.
 
+use super::decode::DECODER_PANICKED;
 use super::*;
+use crate::error::EngineError;
+use crate::limits::{DO_PUT_LIMITS, IpcLimits};
+use arrow::array::RecordBatch;
+use arrow::ipc::{self, MessageHeader, Type};
+use arrow_flight::FlightData;
+use arrow_flight::error::FlightError;
+use futures::{Stream, TryStreamExt};
 
 /// Builds a forged message header from one length or offset.
 type ForgeFn = dyn Fn(i64) -> Forged;
@@ -916,7 +924,7 @@ where
 /// names a directory; does nothing otherwise.
 #[test]
 fn fuzz_seeds() {
-    use crate::flight::params::StatementHandle;
+    use crate::flight::StatementHandle;
     use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt, TicketStatementQuery};
     use prost::Message;
 

@@ -31,8 +31,8 @@ use iceberg::arrow::ArrowReaderBuilder;
 use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 
-use super::credentials::{VendedIo, store_refusal};
-use super::errors::classified;
+use crate::catalog::client::credentials::{VendedIo, store_refusal};
+use crate::catalog::client::errors::classified;
 
 /// Files each partition reads at once: overlaps one file's S3 latency with another's decoding.
 const FILES_IN_FLIGHT_PER_PARTITION: usize = 2;

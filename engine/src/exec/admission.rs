@@ -24,7 +24,6 @@ use futures::Stream;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
-use tonic::Status;
 
 use crate::error::EngineError;
 
@@ -329,9 +328,9 @@ impl<S> Limited<S> {
 
 impl<S, T> Stream for Limited<S>
 where
-    S: Stream<Item = Result<T, Status>>,
+    S: Stream<Item = Result<T, EngineError>>,
 {
-    type Item = Result<T, Status>;
+    type Item = Result<T, EngineError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let Some(admission) = self.admission.as_ref() else {
@@ -341,12 +340,12 @@ where
         if self.sleep.as_mut().poll(cx).is_ready() {
             // Dropping the admission frees the slot; the inner plan is dropped with `self`.
             self.admission = None;
-            return Poll::Ready(Some(Err(timed_out(timeout).into())));
+            return Poll::Ready(Some(Err(timed_out(timeout))));
         }
         if self.until.as_mut().poll(cx).is_ready() {
             self.admission = None;
-            return Poll::Ready(Some(Err(Status::cancelled(
-                "the session ended, and its queries with it",
+            return Poll::Ready(Some(Err(EngineError::Cancelled(
+                "the session ended, and its queries with it".into(),
             ))));
         }
         let polled = self.inner.as_mut().poll_next(cx);
@@ -493,7 +492,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_query_past_its_deadline_ends_with_deadline_exceeded_and_frees_its_slot() {
         let l = QueryLimits::new(Duration::from_secs(5), 1, 1, 0);
-        let never_ending = futures::stream::pending::<Result<u32, Status>>();
+        let never_ending = futures::stream::pending::<Result<u32, EngineError>>();
         let mut s = Limited::new(never_ending, l.admit("alice", l.deadline()).await.unwrap());
         assert_eq!(l.running(), 1);
         let item = s.next().await.unwrap();
@@ -523,7 +522,7 @@ mod tests {
     async fn a_query_stops_with_cancelled_when_its_session_ends() {
         let l = QueryLimits::new(Duration::from_secs(60), 1, 1, 0);
         let (end, ended) = tokio::sync::oneshot::channel::<()>();
-        let never_ending = futures::stream::pending::<Result<u32, Status>>();
+        let never_ending = futures::stream::pending::<Result<u32, EngineError>>();
         let admission = l.admit("alice", l.deadline()).await.unwrap();
         let mut s = Limited::new(never_ending, admission).until(async move {
             let _ = ended.await;
@@ -538,7 +537,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_query_that_finishes_in_time_passes_through_and_frees_its_slot() {
         let l = QueryLimits::new(Duration::from_secs(5), 1, 1, 0);
-        let items = futures::stream::iter(vec![Ok::<u32, Status>(1), Ok(2)]);
+        let items = futures::stream::iter(vec![Ok::<u32, EngineError>(1), Ok(2)]);
         let admission = l.admit("alice", l.deadline()).await.unwrap();
         let got: Vec<_> = Limited::new(items, admission)
             .map(|r| r.unwrap())
