@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         params: Some(base64::engine::general_purpose::STANDARD.encode(data)),
         executed: false,
         nonce: None,
+        schema: None,
     };
     let _ = handle.bound_rows();
 });
