@@ -261,6 +261,7 @@ impl QueryLimits {
     }
 
     /// Admits `work` for `user` and runs it off the workers; the slot frees when it ends.
+    #[cfg(test)]
     pub async fn plan<T, F>(&self, user: &str, work: F) -> Result<T, EngineError>
     where
         F: Future<Output = Result<T, EngineError>> + Send + 'static,

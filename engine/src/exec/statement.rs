@@ -257,25 +257,13 @@ impl Executor {
         self.cancels.cancel(&session.identity.quota_key(), run)
     }
 
-    /// Runs `work` (a catalog listing) on the session's context, admitted and off the workers.
-    pub async fn listing<T, F, Fut>(
+    /// Runs `work` (planning, a catalog listing) on the session's context with a slot of its
+    /// own, off the workers.
+    pub async fn planned<T, F, Fut>(
         &self,
         session: &Arc<Session>,
         work: F,
     ) -> Result<T, EngineError>
-    where
-        F: FnOnce(SessionContext) -> Fut,
-        Fut: Future<Output = Result<T, EngineError>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let ctx = self.sessions.context(session).await?;
-        self.limits
-            .plan(&session.identity.quota_key(), work(ctx))
-            .await
-    }
-
-    /// Runs `work` (planning) on the session's context with a slot of its own, off the workers.
-    async fn planned<T, F, Fut>(&self, session: &Arc<Session>, work: F) -> Result<T, EngineError>
     where
         F: FnOnce(SessionContext) -> Fut,
         Fut: Future<Output = Result<T, EngineError>> + Send + 'static,

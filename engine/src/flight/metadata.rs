@@ -272,7 +272,7 @@ pub async fn tables_answer(
         table_types: query.table_types.clone(),
     };
     let found = executor
-        .listing(
+        .planned(
             session,
             move |ctx| async move { tables(&ctx, &filter).await },
         )

@@ -286,7 +286,7 @@ impl FlightSqlService for SqeFlightSqlService {
         let answer = self
             .statements
             .executor()
-            .listing(&caller.session, move |ctx| async move {
+            .planned(&caller.session, move |ctx| async move {
                 Ok(metadata::catalogs_answer(&ctx, query))
             })
             .await?;
@@ -312,7 +312,7 @@ impl FlightSqlService for SqeFlightSqlService {
         let answer = self
             .statements
             .executor()
-            .listing(&caller.session, move |ctx| async move {
+            .planned(&caller.session, move |ctx| async move {
                 Ok(metadata::schemas_answer(&ctx, query))
             })
             .await?;

@@ -12,7 +12,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{CancelStatus, FlightDescriptor, FlightInfo};
 use datafusion::common::ScalarValue;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use prost::Message;
 use tonic::{Response, Status};
 use tracing::info;
@@ -20,6 +20,7 @@ use tracing::info;
 use super::caller::{Caller, attach_handle};
 use super::params::StatementHandle;
 use super::results::{DoGetStream, flight_info, one_batch, schema_bytes};
+use crate::drain::CallGuard;
 use crate::error::EngineError;
 use crate::exec::{CancelOutcome, Executor, Planned, Statement};
 
@@ -130,14 +131,11 @@ impl Statements {
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(execution.schema)
             .build(batches)
-            .map_err(Status::from)
-            .map(move |item| {
-                let _held = &guard;
-                item
-            });
-        let flight = InSpan {
+            .map_err(Status::from);
+        let flight = Streaming {
             inner: Box::pin(flight),
             span: tracing::Span::current(),
+            _guard: guard,
         };
         let mut response = Response::new(Box::pin(flight) as DoGetStream);
         attach_handle(response.metadata_mut(), issued.as_ref());
@@ -197,14 +195,16 @@ impl Statements {
     }
 }
 
-/// A result stream polled in its call's span (`super::door`): what is logged while it streams,
-/// and the statement's own line when it ends, says whose call it is.
-struct InSpan {
+/// A result stream as the client reads it: polled in its call's span (`super::door`), so what
+/// is logged while it streams, and the statement's own line when it ends, says whose call it
+/// is; and holding the call's drain guard until it ends or the client drops it.
+struct Streaming {
     inner: DoGetStream,
     span: tracing::Span,
+    _guard: CallGuard,
 }
 
-impl futures::Stream for InSpan {
+impl futures::Stream for Streaming {
     type Item = Result<arrow_flight::FlightData, Status>;
 
     fn poll_next(
