@@ -10,6 +10,7 @@ use rand::RngCore;
 use sqe_engine_config::AuthMode;
 use tokio::time::Instant;
 
+use super::seal::HandleSecrets;
 use crate::auth::Identity;
 use crate::context::QueryState;
 use crate::error::EngineError;
@@ -23,8 +24,9 @@ pub type SessionKey = Fingerprint;
 /// Session handles start with this, so they can never be mistaken for a JWT (which has dots).
 pub const HANDLE_PREFIX: &str = "sqe_";
 
-/// The opaque bearer the engine hands out after a login: 256 random bits. It is not the IdP
-/// token and says nothing about the user.
+/// The opaque bearer the engine hands out after a login: a 128-bit session id and a 256-bit
+/// record secret (`seal::HandleSecrets`), 384 random bits in all. It is not the IdP token and
+/// says nothing about the user.
 pub struct SessionHandle(Secret);
 
 impl std::fmt::Debug for SessionHandle {
@@ -35,10 +37,25 @@ impl std::fmt::Debug for SessionHandle {
 
 impl SessionHandle {
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
+        let secrets = HandleSecrets::generate();
+        let bytes = [&secrets.sid[..], &secrets.record[..]].concat();
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         Self(Secret::new(format!("{HANDLE_PREFIX}{encoded}")))
+    }
+
+    /// The session id and record secret this handle carries; `None` for anything that is not
+    /// one of this engine's handles.
+    #[allow(dead_code)] // the shared store reads it; not wired yet
+    pub(crate) fn secrets(&self) -> Option<HandleSecrets> {
+        let encoded = self.0.expose().strip_prefix(HANDLE_PREFIX)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .ok()?;
+        let (sid, record) = bytes.split_at_checked(16)?;
+        Some(HandleSecrets {
+            sid: sid.try_into().ok()?,
+            record: record.try_into().ok()?,
+        })
     }
 
     pub fn key(&self) -> SessionKey {
@@ -286,8 +303,15 @@ mod tests {
         let raw = a.secret().expose();
         assert!(SessionHandle::is_handle(raw));
         assert!(!raw.contains('.'));
-        // 32 bytes → 43 base64url characters: 256 bits.
-        assert_eq!(raw.len(), HANDLE_PREFIX.len() + 43);
+        // 48 bytes → 64 base64url characters: 384 bits.
+        assert_eq!(raw.len(), HANDLE_PREFIX.len() + 64);
+        let secrets = a.secrets().unwrap();
+        assert_ne!(secrets.sid, b.secrets().unwrap().sid);
+        assert!(
+            SessionHandle::from_secret(Secret::new("sqe_short"))
+                .secrets()
+                .is_none()
+        );
         assert_eq!(a.key(), Fingerprint::of(raw));
         assert!(!SessionHandle::is_handle("eyJhbGciOiJSUzI1NiJ9.e30.sig"));
     }

@@ -1,0 +1,210 @@
+//! The shared store against a real `redis-server` (Debian's, on loopback, no persistence), one
+//! per test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sqe_engine_config::AuthMode;
+
+use super::*;
+
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis() -> Redis {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian's redis-server package) is on PATH");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Redis {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    }
+}
+
+fn keys(bytes: &[u8]) -> ClusterKeys {
+    ClusterKeys::new(bytes.iter().map(|b| [*b; 32]).collect()).unwrap()
+}
+
+fn record(access: &str) -> SessionRecord {
+    SessionRecord {
+        id: "0123456789abcdef".into(),
+        user: "alice".into(),
+        roles: vec![],
+        subject: Some("f1d2".into()),
+        mode: AuthMode::Password,
+        access: access.into(),
+        refresh: Some("eyJyZWZyZXNoIn0".into()),
+        machine: None,
+        obtained_at_ms: 1,
+        expires_at_ms: 2,
+        absolute_deadline_ms: 3,
+        last_used_ms: 1,
+    }
+}
+
+const TTL: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_session_written_by_one_replica_is_read_by_another_and_the_store_sees_no_token() {
+    let r = redis();
+    let a = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let b = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let handle = HandleSecrets::generate();
+    assert!(
+        a.create(&handle, &record("eyJhY2Nlc3Mi"), TTL)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.create(&handle, &record("eyJvdGhlciI"), TTL)
+            .await
+            .unwrap()
+    );
+    let seen = b.read(&handle).await.unwrap().unwrap();
+    assert_eq!(seen.record.access, "eyJhY2Nlc3Mi");
+    assert_eq!(seen.generation, 0);
+    // What the store holds: no token, no session id.
+    let client = redis::Client::open(r.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let names: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(names, vec![record_key(&handle)]);
+    let raw: Vec<u8> = conn.get(&names[0]).await.unwrap();
+    assert!(!raw.windows(3).any(|w| w == b"eyJ"));
+    // Another handle opens nothing, even under the same name.
+    let stranger = HandleSecrets {
+        sid: handle.sid,
+        record: [9; 32],
+    };
+    assert!(matches!(
+        b.read(&stranger).await,
+        Err(SharedError::Seal(SealError::Refused))
+    ));
+}
+
+#[tokio::test]
+async fn a_record_is_replaced_only_over_the_generation_it_was_read_at() {
+    let r = redis();
+    let a = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let b = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let handle = HandleSecrets::generate();
+    a.create(&handle, &record("eyJ0b2tlbjAi"), TTL)
+        .await
+        .unwrap();
+    assert!(
+        a.replace(&handle, 0, &record("eyJ0b2tlbjEi"), TTL)
+            .await
+            .unwrap()
+    );
+    // B read generation 0 before A's refresh landed: its write is refused.
+    assert!(
+        !b.replace(&handle, 0, &record("eyJzdGFsZSI"), TTL)
+            .await
+            .unwrap()
+    );
+    let now = b.read(&handle).await.unwrap().unwrap();
+    assert_eq!(
+        (now.generation, now.record.access.as_str()),
+        (1, "eyJ0b2tlbjEi")
+    );
+    assert_eq!(b.generation(&handle).await.unwrap(), Some(1));
+    // A logout on B: A's next write does not bring the session back.
+    b.delete(&handle).await.unwrap();
+    assert!(
+        !a.replace(&handle, 1, &record("eyJhZnRlciI"), TTL)
+            .await
+            .unwrap()
+    );
+    assert!(a.read(&handle).await.unwrap().is_none());
+    assert_eq!(a.generation(&handle).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn one_replica_at_a_time_holds_a_sessions_refresh_lock() {
+    let r = redis();
+    let a = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let b = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let handle = HandleSecrets::generate();
+    assert!(a.lock(&handle, "pod-a", TTL).await.unwrap());
+    assert!(!b.lock(&handle, "pod-b", TTL).await.unwrap());
+    // Only the holder lets it go.
+    b.unlock(&handle, "pod-b").await.unwrap();
+    assert!(!b.lock(&handle, "pod-b", TTL).await.unwrap());
+    a.unlock(&handle, "pod-a").await.unwrap();
+    assert!(b.lock(&handle, "pod-b", TTL).await.unwrap());
+    // A holder that died lets go when the lock expires.
+    let other = HandleSecrets::generate();
+    assert!(
+        a.lock(&other, "pod-a", Duration::from_millis(100))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(b.lock(&other, "pod-b", TTL).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_rotated_key_list_reads_old_records_and_asks_for_a_reseal() {
+    let r = redis();
+    let old = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let rolled = SharedSessions::connect(&r.url, keys(&[2, 1]))
+        .await
+        .unwrap();
+    let dropped = SharedSessions::connect(&r.url, keys(&[2])).await.unwrap();
+    let handle = HandleSecrets::generate();
+    old.create(&handle, &record("eyJvbGQi"), TTL).await.unwrap();
+    let seen = rolled.read(&handle).await.unwrap().unwrap();
+    assert!(seen.reseal);
+    assert!(matches!(
+        dropped.read(&handle).await,
+        Err(SharedError::Seal(SealError::RetiredKey))
+    ));
+    assert!(
+        rolled
+            .replace(&handle, seen.generation, &seen.record, TTL)
+            .await
+            .unwrap()
+    );
+    let resealed = dropped.read(&handle).await.unwrap().unwrap();
+    assert!(!resealed.reseal);
+    assert_eq!(resealed.record.access, "eyJvbGQi");
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_is_unavailable_not_unknown() {
+    let r = redis();
+    let url = r.url.clone();
+    let a = SharedSessions::connect(&url, keys(&[1])).await.unwrap();
+    drop(r);
+    let handle = HandleSecrets::generate();
+    let read = tokio::time::timeout(Duration::from_secs(10), a.read(&handle))
+        .await
+        .expect("answers within 10 s");
+    assert!(matches!(read, Err(SharedError::Unavailable(_))), "{read:?}");
+}
