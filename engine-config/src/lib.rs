@@ -16,6 +16,8 @@ use url::Url;
 pub const CLIENT_SECRET_ENV: &str = "SQE_OIDC_CLIENT_SECRET";
 /// Environment variable naming the config file when no flag is given.
 pub const CONFIG_PATH_ENV: &str = "SQE_CONFIG";
+/// Environment variable holding the shared session store's password, if it has one.
+pub const SESSION_STORE_PASSWORD_ENV: &str = "SQE_SESSION_STORE_PASSWORD";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -186,6 +188,24 @@ pub struct SessionConfig {
     pub max_sessions: usize,
     /// Sessions one user may hold at once, so one user cannot fill `max_sessions`.
     pub max_sessions_per_user: usize,
+    /// The store every replica shares sessions through; unset, each process keeps its own
+    /// (one replica, or sessions tied to the pod that opened them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<SessionStoreConfig>,
+}
+
+/// A Redis 7 (or Valkey) server all replicas reach. It holds sealed records only: opening one
+/// takes the client's handle and one of the cluster keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStoreConfig {
+    /// `redis://host:port/` or, with TLS, `rediss://host:port/`; no password here (it comes
+    /// from `SQE_SESSION_STORE_PASSWORD`).
+    pub url: String,
+    /// A file of cluster keys, one per line, each 32 bytes in base64; the first seals new
+    /// records, every one opens (rotation: add the new key first, drop the old one after
+    /// `max_lifetime_seconds`).
+    pub keys_file: std::path::PathBuf,
 }
 
 impl Default for SessionConfig {
@@ -196,6 +216,7 @@ impl Default for SessionConfig {
             max_lifetime_seconds: 8 * 3600,
             max_sessions: 1000,
             max_sessions_per_user: 50,
+            store: None,
         }
     }
 }
@@ -294,6 +315,7 @@ fn default_algorithms() -> Vec<String> {
 #[derive(Clone, Default)]
 pub struct Secrets {
     pub client_secret: Option<String>,
+    pub session_store_password: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -302,6 +324,10 @@ impl std::fmt::Debug for Secrets {
             .field(
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "session_store_password",
+                &self.session_store_password.as_ref().map(|_| "<redacted>"),
             )
             .finish()
     }
@@ -314,6 +340,7 @@ impl Secrets {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         Self {
             client_secret: lookup(CLIENT_SECRET_ENV).filter(|s| !s.is_empty()),
+            session_store_password: lookup(SESSION_STORE_PASSWORD_ENV).filter(|s| !s.is_empty()),
         }
     }
 }
@@ -402,6 +429,21 @@ impl EngineConfig {
                     format!(
                         "`{alg}` is not an asymmetric JWS algorithm; use one of {SUPPORTED_ALGORITHMS:?}"
                     ),
+                ));
+            }
+        }
+        if let Some(store) = &self.session.store {
+            let scheme = store.url.split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("redis" | "rediss")) {
+                return Err(invalid(
+                    "session.store.url",
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+            if store.url.contains('@') {
+                return Err(invalid(
+                    "session.store.url",
+                    "must not carry credentials; give the password in SQE_SESSION_STORE_PASSWORD",
                 ));
             }
         }
@@ -525,6 +567,33 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
         assert_eq!(c.session.max_lifetime_seconds, 8 * 3600);
         assert_eq!(c.oidc.username_claim, "preferred_username");
         assert_eq!(c.issuer().as_str(), "http://127.0.0.1:8081/realms/sqe");
+    }
+
+    #[test]
+    fn a_shared_session_store_is_a_redis_url_without_credentials_and_a_key_file() {
+        let c = EngineConfig::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.session.store, None);
+        // Unset, it stays out of rendered files (an older engine reads them too).
+        assert!(!c.to_yaml().contains("store"));
+        let with = |url: &str| {
+            format!(
+                "{MINIMAL}session: {{ store: {{ url: \"{url}\", keys_file: /etc/sqe/keys }} }}\n"
+            )
+        };
+        let c = EngineConfig::from_yaml(&with("rediss://sessions.sqe.svc:6379/")).unwrap();
+        let store = c.session.store.clone().unwrap();
+        assert_eq!(store.keys_file, std::path::PathBuf::from("/etc/sqe/keys"));
+        assert!(c.to_yaml().contains("rediss://sessions.sqe.svc:6379/"));
+        assert!(err_of(&with("http://sessions:6379/")).contains("session.store.url"));
+        let e = err_of(&with("redis://default:pw@sessions:6379/"));
+        assert!(
+            e.contains("SQE_SESSION_STORE_PASSWORD") && !e.contains("pw@"),
+            "{e}"
+        );
+        let secrets =
+            Secrets::from_lookup(|k| (k == SESSION_STORE_PASSWORD_ENV).then(|| "s3cret".into()));
+        assert_eq!(secrets.session_store_password.as_deref(), Some("s3cret"));
+        assert!(!format!("{secrets:?}").contains("s3cret"));
     }
 
     #[test]
@@ -691,7 +760,8 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
     fn secrets_never_print() {
         let s = Secrets {
             client_secret: Some("hunter2-secret".into()),
+            session_store_password: Some("hunter3-secret".into()),
         };
-        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter"));
     }
 }

@@ -54,6 +54,8 @@ pub(crate) enum SealError {
     NoKeys,
     #[error("a cluster key is {0} bytes; each must be 32")]
     KeyLength(usize),
+    #[error("line {0} of the cluster key file is not base64")]
+    NotBase64(usize),
     #[error("the session record is not one this engine wrote")]
     Malformed,
     #[error("the session record was sealed with a cluster key that is no longer configured")]
@@ -95,6 +97,24 @@ impl ClusterKeys {
             .map(|k| <[u8; 32]>::try_from(k.as_slice()).map_err(|_| SealError::KeyLength(k.len())))
             .collect::<Result<Vec<_>, _>>()?;
         Self::new(keys)
+    }
+
+    /// The keys of a key file: one base64 key per line, the first sealing; blank lines and
+    /// lines starting with `#` are skipped. Errors name the line, never its text.
+    pub(crate) fn parse(text: &str) -> Result<Self, SealError> {
+        use base64::Engine as _;
+        let mut keys = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(line)
+                .map_err(|_| SealError::NotBase64(n + 1))?;
+            keys.push(key);
+        }
+        Self::from_bytes(&keys)
     }
 
     fn cipher(cluster: &[u8; 32], handle: &HandleSecrets) -> Aes256Gcm {
@@ -248,6 +268,33 @@ mod tests {
         assert_eq!(
             ClusterKeys::from_bytes(&[vec![0; 16]]).err(),
             Some(SealError::KeyLength(16))
+        );
+    }
+
+    #[test]
+    fn a_key_file_lists_base64_keys_the_first_sealing() {
+        use base64::Engine as _;
+        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let file = format!("# rolled in first\n{}\n\n{}\n", b64(2), b64(1));
+        let parsed = ClusterKeys::parse(&file).unwrap();
+        let handle = HandleSecrets::generate();
+        let sealed = parsed.seal(&handle, 1, TOKEN);
+        assert!(!keys(&[2]).open(&handle, &sealed).unwrap().reseal);
+        assert!(
+            parsed
+                .open(&handle, &keys(&[1]).seal(&handle, 1, TOKEN))
+                .unwrap()
+                .reseal
+        );
+        assert_eq!(
+            ClusterKeys::parse("# none\n").err(),
+            Some(SealError::NoKeys)
+        );
+        let bad = ClusterKeys::parse(&format!("{}\nnot base64!\n", b64(1))).err();
+        assert_eq!(bad, Some(SealError::NotBase64(2)));
+        assert_eq!(
+            ClusterKeys::parse("AAAA").err(),
+            Some(SealError::KeyLength(3))
         );
     }
 

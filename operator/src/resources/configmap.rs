@@ -127,6 +127,8 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
             max_sessions_per_user: s
                 .max_sessions_per_user
                 .map_or(sd.max_sessions_per_user, |v| v as usize),
+            // The operator does not provision a shared store yet: one per pod.
+            store: None,
         },
         query: QueryConfig {
             timeout_seconds: q.timeout_seconds.map_or(qd.timeout_seconds, u64::from),
