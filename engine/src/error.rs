@@ -18,6 +18,13 @@ pub enum EngineError {
     /// Unknown, closed, timed-out or revoked session.
     #[error("session expired or unknown; log in again")]
     SessionInvalid,
+    /// The session was sealed with a cluster key the cluster has since retired.
+    #[error("session sealed with a retired cluster key; log in again")]
+    SessionKeyRetired,
+    /// The store sessions are shared through cannot be reached: a new login or a handle this
+    /// replica does not hold cannot be served now, but may be in a moment.
+    #[error("the session store is unavailable; retry shortly")]
+    SessionStoreUnavailable,
     #[error("too many failed logins; retry in {retry_after_secs} s")]
     LoginThrottled { retry_after_secs: u64 },
     #[error("identity provider unavailable; retry later")]
@@ -66,14 +73,18 @@ impl EngineError {
     pub fn code(&self) -> Code {
         use EngineError::*;
         match self {
-            Unauthenticated | MissingCredentials | SessionInvalid | CatalogUnauthenticated(_) => {
-                Code::Unauthenticated
-            }
+            Unauthenticated
+            | MissingCredentials
+            | SessionInvalid
+            | SessionKeyRetired
+            | CatalogUnauthenticated(_) => Code::Unauthenticated,
             LoginThrottled { .. }
             | TooManySessions
             | TooManyUserSessions { .. }
             | ResourceExhausted(_) => Code::ResourceExhausted,
-            IdpUnavailable | ShuttingDown | Unavailable(_) => Code::Unavailable,
+            IdpUnavailable | SessionStoreUnavailable | ShuttingDown | Unavailable(_) => {
+                Code::Unavailable
+            }
             IdpMisconfigured | Internal(_) => Code::Internal,
             ModeNotEnabled(_) => Code::Unauthenticated,
             InvalidArgument(_) => Code::InvalidArgument,
@@ -250,6 +261,12 @@ mod tests {
     fn an_unreachable_idp_is_unavailable_not_unauthenticated() {
         assert_eq!(EngineError::IdpUnavailable.code(), Code::Unavailable);
         assert_eq!(EngineError::ShuttingDown.code(), Code::Unavailable);
+        // A session store that is down is not a reason to log in again.
+        assert_eq!(
+            EngineError::SessionStoreUnavailable.code(),
+            Code::Unavailable
+        );
+        assert_eq!(EngineError::SessionKeyRetired.code(), Code::Unauthenticated);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::flight::SqeFlightSqlService;
 use crate::flight::{Door, Front, capped};
 use crate::http::{CatalogProbe, HttpState, router};
 use crate::metrics::Metrics;
-use crate::session::{EndReason, InMemorySessionStore, SessionManager, SessionPolicy};
+use crate::session::{EndReason, InMemorySessionStore, SessionManager, SessionPolicy, open_store};
 use crate::sql::WithPlanners;
 
 /// Requests to the IdP and the catalog probe give up after this long.
@@ -108,14 +108,19 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
             .map(|n| n.get())
             .unwrap_or(1),
     )?));
-    let sessions = Arc::new(SessionManager::new(
+    let mut sessions = SessionManager::new(
         SessionPolicy::from_config(&config),
         Arc::new(InMemorySessionStore::new()),
         oidc.clone(),
         bearer,
         metrics.clone(),
         factory,
-    ));
+    );
+    if let Some(store) = &config.session.store {
+        let shared = open_store(store, secrets.session_store_password.as_deref())?;
+        sessions = sessions.with_shared(shared);
+    }
+    let sessions = Arc::new(sessions);
     let scheduler = tokio::spawn(sessions.clone().run_scheduler());
     let discovery = tokio::spawn(discover_until_ready(oidc.clone()));
 

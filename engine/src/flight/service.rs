@@ -40,7 +40,7 @@ use crate::exec::{Executor, QueryLimits};
 use crate::ipc_input;
 use crate::limits::DO_PUT_LIMITS;
 use crate::metrics::Metrics;
-use crate::session::{EndReason, SessionManager};
+use crate::session::SessionManager;
 
 /// Flight (not Flight SQL) session action; arrow-flight 58 has no hook or message for it.
 pub const CLOSE_SESSION: &str = "CloseSession";
@@ -437,7 +437,7 @@ impl FlightSqlService for SqeFlightSqlService {
             CLOSE_SESSION => {
                 let caller = self.caller(&request).await?;
                 let sessions = self.gate.sessions();
-                sessions.end(&caller.session, EndReason::Closed).await;
+                sessions.close(&caller.session).await?;
                 Ok(one_result(CLOSE_SESSION_CLOSED.to_vec()))
             }
             other => Err(Status::unimplemented(format!(

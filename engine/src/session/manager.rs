@@ -9,8 +9,11 @@ use sqe_engine_config::{AuthMode, EngineConfig};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::login_checks::loggable;
 use super::refresh::{self, DeadlineQueue, Job, Step};
 use super::reuse::{BasicReuse, ReuseKey};
+use super::seal::HandleSecrets;
+use super::shared::SharedSessions;
 use super::state::{
     EndReason, MachineClient, Session, SessionHandle, SessionKey, TokenState, mode_name,
 };
@@ -64,19 +67,19 @@ pub struct SessionManager {
     pub(super) metrics: Arc<Metrics>,
     pub(super) factory: Arc<dyn QueryContextFactory>,
     pub(super) reuse: BasicReuse,
+    /// The store every replica shares sessions through, if the cluster has one.
+    pub(super) shared: Option<Arc<SharedSessions>>,
+    /// This process, as the holder of a refresh lock in the shared store.
+    pub(super) owner: String,
 }
 
-/// A username as logs show it: at most 64 characters, control characters replaced (the name
-/// is whatever the client sent).
-fn loggable(user: &str) -> String {
-    user.chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
-fn secs_ceil(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+/// A session about to be opened, before it has tokens.
+struct Opening {
+    key: SessionKey,
+    identity: crate::auth::Identity,
+    mode: AuthMode,
+    renewal: Option<MachineClient>,
+    shared: Option<HandleSecrets>,
 }
 
 pub(super) fn ms(since: Instant) -> u64 {
@@ -102,7 +105,15 @@ impl SessionManager {
             metrics,
             factory,
             reuse: BasicReuse::default(),
+            shared: None,
+            owner: format!("{:016x}", rand::random::<u64>()),
         }
+    }
+
+    /// Shares sessions with every replica through `store`.
+    pub(crate) fn with_shared(mut self, store: SharedSessions) -> Self {
+        self.shared = Some(Arc::new(store));
+        self
     }
 
     pub fn with_throttle(mut self, throttle: LoginThrottle) -> Self {
@@ -205,7 +216,16 @@ impl SessionManager {
             secret: password.clone(),
         });
         let handle = SessionHandle::generate();
-        let session = self.open(handle.key(), identity, mode, grant, renewal, started)?;
+        let shared = self.shared.as_ref().and_then(|_| handle.secrets());
+        let opening = Opening {
+            key: handle.key(),
+            identity,
+            mode,
+            renewal,
+            shared,
+        };
+        let session = self.open(opening, grant, started)?;
+        self.publish(&session).await?;
         if let Some(k) = reuse_key {
             self.reuse.remember(k, &handle, self.policy.max_sessions);
         }
@@ -305,7 +325,15 @@ impl SessionManager {
             refresh_token: None,
             expires_in: remaining(valid.expires_at),
         };
-        match self.open(key, identity, AuthMode::Bearer, grant, None, started) {
+        // A JWT is its own session on every replica (each validates it): nothing to share.
+        let opening = Opening {
+            key,
+            identity,
+            mode: AuthMode::Bearer,
+            renewal: None,
+            shared: None,
+        };
+        match self.open(opening, grant, started) {
             // Two first calls with the same JWT raced; the other one won.
             Err(EngineError::Internal(_)) => {
                 self.lookup(&key).await?.ok_or(EngineError::SessionInvalid)
@@ -314,11 +342,18 @@ impl SessionManager {
         }
     }
 
-    /// The session for a handle the client sent back, if it is still alive.
+    /// The session for a handle the client sent back, if it is still alive: this process's
+    /// copy, checked against the shared store, or else the shared store's.
     pub async fn resolve(&self, handle: &str) -> Result<Arc<Session>, EngineError> {
-        self.lookup(&Fingerprint::of(handle))
-            .await?
-            .ok_or(EngineError::SessionInvalid)
+        let key = Fingerprint::of(handle);
+        if let Some(session) = self.lookup(&key).await? {
+            self.sync(&session).await?;
+            return Ok(session);
+        }
+        match (&self.shared, SessionHandle::secrets_of(handle)) {
+            (Some(_), Some(secrets)) => self.adopt(key, secrets).await,
+            _ => Err(EngineError::SessionInvalid),
+        }
     }
 
     async fn lookup(&self, key: &SessionKey) -> Result<Option<Arc<Session>>, EngineError> {
@@ -326,10 +361,18 @@ impl SessionManager {
             return Ok(None);
         };
         let now = Instant::now();
+        // A shared session this process let go of may live on in the store.
+        let gone = || {
+            if session.shared.is_some() {
+                Ok(None)
+            } else {
+                Err(EngineError::SessionInvalid)
+            }
+        };
         let step = {
             let st = session.tokens.read().await;
             if st.ended.is_some() {
-                return Err(EngineError::SessionInvalid);
+                return gone();
             }
             refresh::next_step(now, &self.timeline(&session, &st))
         };
@@ -338,115 +381,30 @@ impl SessionManager {
             // scheduler must not cost the user the session).
             if reason != EndReason::TokenExpired || session.mode == AuthMode::Bearer {
                 self.end(&session, reason).await;
-                return Err(EngineError::SessionInvalid);
+                return if reason.ends_everywhere() {
+                    Err(EngineError::SessionInvalid)
+                } else {
+                    gone()
+                };
             }
         }
         session.touch(now);
         Ok(Some(session))
     }
 
-    /// Waits for a paced login's turn; a throttled one is counted, logged by `log` (given the
-    /// seconds to wait) and refused.
-    async fn take_turn(
-        &self,
-        verdict: Result<Duration, Duration>,
-        mode: &'static str,
-        log: impl FnOnce(u64),
-    ) -> Result<(), EngineError> {
-        match verdict {
-            Ok(pause) => {
-                if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
-                }
-                Ok(())
-            }
-            Err(wait) => {
-                self.metrics.login(mode, "throttled");
-                log(secs_ceil(wait));
-                Err(EngineError::LoginThrottled {
-                    retry_after_secs: secs_ceil(wait),
-                })
-            }
-        }
-    }
-
-    fn ensure_capacity(&self, mode: &'static str, user: &str) -> Result<(), EngineError> {
-        if self.store.len() >= self.policy.max_sessions {
-            self.metrics.login(mode, "too_many_sessions");
-            warn!(
-                event = "login",
-                mode,
-                user = loggable(user).as_str(),
-                outcome = "too_many_sessions",
-                max = self.policy.max_sessions
-            );
-            return Err(EngineError::TooManySessions);
-        }
-        Ok(())
-    }
-
-    fn login_failed(
-        &self,
-        mode: &'static str,
-        user: &str,
-        peer: Option<IpAddr>,
-        e: &IdpError,
-        started: Instant,
-    ) -> EngineError {
-        // Records are keyed by at most 128 characters: a username is the attacker's to choose.
-        let user = user.chars().take(128).collect::<String>();
-        let user = user.as_str();
-        let shown = loggable(user);
-        match e {
-            IdpError::Rejected { code } => {
-                self.throttle.record_failure(user, peer, started);
-                self.metrics.login(mode, "rejected");
-                warn!(
-                    event = "login",
-                    mode,
-                    user = shown.as_str(),
-                    outcome = "rejected",
-                    idp_error = code.as_str(),
-                    duration_ms = ms(started)
-                );
-                EngineError::Unauthenticated
-            }
-            IdpError::Unavailable(detail) => {
-                self.metrics.login(mode, "idp_unavailable");
-                warn!(
-                    event = "login",
-                    mode,
-                    user = shown.as_str(),
-                    outcome = "idp_unavailable",
-                    detail = detail.as_str(),
-                    duration_ms = ms(started)
-                );
-                EngineError::IdpUnavailable
-            }
-            IdpError::Misconfigured(detail) => {
-                self.metrics.login(mode, "idp_misconfigured");
-                tracing::error!(
-                    event = "login",
-                    mode,
-                    user = shown.as_str(),
-                    outcome = "idp_misconfigured",
-                    detail = detail.as_str(),
-                    duration_ms = ms(started)
-                );
-                EngineError::IdpMisconfigured
-            }
-        }
-    }
-
     fn open(
         &self,
-        key: SessionKey,
-        identity: crate::auth::Identity,
-        mode: AuthMode,
+        opening: Opening,
         grant: TokenGrant,
-        renewal: Option<MachineClient>,
         started: Instant,
     ) -> Result<Arc<Session>, EngineError> {
+        let Opening {
+            key,
+            identity,
+            mode,
+            renewal,
+            shared,
+        } = opening;
         let mode_label = mode_name(mode);
         let held = self
             .store
@@ -478,7 +436,8 @@ impl SessionManager {
         let fp = tokens.fingerprint;
         let session = Arc::new(
             Session::new(key, identity, mode, tokens, self.policy.max_lifetime)
-                .with_renewal(renewal),
+                .with_renewal(renewal)
+                .with_shared(shared),
         );
         match self.store.insert(session.clone(), self.policy.max_sessions) {
             Ok(()) => {}
@@ -519,8 +478,18 @@ impl SessionManager {
             .context(self.factory(), &session.identity, &token)
     }
 
-    /// Ends a session for good: out of the store, tokens unusable, query state dropped.
+    /// Ends a session: on every replica when `reason` ends it everywhere (its shared record
+    /// deleted, as well as the store allows), else only here.
     pub async fn end(&self, session: &Arc<Session>, reason: EndReason) {
+        if reason.ends_everywhere() {
+            self.unshare(session).await;
+        }
+        self.evict(session, reason).await;
+    }
+
+    /// Takes a session out of this process: out of the local store, tokens unusable, query
+    /// state dropped. A shared session's record is left to the other replicas.
+    pub(super) async fn evict(&self, session: &Arc<Session>, reason: EndReason) {
         {
             let mut st = session.tokens.write().await;
             if st.ended.is_none() {
@@ -529,8 +498,18 @@ impl SessionManager {
         }
         session.query.clear();
         session.mark_ended();
-        if self.store.remove(&session.key).is_some() {
-            self.metrics.sessions_active.set(self.store.len() as i64);
+        if self.store.remove(&session.key).is_none() {
+            return;
+        }
+        self.metrics.sessions_active.set(self.store.len() as i64);
+        if session.shared.is_some() && !reason.ends_everywhere() {
+            info!(
+                event = "session_unload",
+                user = session.identity.user.as_str(),
+                session = session.id.as_str(),
+                reason = reason.as_str()
+            );
+        } else {
             self.metrics
                 .session_ends
                 .get_or_create(&crate::metrics::ReasonLabels {
@@ -547,8 +526,8 @@ impl SessionManager {
         }
     }
 
-    /// Drives refreshes and expiries. Runs until the task is dropped.
-    /// Closes every session (shutdown).
+    /// Lets every session go (shutdown): shared sessions stay in the store for the other
+    /// replicas.
     pub async fn end_all(&self, reason: EndReason) {
         for s in self.store.all() {
             self.end(&s, reason).await;

@@ -11,8 +11,9 @@ use tracing::{info, warn};
 
 use super::manager::{SessionManager, ms};
 use super::refresh::{self, Job, Step, Timeline};
+use super::sharing::Renewal;
 use super::state::{EndReason, Session, TokenState};
-use crate::auth::IdpError;
+use crate::auth::{IdpError, TokenGrant};
 use crate::error::EngineError;
 use crate::token::TokenView;
 
@@ -23,6 +24,8 @@ pub enum RefreshOutcome {
     AlreadyFresh,
     /// Transient failure; a retry is scheduled if one fits before expiry.
     WillRetry,
+    /// The shared store could not be reached; a retry is scheduled.
+    StoreUnavailable,
     Ended,
 }
 
@@ -86,11 +89,20 @@ impl SessionManager {
                 }
                 st.generation
             };
-            if session.mode == AuthMode::Bearer
-                || self.refresh(session, generation).await == RefreshOutcome::Ended
-            {
+            if session.mode == AuthMode::Bearer {
                 self.end(session, EndReason::TokenExpired).await;
                 return Err(EngineError::SessionInvalid);
+            }
+            match self.refresh(session, generation).await {
+                RefreshOutcome::Ended => {
+                    self.end(session, EndReason::TokenExpired).await;
+                    return Err(EngineError::SessionInvalid);
+                }
+                // The stored session may still be refreshed once the store is back.
+                RefreshOutcome::StoreUnavailable => {
+                    return Err(EngineError::SessionStoreUnavailable);
+                }
+                _ => {}
             }
         }
         self.end(session, EndReason::TokenExpired).await;
@@ -98,7 +110,9 @@ impl SessionManager {
     }
 
     /// One refresh of one session, single-flight: holds the token write lock for the IdP
-    /// call, so concurrent requests wait for its result instead of racing it.
+    /// call, so concurrent requests wait for its result instead of racing it. A shared
+    /// session refreshes under its lock in the store (`sharing`), so replicas do not race
+    /// either.
     pub async fn refresh(
         &self,
         session: &Arc<Session>,
@@ -113,7 +127,88 @@ impl SessionManager {
         }
         let started = Instant::now();
         let old_fp = st.fingerprint;
-        let result = match session.mode {
+        let renewal = match (&self.shared, &session.shared) {
+            (Some(store), Some(secrets)) => {
+                self.renew_shared(store, secrets, session, &mut st).await
+            }
+            _ => match self.grant(session, &st).await {
+                Ok(grant) => {
+                    self.install(session, &mut st, &grant);
+                    Renewal::Renewed(grant)
+                }
+                Err(e) => Renewal::Failed(e),
+            },
+        };
+        let user = session.identity.user.as_str();
+        let sid = session.id.as_str();
+        match renewal {
+            Renewal::Renewed(grant) => {
+                self.metrics.refresh("ok");
+                info!(
+                    event = "refresh", user, session = sid, fp = %st.fingerprint, previous_fp = %old_fp, outcome = "ok",
+                    token_lifetime_s = grant.expires_in.as_secs(), duration_ms = ms(started)
+                );
+                drop(st);
+                self.schedule(session).await;
+                RefreshOutcome::Refreshed
+            }
+            Renewal::Adopted => {
+                info!(
+                    event = "refresh", user, session = sid, fp = %st.fingerprint, previous_fp = %old_fp,
+                    outcome = "adopted", duration_ms = ms(started)
+                );
+                drop(st);
+                self.schedule(session).await;
+                RefreshOutcome::AlreadyFresh
+            }
+            Renewal::Gone => {
+                drop(st);
+                self.evict(session, EndReason::EndedElsewhere).await;
+                RefreshOutcome::Ended
+            }
+            Renewal::Failed(e) if e.is_final() => {
+                st.ended = Some(EndReason::RefreshRejected);
+                drop(st);
+                self.metrics.refresh("rejected");
+                warn!(event = "refresh", user, session = sid, fp = %old_fp, outcome = "rejected", error = %e, duration_ms = ms(started));
+                self.end(session, EndReason::RefreshRejected).await;
+                RefreshOutcome::Ended
+            }
+            transient => {
+                let store_down = matches!(transient, Renewal::StoreDown);
+                let now = Instant::now();
+                st.failed_attempts += 1;
+                st.refresh_at = refresh::retry_at(now, st.failed_attempts, st.expires_at);
+                let retry_in_ms = st
+                    .refresh_at
+                    .map(|r| r.duration_since(now).as_millis() as u64);
+                drop(st);
+                let (label, error) = match &transient {
+                    Renewal::Failed(e) => ("transient_error", e.to_string()),
+                    _ => (
+                        "store_unavailable",
+                        "the session store is unavailable".into(),
+                    ),
+                };
+                self.metrics.refresh(label);
+                warn!(event = "refresh", user, session = sid, fp = %old_fp, outcome = label, error, retry_in_ms, duration_ms = ms(started));
+                self.schedule(session).await;
+                if store_down {
+                    RefreshOutcome::StoreUnavailable
+                } else {
+                    RefreshOutcome::WillRetry
+                }
+            }
+        }
+    }
+
+    /// New tokens from the IdP for this session's mode.
+    pub(super) async fn grant(
+        &self,
+        session: &Session,
+        st: &TokenState,
+    ) -> Result<TokenGrant, IdpError> {
+        match session.mode {
             AuthMode::Password => match st.refresh_token() {
                 Some(rt) => self.issuer.refresh(rt).await,
                 None => Err(IdpError::Rejected {
@@ -133,50 +228,18 @@ impl SessionManager {
             AuthMode::Bearer => Err(IdpError::Rejected {
                 code: "bearer tokens cannot be refreshed".into(),
             }),
-        };
-        let user = session.identity.user.as_str();
-        let sid = session.id.as_str();
-        match result {
-            Ok(grant) => {
-                let now = Instant::now();
-                st.replace(
-                    grant.access_token,
-                    grant.refresh_token,
-                    now,
-                    grant.expires_in,
-                );
-                st.refresh_at = self.first_refresh_at(session.mode, &st);
-                self.metrics.refresh("ok");
-                info!(
-                    event = "refresh", user, session = sid, fp = %st.fingerprint, previous_fp = %old_fp, outcome = "ok",
-                    token_lifetime_s = grant.expires_in.as_secs(), duration_ms = ms(started)
-                );
-                drop(st);
-                self.schedule(session).await;
-                RefreshOutcome::Refreshed
-            }
-            Err(e) if e.is_final() => {
-                st.ended = Some(EndReason::RefreshRejected);
-                drop(st);
-                self.metrics.refresh("rejected");
-                warn!(event = "refresh", user, session = sid, fp = %old_fp, outcome = "rejected", error = %e, duration_ms = ms(started));
-                self.end(session, EndReason::RefreshRejected).await;
-                RefreshOutcome::Ended
-            }
-            Err(e) => {
-                let now = Instant::now();
-                st.failed_attempts += 1;
-                st.refresh_at = refresh::retry_at(now, st.failed_attempts, st.expires_at);
-                let retry_in_ms = st
-                    .refresh_at
-                    .map(|r| r.duration_since(now).as_millis() as u64);
-                drop(st);
-                self.metrics.refresh("transient_error");
-                warn!(event = "refresh", user, session = sid, fp = %old_fp, outcome = "transient_error", error = %e, retry_in_ms, duration_ms = ms(started));
-                self.schedule(session).await;
-                RefreshOutcome::WillRetry
-            }
         }
+    }
+
+    /// Installs a grant's tokens and plans the next refresh.
+    pub(super) fn install(&self, session: &Session, st: &mut TokenState, grant: &TokenGrant) {
+        st.replace(
+            grant.access_token.clone(),
+            grant.refresh_token.clone(),
+            Instant::now(),
+            grant.expires_in,
+        );
+        st.refresh_at = self.first_refresh_at(session.mode, st);
     }
 
     pub async fn run_scheduler(self: Arc<Self>) {

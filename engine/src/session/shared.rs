@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::record::SessionRecord;
 use super::seal::{ClusterKeys, HandleSecrets, SealError};
@@ -48,6 +48,9 @@ pub(crate) struct SharedSessions {
     keys: ClusterKeys,
 }
 
+/// How long one store operation may take before the store counts as unavailable.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn record_key(handle: &HandleSecrets) -> String {
     format!("sqe:s:{}", handle.store_key())
 }
@@ -75,10 +78,82 @@ return 0
 ";
 
 impl SharedSessions {
-    pub(crate) async fn connect(url: &str, keys: ClusterKeys) -> Result<Self, SharedError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+    /// The store at `url` (`redis://` or `rediss://`, no credentials in it), logging in with
+    /// `password` if one is given. Connects on first use and reconnects after a failure, so an
+    /// engine starts, and serves the sessions it holds, while the store is down.
+    pub(crate) fn open(
+        url: &str,
+        password: Option<&str>,
+        keys: ClusterKeys,
+    ) -> Result<Self, SharedError> {
+        use redis::IntoConnectionInfo;
+        let mut info = url.into_connection_info()?;
+        if let Some(password) = password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)?;
+        // A store that stops answering costs a call at most this long, never a hang.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(STORE_TIMEOUT))
+            .set_response_timeout(Some(STORE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self { conn, keys })
+    }
+
+    /// One operation against the store. A connection that broke while the store was away is
+    /// noticed by the first operation after it returns, which then reconnects: that operation
+    /// is tried once more, so the store's return is seen at once. A store that does not
+    /// answer is not tried twice.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, SharedError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match op(self.conn.clone()).await {
+            Err(e) if !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped()) => {
+                Ok(op(self.conn.clone()).await?)
+            }
+            done => Ok(done?),
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, SharedError> {
+        self.run(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, SharedError> {
+        self.run(|mut conn| async move { script.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Marks the session used (its record lives `ttl` from now) and returns its stored
+    /// generation: one round trip per call, to see another replica's refresh or logout.
+    pub(crate) async fn touch(
+        &self,
+        handle: &HandleSecrets,
+        ttl: Duration,
+    ) -> Result<Option<u64>, SharedError> {
+        let key = record_key(handle);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GETRANGE")
+            .arg(&key)
+            .arg(12)
+            .arg(19)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(millis(ttl));
+        let pipe = &pipe;
+        let (header, _): (Vec<u8>, i64) = self
+            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        Ok(generation_of(&header))
     }
 
     /// Stores a new session's record, generation 0; refused if the name is taken (a handle is
@@ -90,23 +165,22 @@ impl SharedSessions {
         ttl: Duration,
     ) -> Result<bool, SharedError> {
         let sealed = self.keys.seal(handle, 0, &record.to_bytes());
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(record_key(handle))
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(record_key(handle))
             .arg(sealed)
             .arg("NX")
             .arg("PX")
-            .arg(millis(ttl))
-            .query_async(&mut conn)
-            .await?;
+            .arg(millis(ttl));
+        let set: Option<String> = self.query(&cmd).await?;
         Ok(set.is_some())
     }
 
     /// The session's record, opened with the handle; `None` when there is none (never was,
     /// ended, expired).
     pub(crate) async fn read(&self, handle: &HandleSecrets) -> Result<Option<Stored>, SharedError> {
-        let mut conn = self.conn.clone();
-        let sealed: Option<Vec<u8>> = conn.get(record_key(handle)).await?;
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(record_key(handle));
+        let sealed: Option<Vec<u8>> = self.query(&cmd).await?;
         let Some(sealed) = sealed else {
             return Ok(None);
         };
@@ -119,22 +193,15 @@ impl SharedSessions {
         }))
     }
 
-    /// The stored generation alone (one small read per call, to see another replica's refresh
-    /// or logout); `None` when the record is gone.
+    /// The stored generation alone; `None` when the record is gone.
     pub(crate) async fn generation(
         &self,
         handle: &HandleSecrets,
     ) -> Result<Option<u64>, SharedError> {
-        let mut conn = self.conn.clone();
-        let header: Vec<u8> = redis::cmd("GETRANGE")
-            .arg(record_key(handle))
-            .arg(12)
-            .arg(19)
-            .query_async(&mut conn)
-            .await?;
-        Ok(<[u8; 8]>::try_from(header.as_slice())
-            .ok()
-            .map(u64::from_be_bytes))
+        let mut cmd = redis::cmd("GETRANGE");
+        cmd.arg(record_key(handle)).arg(12).arg(19);
+        let header: Vec<u8> = self.query(&cmd).await?;
+        Ok(generation_of(&header))
     }
 
     /// Writes `record` as generation `expected + 1`, only if the store still holds `expected`.
@@ -146,21 +213,21 @@ impl SharedSessions {
         ttl: Duration,
     ) -> Result<bool, SharedError> {
         let sealed = self.keys.seal(handle, expected + 1, &record.to_bytes());
-        let mut conn = self.conn.clone();
-        let replaced: i64 = Script::new(REPLACE)
-            .key(record_key(handle))
+        let script = Script::new(REPLACE);
+        let mut invocation = script.key(record_key(handle));
+        invocation
             .arg(expected.to_be_bytes().as_slice())
             .arg(sealed)
-            .arg(millis(ttl))
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(millis(ttl));
+        let replaced: i64 = self.invoke(&invocation).await?;
         Ok(replaced == 1)
     }
 
     /// Ends the session on every replica.
     pub(crate) async fn delete(&self, handle: &HandleSecrets) -> Result<(), SharedError> {
-        let mut conn = self.conn.clone();
-        let _: i64 = conn.del(record_key(handle)).await?;
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(record_key(handle));
+        let _: i64 = self.query(&cmd).await?;
         Ok(())
     }
 
@@ -171,15 +238,13 @@ impl SharedSessions {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, SharedError> {
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(lock_key(handle))
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(lock_key(handle))
             .arg(owner)
             .arg("NX")
             .arg("PX")
-            .arg(millis(ttl))
-            .query_async(&mut conn)
-            .await?;
+            .arg(millis(ttl));
+        let set: Option<String> = self.query(&cmd).await?;
         Ok(set.is_some())
     }
 
@@ -189,14 +254,17 @@ impl SharedSessions {
         handle: &HandleSecrets,
         owner: &str,
     ) -> Result<(), SharedError> {
-        let mut conn = self.conn.clone();
-        let _: i64 = Script::new(UNLOCK)
-            .key(lock_key(handle))
-            .arg(owner)
-            .invoke_async(&mut conn)
-            .await?;
+        let script = Script::new(UNLOCK);
+        let mut invocation = script.key(lock_key(handle));
+        invocation.arg(owner);
+        let _: i64 = self.invoke(&invocation).await?;
         Ok(())
     }
+}
+
+/// A record's generation from its header bytes; an absent record reads as no bytes.
+fn generation_of(header: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(header).ok().map(u64::from_be_bytes)
 }
 
 #[cfg(test)]

@@ -1,48 +1,13 @@
 //! The shared store against a real `redis-server` (Debian's, on loopback, no persistence), one
 //! per test.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sqe_engine_config::AuthMode;
 
 use super::*;
-
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn redis() -> Redis {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (Debian's redis-server package) is on PATH");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Redis {
-        child,
-        url: format!("redis://127.0.0.1:{port}/"),
-    }
-}
+use crate::session::test_redis::redis;
+use redis::AsyncCommands;
 
 fn keys(bytes: &[u8]) -> ClusterKeys {
     ClusterKeys::new(bytes.iter().map(|b| [*b; 32]).collect()).unwrap()
@@ -70,8 +35,8 @@ const TTL: Duration = Duration::from_secs(60);
 #[tokio::test]
 async fn a_session_written_by_one_replica_is_read_by_another_and_the_store_sees_no_token() {
     let r = redis();
-    let a = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
-    let b = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let a = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let b = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
     let handle = HandleSecrets::generate();
     assert!(
         a.create(&handle, &record("eyJhY2Nlc3Mi"), TTL)
@@ -111,8 +76,8 @@ async fn a_session_written_by_one_replica_is_read_by_another_and_the_store_sees_
 #[tokio::test]
 async fn a_record_is_replaced_only_over_the_generation_it_was_read_at() {
     let r = redis();
-    let a = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
-    let b = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let a = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let b = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
     let handle = HandleSecrets::generate();
     a.create(&handle, &record("eyJ0b2tlbjAi"), TTL)
         .await
@@ -148,8 +113,8 @@ async fn a_record_is_replaced_only_over_the_generation_it_was_read_at() {
 #[tokio::test]
 async fn one_replica_at_a_time_holds_a_sessions_refresh_lock() {
     let r = redis();
-    let a = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
-    let b = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
+    let a = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let b = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
     let handle = HandleSecrets::generate();
     assert!(a.lock(&handle, "pod-a", TTL).await.unwrap());
     assert!(!b.lock(&handle, "pod-b", TTL).await.unwrap());
@@ -172,11 +137,9 @@ async fn one_replica_at_a_time_holds_a_sessions_refresh_lock() {
 #[tokio::test]
 async fn a_rotated_key_list_reads_old_records_and_asks_for_a_reseal() {
     let r = redis();
-    let old = SharedSessions::connect(&r.url, keys(&[1])).await.unwrap();
-    let rolled = SharedSessions::connect(&r.url, keys(&[2, 1]))
-        .await
-        .unwrap();
-    let dropped = SharedSessions::connect(&r.url, keys(&[2])).await.unwrap();
+    let old = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let rolled = SharedSessions::open(&r.url, None, keys(&[2, 1])).unwrap();
+    let dropped = SharedSessions::open(&r.url, None, keys(&[2])).unwrap();
     let handle = HandleSecrets::generate();
     old.create(&handle, &record("eyJvbGQi"), TTL).await.unwrap();
     let seen = rolled.read(&handle).await.unwrap().unwrap();
@@ -200,11 +163,57 @@ async fn a_rotated_key_list_reads_old_records_and_asks_for_a_reseal() {
 async fn a_store_that_is_down_is_unavailable_not_unknown() {
     let r = redis();
     let url = r.url.clone();
-    let a = SharedSessions::connect(&url, keys(&[1])).await.unwrap();
-    drop(r);
+    let a = SharedSessions::open(&url, None, keys(&[1])).unwrap();
     let handle = HandleSecrets::generate();
+    a.create(&handle, &record("eyJ1cCI"), TTL).await.unwrap();
+    let mut r = r;
+    r.stop();
     let read = tokio::time::timeout(Duration::from_secs(10), a.read(&handle))
         .await
         .expect("answers within 10 s");
     assert!(matches!(read, Err(SharedError::Unavailable(_))), "{read:?}");
+}
+
+#[tokio::test]
+async fn a_touch_keeps_the_record_alive_and_reads_its_generation() {
+    let r = redis();
+    let a = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let handle = HandleSecrets::generate();
+    a.create(&handle, &record("eyJ0b3VjaCI"), Duration::from_millis(300))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let seen = a.touch(&handle, Duration::from_millis(300)).await.unwrap();
+        assert_eq!(seen, Some(0));
+    }
+    // Left alone past its idle time, it is gone for every replica.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        a.touch(&handle, Duration::from_millis(300)).await.unwrap(),
+        None
+    );
+    assert!(a.read(&handle).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_password_protected_store_is_reached_with_the_password_apart_from_the_url() {
+    let r = redis();
+    let admin = redis::Client::open(r.url.as_str()).unwrap();
+    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("store-pw")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let handle = HandleSecrets::generate();
+    let without = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    assert!(matches!(
+        without.read(&handle).await,
+        Err(SharedError::Unavailable(_))
+    ));
+    let with = SharedSessions::open(&r.url, Some("store-pw"), keys(&[1])).unwrap();
+    assert!(with.read(&handle).await.unwrap().is_none());
 }

@@ -10,6 +10,7 @@ use rand::RngCore;
 use sqe_engine_config::AuthMode;
 use tokio::time::Instant;
 
+use super::record::{Clocks, SessionRecord};
 use super::seal::HandleSecrets;
 use crate::auth::Identity;
 use crate::context::QueryState;
@@ -45,9 +46,13 @@ impl SessionHandle {
 
     /// The session id and record secret this handle carries; `None` for anything that is not
     /// one of this engine's handles.
-    #[allow(dead_code)] // the shared store reads it; not wired yet
     pub(crate) fn secrets(&self) -> Option<HandleSecrets> {
-        let encoded = self.0.expose().strip_prefix(HANDLE_PREFIX)?;
+        Self::secrets_of(self.0.expose())
+    }
+
+    /// The secrets of a handle as the client sent it.
+    pub(crate) fn secrets_of(handle: &str) -> Option<HandleSecrets> {
+        let encoded = handle.strip_prefix(HANDLE_PREFIX)?;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(encoded)
             .ok()?;
@@ -83,6 +88,8 @@ pub enum EndReason {
     TokenExpired,
     RefreshRejected,
     Shutdown,
+    /// Its record left the shared store: closed, revoked or idle on every replica.
+    EndedElsewhere,
 }
 
 impl EndReason {
@@ -94,7 +101,18 @@ impl EndReason {
             EndReason::TokenExpired => "token_expired",
             EndReason::RefreshRejected => "refresh_rejected",
             EndReason::Shutdown => "shutdown",
+            EndReason::EndedElsewhere => "ended_elsewhere",
         }
+    }
+
+    /// Whether a shared session ending this way ends on every replica (its record deleted), or
+    /// only leaves this process (idle here, token lapsed here, shutdown), so another replica
+    /// can still serve it.
+    pub fn ends_everywhere(self) -> bool {
+        matches!(
+            self,
+            EndReason::Closed | EndReason::RefreshRejected | EndReason::MaxLifetime
+        )
     }
 }
 
@@ -154,6 +172,29 @@ impl TokenState {
         self.refresh.as_ref()
     }
 
+    /// Tokens as a shared record holds them, at the record's generation.
+    pub(super) fn from_record(record: &SessionRecord, clocks: Clocks, generation: u64) -> Self {
+        let mut st = Self::new(
+            record.access(),
+            record.refresh(),
+            clocks.now,
+            Duration::ZERO,
+        );
+        st.adopt(record, clocks, generation);
+        st
+    }
+
+    /// Takes another replica's tokens (its refresh, a reseal) from the record.
+    pub(super) fn adopt(&mut self, record: &SessionRecord, clocks: Clocks, generation: u64) {
+        self.access = record.access();
+        self.refresh = record.refresh();
+        self.fingerprint = self.access.fingerprint();
+        self.obtained_at = clocks.instant(record.obtained_at_ms);
+        self.expires_at = clocks.instant(record.expires_at_ms);
+        self.generation = generation;
+        self.failed_attempts = 0;
+    }
+
     /// Installs a new token pair; everything keyed by the old fingerprint is now stale.
     pub(super) fn replace(
         &mut self,
@@ -198,6 +239,8 @@ pub struct Session {
     pub(crate) renewal: Option<MachineClient>,
     /// Turns true when the session ends: its running queries stop with it.
     ended: tokio::sync::watch::Sender<bool>,
+    /// The handle's secrets when the session also lives in the shared store.
+    pub(crate) shared: Option<HandleSecrets>,
 }
 
 /// Only what logs may show: never a token or the handle.
@@ -234,7 +277,20 @@ impl Session {
             query: QueryState::default(),
             renewal: None,
             ended: tokio::sync::watch::Sender::new(false),
+            shared: None,
         }
+    }
+
+    /// The same session as another replica opened it: its log id and deadline.
+    pub(crate) fn opened_as(mut self, id: String, absolute_deadline: Instant) -> Self {
+        self.id = id;
+        self.absolute_deadline = absolute_deadline;
+        self
+    }
+
+    pub(crate) fn with_shared(mut self, shared: Option<HandleSecrets>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Resolves when the session has ended (closed, expired, revoked, shut down).
@@ -283,6 +339,27 @@ impl Session {
             }
             .boxed()
         })
+    }
+
+    /// The session as the shared store keeps it, with `tokens` as they are now.
+    pub(super) fn record(&self, tokens: &TokenState, clocks: Clocks) -> SessionRecord {
+        SessionRecord {
+            id: self.id.clone(),
+            user: self.identity.user.clone(),
+            roles: self.identity.roles.clone(),
+            subject: self.identity.subject.clone(),
+            mode: self.mode,
+            access: tokens.access.expose().to_string(),
+            refresh: tokens.refresh.as_ref().map(|r| r.expose().to_string()),
+            machine: self
+                .renewal
+                .as_ref()
+                .map(|m| (m.client_id.clone(), m.secret.expose().to_string())),
+            obtained_at_ms: clocks.wall(tokens.obtained_at),
+            expires_at_ms: clocks.wall(tokens.expires_at),
+            absolute_deadline_ms: clocks.wall(self.absolute_deadline),
+            last_used_ms: clocks.wall(self.last_used()),
+        }
     }
 
     /// The current fingerprint without waiting (for logs).

@@ -1,5 +1,5 @@
-//! Where sessions live. In memory for now, behind a trait so a shared store can be added
-//! (sessions would then be rebuilt from stored token state on another replica).
+//! The sessions this process holds, in memory. With a shared store (`shared`), these are the
+//! decrypted copies of the sessions this replica has served, kept beside their records.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
