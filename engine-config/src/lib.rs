@@ -206,6 +206,10 @@ pub struct SessionStoreConfig {
     /// records, every one opens (rotation: add the new key first, drop the old one after
     /// `max_lifetime_seconds`).
     pub keys_file: std::path::PathBuf,
+    /// With `rediss://`: the PEM file of the CA that signed the store's certificate (else the
+    /// system's roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SessionConfig {
@@ -446,6 +450,12 @@ impl EngineConfig {
                     "must not carry credentials; give the password in SQE_SESSION_STORE_PASSWORD",
                 ));
             }
+            if store.ca_file.is_some() && scheme != Some("rediss") {
+                return Err(invalid(
+                    "session.store.ca_file",
+                    "is for a rediss:// (TLS) store",
+                ));
+            }
         }
         check_http_url("catalog.uri", &self.catalog.uri)?;
         if let Some(endpoint) = &self.catalog.storage_endpoint {
@@ -590,6 +600,18 @@ catalog: { uri: "http://127.0.0.1:8181/api/catalog", warehouse: lake }
             e.contains("SQE_SESSION_STORE_PASSWORD") && !e.contains("pw@"),
             "{e}"
         );
+        // A CA file only makes sense for a TLS store.
+        let ca = |url: &str| {
+            format!(
+                "{MINIMAL}session: {{ store: {{ url: \"{url}\", keys_file: /k, ca_file: /ca.pem }} }}\n"
+            )
+        };
+        let tls = EngineConfig::from_yaml(&ca("rediss://sessions:6379/")).unwrap();
+        assert_eq!(
+            tls.session.store.unwrap().ca_file,
+            Some(std::path::PathBuf::from("/ca.pem"))
+        );
+        assert!(err_of(&ca("redis://sessions:6379/")).contains("session.store.ca_file"));
         let secrets =
             Secrets::from_lookup(|k| (k == SESSION_STORE_PASSWORD_ENV).then(|| "s3cret".into()));
         assert_eq!(secrets.session_store_password.as_deref(), Some("s3cret"));

@@ -81,9 +81,12 @@ impl SharedSessions {
     /// The store at `url` (`redis://` or `rediss://`, no credentials in it), logging in with
     /// `password` if one is given. Connects on first use and reconnects after a failure, so an
     /// engine starts, and serves the sessions it holds, while the store is down.
+    /// `ca` (PEM) is the CA a `rediss://` store's certificate is checked against, instead of
+    /// the system's roots.
     pub(crate) fn open(
         url: &str,
         password: Option<&str>,
+        ca: Option<Vec<u8>>,
         keys: ClusterKeys,
     ) -> Result<Self, SharedError> {
         use redis::IntoConnectionInfo;
@@ -92,7 +95,16 @@ impl SharedSessions {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info)?;
+        let client = match ca {
+            Some(root_cert) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )?,
+            None => redis::Client::open(info)?,
+        };
         // A store that stops answering costs a call at most this long, never a hang.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(STORE_TIMEOUT))

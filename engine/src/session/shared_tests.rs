@@ -35,8 +35,8 @@ const TTL: Duration = Duration::from_secs(60);
 #[tokio::test]
 async fn a_session_written_by_one_replica_is_read_by_another_and_the_store_sees_no_token() {
     let r = redis();
-    let a = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
-    let b = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let a = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
+    let b = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
     let handle = HandleSecrets::generate();
     assert!(
         a.create(&handle, &record("eyJhY2Nlc3Mi"), TTL)
@@ -76,8 +76,8 @@ async fn a_session_written_by_one_replica_is_read_by_another_and_the_store_sees_
 #[tokio::test]
 async fn a_record_is_replaced_only_over_the_generation_it_was_read_at() {
     let r = redis();
-    let a = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
-    let b = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let a = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
+    let b = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
     let handle = HandleSecrets::generate();
     a.create(&handle, &record("eyJ0b2tlbjAi"), TTL)
         .await
@@ -113,8 +113,8 @@ async fn a_record_is_replaced_only_over_the_generation_it_was_read_at() {
 #[tokio::test]
 async fn one_replica_at_a_time_holds_a_sessions_refresh_lock() {
     let r = redis();
-    let a = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
-    let b = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let a = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
+    let b = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
     let handle = HandleSecrets::generate();
     assert!(a.lock(&handle, "pod-a", TTL).await.unwrap());
     assert!(!b.lock(&handle, "pod-b", TTL).await.unwrap());
@@ -137,9 +137,9 @@ async fn one_replica_at_a_time_holds_a_sessions_refresh_lock() {
 #[tokio::test]
 async fn a_rotated_key_list_reads_old_records_and_asks_for_a_reseal() {
     let r = redis();
-    let old = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
-    let rolled = SharedSessions::open(&r.url, None, keys(&[2, 1])).unwrap();
-    let dropped = SharedSessions::open(&r.url, None, keys(&[2])).unwrap();
+    let old = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
+    let rolled = SharedSessions::open(&r.url, None, None, keys(&[2, 1])).unwrap();
+    let dropped = SharedSessions::open(&r.url, None, None, keys(&[2])).unwrap();
     let handle = HandleSecrets::generate();
     old.create(&handle, &record("eyJvbGQi"), TTL).await.unwrap();
     let seen = rolled.read(&handle).await.unwrap().unwrap();
@@ -163,7 +163,7 @@ async fn a_rotated_key_list_reads_old_records_and_asks_for_a_reseal() {
 async fn a_store_that_is_down_is_unavailable_not_unknown() {
     let r = redis();
     let url = r.url.clone();
-    let a = SharedSessions::open(&url, None, keys(&[1])).unwrap();
+    let a = SharedSessions::open(&url, None, None, keys(&[1])).unwrap();
     let handle = HandleSecrets::generate();
     a.create(&handle, &record("eyJ1cCI"), TTL).await.unwrap();
     let mut r = r;
@@ -177,7 +177,7 @@ async fn a_store_that_is_down_is_unavailable_not_unknown() {
 #[tokio::test]
 async fn a_touch_keeps_the_record_alive_and_reads_its_generation() {
     let r = redis();
-    let a = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let a = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
     let handle = HandleSecrets::generate();
     a.create(&handle, &record("eyJ0b3VjaCI"), Duration::from_millis(300))
         .await
@@ -209,11 +209,130 @@ async fn a_password_protected_store_is_reached_with_the_password_apart_from_the_
         .await
         .unwrap();
     let handle = HandleSecrets::generate();
-    let without = SharedSessions::open(&r.url, None, keys(&[1])).unwrap();
+    let without = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
     assert!(matches!(
         without.read(&handle).await,
         Err(SharedError::Unavailable(_))
     ));
-    let with = SharedSessions::open(&r.url, Some("store-pw"), keys(&[1])).unwrap();
+    let with = SharedSessions::open(&r.url, Some("store-pw"), None, keys(&[1])).unwrap();
     assert!(with.read(&handle).await.unwrap().is_none());
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with `openssl` in `dir`.
+fn certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is on PATH");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let rsa = ["-newkey", "rsa:2048", "-nodes", "-days", "1"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &rsa,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=sqe-test-ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &rsa[..3],
+            &[
+                "-keyout",
+                "s.key",
+                "-out",
+                "s.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "s.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "s.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[tokio::test]
+async fn a_tls_store_is_reached_through_the_ca_it_is_configured_with() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!("sqe-tls-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    certificates(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args(["--tls-cert-file", "s.pem", "--tls-key-file", "s.key"])
+        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("rediss://127.0.0.1:{port}/");
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let trusted = SharedSessions::open(&url, None, Some(ca), keys(&[1])).unwrap();
+    let handle = HandleSecrets::generate();
+    assert!(
+        trusted
+            .create(&handle, &record("eyJ0bHMi"), TTL)
+            .await
+            .unwrap()
+    );
+    assert!(trusted.read(&handle).await.unwrap().is_some());
+    // Without the CA the store's certificate is not trusted: no session goes over that link.
+    let untrusted = SharedSessions::open(&url, None, None, keys(&[1])).unwrap();
+    assert!(matches!(
+        untrusted.read(&handle).await,
+        Err(SharedError::Unavailable(_))
+    ));
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,7 +41,14 @@ pub(crate) fn open_store(
         .with_context(|| format!("session.store.keys_file {path}"))?;
     let keys =
         ClusterKeys::parse(&text).with_context(|| format!("session.store.keys_file {path}"))?;
-    SharedSessions::open(&config.url, password, keys).context("session.store.url")
+    let ca = match &config.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("session.store.ca_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    SharedSessions::open(&config.url, password, ca, keys).context("session.store.url")
 }
 
 /// What a refresh under the shared store came to.

@@ -121,7 +121,7 @@ fn replica_with(
     key_ids: &[u8],
     idle: Duration,
 ) -> SessionManager {
-    let shared = SharedSessions::open(&store.url, None, keys(key_ids)).unwrap();
+    let shared = SharedSessions::open(&store.url, None, None, keys(key_ids)).unwrap();
     SessionManager::new(
         policy(idle),
         Arc::new(InMemorySessionStore::new()),
