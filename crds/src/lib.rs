@@ -60,7 +60,14 @@ pub mod condition {
 /// the config path or the client secret.
 pub const RESERVED_ENV_PREFIX: &str = "SQE_";
 /// Pod volumes the operator defines; `podOverrides.volumes` may not reuse these names.
-pub const RESERVED_VOLUME_NAMES: [&str; 4] = ["config", "tmp", "tls", "catalog-ca"];
+pub const RESERVED_VOLUME_NAMES: [&str; 6] = [
+    "config",
+    "tmp",
+    "tls",
+    "catalog-ca",
+    "session-keys",
+    "session-store-ca",
+];
 /// Where the operator mounts its own volumes: `podOverrides.volumeMounts` may not mount at
 /// `/tmp` or at or below `/etc/sqe` (the engine reads its config, TLS and CA files there).
 pub const RESERVED_MOUNT_DIRS: [&str; 2] = ["/etc/sqe", "/tmp"];
@@ -152,6 +159,61 @@ pub struct SqeClusterSpec {
     /// Day-2 operations: pause reconciliation, restart the engine pods.
     #[serde(default)]
     pub cluster_operation: ClusterOperationSpec,
+    /// Sessions any engine pod serves: the store the pods share them through. Unset, a session lives in the pod that opened it (a rolling update, a scale-down or a lost pod logs its users out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_store: Option<SessionStoreSpec>,
+}
+
+/// The store sessions are shared through (Redis 7 or Valkey): `managed` or `external`. It holds sealed records only: opening one takes the client's handle and a cluster key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.managed) != has(self.external)")
+    .message("set either sessionStore.managed or sessionStore.external")
+    .reason(Reason::FieldValueInvalid))]
+#[schemars(transform = one_line_docs)]
+pub struct SessionStoreSpec {
+    /// The operator runs the store for this cluster: one pod, no persistence (losing it costs users a login, as losing a pod does without a store), its password in a Secret it generates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedStoreSpec>,
+    /// A store the platform runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalStoreSpec>,
+    /// The cluster keys: one base64 32-byte key per line, the first sealing new records, every one opening. Rotate by adding the new key first; drop the old one after the sessions' maximum lifetime. Unset, the operator generates the Secret `<name>-session-keys` (key `keys`) once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_secret_ref: Option<SecretKeyRef>,
+}
+
+/// The store the operator runs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
+pub struct ManagedStoreSpec {
+    /// A Redis 7 or Valkey server image whose entrypoint is the server, e.g. `valkey/valkey:8`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+    /// When the node pulls the store's image.
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+    /// CPU and memory of the store's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// A store the platform runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = one_line_docs)]
+pub struct ExternalStoreSpec {
+    /// `redis://host:port/` or, with TLS, `rediss://host:port/`; no credentials in it.
+    #[x_kube(validation = Rule::new("self.matches('^rediss?://[^/@]+/?$')").message("sessionStore.external.url must be redis://host:port/ or rediss://host:port/, without credentials"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// The store's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// CA bundle (PEM) to trust for a `rediss://` store, when it uses a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
 }
 
 /// Day-2 operations on a running cluster.
@@ -527,15 +589,15 @@ pub struct PodOverrides {
         .message("podOverrides.env must not set variables starting with SQE_: the operator sets those")
         .reason(Reason::FieldValueForbidden))]
     pub env: Vec<EnvVar>,
-    /// Extra pod volumes, mounted with `volumeMounts` (the names `config`, `tmp`, `tls` and
-    /// `catalog-ca` are the operator's).
+    /// Extra pod volumes, mounted with `volumeMounts` (the names `config`, `tmp`, `tls`,
+    /// `catalog-ca`, `session-keys` and `session-store-ca` are the operator's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 32),
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
     )]
-    #[x_kube(validation = Rule::new("self.all(v, !(v.name in ['config', 'tmp', 'tls', 'catalog-ca']))")
-        .message("podOverrides.volumes must not use the names config, tmp, tls or catalog-ca: the operator defines those")
+    #[x_kube(validation = Rule::new("self.all(v, !(v.name in ['config', 'tmp', 'tls', 'catalog-ca', 'session-keys', 'session-store-ca']))")
+        .message("podOverrides.volumes must not use the names config, tmp, tls, catalog-ca, session-keys or session-store-ca: the operator defines those")
         .reason(Reason::FieldValueForbidden))]
     pub volumes: Vec<Volume>,
     /// Mounts of `volumes` into the engine container (not at `/tmp` or under `/etc/sqe`,

@@ -151,7 +151,9 @@ fn schema_carries_the_cross_field_rules() {
         "self.minReplicas <= self.maxReplicas",
         "isQuantity(self)",
         "!e.name.startsWith('SQE_')",
-        "!(v.name in ['config', 'tmp', 'tls', 'catalog-ca'])",
+        "!(v.name in ['config', 'tmp', 'tls', 'catalog-ca', 'session-keys', 'session-store-ca'])",
+        "has(self.managed) != has(self.external)",
+        "self.matches('^rediss?://[^/@]+/?$')",
         "!m.mountPath.startsWith('/etc/sqe/')",
     ] {
         assert!(text.contains(rule), "missing CEL rule {rule}");

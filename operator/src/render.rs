@@ -1,6 +1,8 @@
 //! `sqe-operator render -f FILE`: every object the operator would create for the SqeClusters
 //! in FILE, as YAML, for GitOps review and tests. Owner references need the live object's UID,
 //! so they are left out; the config hash covers the config only (secret values are not read).
+//! The Secrets the operator generates for a session store (cluster keys, a managed store's
+//! password) are made with fresh random values at reconcile time and are not rendered.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use serde::Deserialize;
@@ -30,6 +32,10 @@ pub fn render(text: &str, default_namespace: &str) -> anyhow::Result<String> {
         push::<Deployment>(&mut out, &d.deployment)?;
         if let Some(h) = &d.hpa {
             push(&mut out, h)?;
+        }
+        if let Some((deployment, service)) = &d.store {
+            push(&mut out, service)?;
+            push::<Deployment>(&mut out, deployment)?;
         }
     }
     anyhow::ensure!(found > 0, "no SqeCluster in the input");

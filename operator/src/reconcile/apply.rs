@@ -51,6 +51,15 @@ pub(super) async fn apply_all(
         &d.deployment,
     )
     .await?;
+    if let Some((deployment, service)) = &d.store {
+        apply(ctx, &Api::<Service>::namespaced(c.clone(), ns), service).await?;
+        apply(
+            ctx,
+            &Api::<Deployment>::namespaced(c.clone(), ns),
+            deployment,
+        )
+        .await?;
+    }
     if let Some(h) = &d.hpa {
         apply(
             ctx,

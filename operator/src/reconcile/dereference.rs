@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use sqe_crds::SqeClusterSpec;
+use sqe_crds::SqeCluster;
 
 use crate::error::Result;
-use crate::resources::SecretDigests;
+use crate::resources::{SecretDigests, session_store};
 use crate::status::Problem;
 
 /// Read the Secrets the spec references; return digests of the used values, or the first
@@ -16,8 +16,9 @@ use crate::status::Problem;
 pub async fn read_secrets(
     client: &Client,
     ns: &str,
-    spec: &SqeClusterSpec,
+    cluster: &SqeCluster,
 ) -> Result<(SecretDigests, Option<Problem>)> {
+    let spec = &cluster.spec;
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut wanted: Vec<(String, String, &'static str)> = Vec::new();
     if let Some(r) = &spec.oidc.client_secret_ref {
@@ -30,6 +31,16 @@ pub async fn read_secrets(
         for key in ["tls.crt", "tls.key"] {
             wanted.push((t.secret_name.clone(), key.into(), "spec.tls.secretName"));
         }
+    }
+    if let Some(r) = session_store::keys_ref(cluster) {
+        wanted.push((r.name, r.key, "spec.sessionStore.keysSecretRef"));
+    }
+    if let Some(r) = session_store::password_ref(cluster) {
+        wanted.push((r.name, r.key, "spec.sessionStore (the store's password)"));
+    }
+    if let Some(r) = session_store::ca_ref(cluster) {
+        let (name, key) = (r.name.clone(), r.key.clone());
+        wanted.push((name, key, "spec.sessionStore.external.caSecretRef"));
     }
     let mut digests = SecretDigests::default();
     let mut fetched: HashMap<String, Option<Secret>> = HashMap::new();

@@ -9,6 +9,7 @@
 mod apply;
 mod context;
 mod dereference;
+mod generate;
 mod publish;
 mod validate;
 
@@ -92,7 +93,8 @@ async fn reconcile_inner(cluster: &SqeCluster, ctx: &Context) -> Result<Action> 
     }
 
     // 1. Dereference. 2. Validate. 3. Build (pure).
-    let (digests, missing) = dereference::read_secrets(client, &ns, &cluster.spec).await?;
+    generate::ensure_generated(ctx, cluster, &ns).await?;
+    let (digests, missing) = dereference::read_secrets(client, &ns, cluster).await?;
     let (desired, problem) = match missing {
         Some(p) => (None, Some(p)),
         None => match validate::validate(cluster, &digests)? {

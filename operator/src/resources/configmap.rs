@@ -25,7 +25,8 @@ fn url(field: &str, value: &str) -> Result<Url> {
 
 /// Map the spec onto the engine's config and run the engine's own validation, so a spec the
 /// engine would refuse to start with is reported as `Degraded` instead of crash-looping pods.
-pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
+pub fn engine_config(cluster: &SqeCluster) -> Result<EngineConfig> {
+    let spec = &cluster.spec;
     let o = &spec.oidc;
     let defaults_oidc = (
         "preferred_username".to_string(),
@@ -127,8 +128,7 @@ pub fn engine_config(spec: &SqeClusterSpec) -> Result<EngineConfig> {
             max_sessions_per_user: s
                 .max_sessions_per_user
                 .map_or(sd.max_sessions_per_user, |v| v as usize),
-            // The operator does not provision a shared store yet: one per pod.
-            store: None,
+            store: super::session_store::engine_store(cluster),
         },
         query: QueryConfig {
             timeout_seconds: q.timeout_seconds.map_or(qd.timeout_seconds, u64::from),

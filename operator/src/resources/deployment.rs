@@ -17,15 +17,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sqe_crds::{
     PodOverrides, PullPolicy, RESERVED_ENV_PREFIX, RESERVED_MOUNT_DIRS, RESERVED_VOLUME_NAMES,
-    SqeCluster,
+    SecretKeyRef, SqeCluster,
 };
-use sqe_engine_config::{CLIENT_SECRET_ENV, CONFIG_PATH_ENV};
+use sqe_engine_config::{CLIENT_SECRET_ENV, CONFIG_PATH_ENV, SESSION_STORE_PASSWORD_ENV};
 
 use super::common::{
     CATALOG_CA_DIR, CONFIG_DIR, CONFIG_HASH_ANNOTATION, FLIGHT_PORT, HTTP_PORT,
     RESTART_NONCE_ANNOTATION, TLS_DIR, config_map_name, config_path, default_resources, labels,
     meta, selector_labels,
 };
+use super::session_store;
 
 /// Replicas when neither `replicas` nor `autoscaling` is given: two, so one pod can drain or
 /// be evicted while the other serves.
@@ -75,18 +76,7 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
         ..Default::default()
     }];
     if let Some(r) = &spec.oidc.client_secret_ref {
-        env.push(EnvVar {
-            name: CLIENT_SECRET_ENV.into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: r.name.clone(),
-                    key: r.key.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        env.push(secret_env(CLIENT_SECRET_ENV, r));
     }
 
     let mut volumes = vec![
@@ -125,6 +115,13 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
     if let Some(ca) = &spec.polaris.ca_secret_ref {
         volumes.push(secret_volume("catalog-ca", &ca.name));
         mounts.push(read_only_mount("catalog-ca", CATALOG_CA_DIR));
+    }
+    for (volume, dir) in session_store::engine_volumes(cluster) {
+        mounts.push(read_only_mount(&volume.name, dir));
+        volumes.push(volume);
+    }
+    if let Some(r) = session_store::password_ref(cluster) {
+        env.push(secret_env(SESSION_STORE_PASSWORD_ENV, &r));
     }
     // The user's additions come after the operator's own; `check_overrides` (and the CRD
     // schema) keep them from colliding.
@@ -257,6 +254,21 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
                 }),
                 spec: Some(pod),
             },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: r.name.clone(),
+                key: r.key.clone(),
+                optional: Some(false),
+            }),
             ..Default::default()
         }),
         ..Default::default()

@@ -8,6 +8,7 @@ pub mod hpa;
 pub mod pdb;
 pub mod service;
 pub mod serviceaccount;
+pub mod session_store;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +44,8 @@ pub struct Desired {
     pub deployment: Deployment,
     /// `None` means: no HPA (the sweep removes one this cluster created).
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// The session store the operator runs (`sessionStore.managed`), with its Service.
+    pub store: Option<(Deployment, Service)>,
     pub config_hash: String,
 }
 
@@ -63,6 +66,10 @@ impl Desired {
         if let Some(h) = &self.hpa {
             add(&mut n, h);
         }
+        if let Some((deployment, service)) = &self.store {
+            add(&mut n, deployment);
+            add(&mut n, service);
+        }
         n
     }
 }
@@ -79,7 +86,7 @@ pub struct Validated<'a> {
 /// naming the field.
 pub fn validate<'a>(cluster: &'a SqeCluster, secrets: &SecretDigests) -> Result<Validated<'a>> {
     deployment::check_overrides(&cluster.spec.engine.pod_overrides).map_err(Error::InvalidSpec)?;
-    let config_yaml = configmap::engine_config(&cluster.spec)?.to_yaml();
+    let config_yaml = configmap::engine_config(cluster)?.to_yaml();
     let config_hash = config_hash(&config_yaml, secrets);
     Ok(Validated {
         cluster,
@@ -98,6 +105,7 @@ pub fn build(valid: &Validated) -> Desired {
         pdb: pdb::build(cluster),
         deployment: deployment::build(cluster, &valid.config_hash),
         hpa: hpa::build(cluster),
+        store: session_store::deployment(cluster).zip(session_store::service(cluster)),
         config_hash: valid.config_hash.clone(),
     }
 }

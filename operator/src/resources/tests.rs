@@ -75,6 +75,10 @@ fn all_metas(d: &Desired) -> Vec<(&'static str, &ObjectMeta)> {
     if let Some(h) = &d.hpa {
         v.push(("HorizontalPodAutoscaler", &h.metadata));
     }
+    if let Some((deployment, service)) = &d.store {
+        v.push(("Deployment", &deployment.metadata));
+        v.push(("Service", &service.metadata));
+    }
     v
 }
 
@@ -393,7 +397,7 @@ fn the_memory_pool_follows_the_pods_memory_limit_and_bounds_each_session() {
         .into_iter()
         .find(|(n, _)| n == "minimal")
         .unwrap();
-    let query = |c: &SqeCluster| super::configmap::engine_config(&c.spec).unwrap().query;
+    let query = |c: &SqeCluster| super::configmap::engine_config(c).unwrap().query;
     // Default container limit 2Gi: a 1.5Gi pool, sessions at the engine's 1Gi default.
     let q = query(&minimal);
     assert_eq!(
@@ -761,5 +765,210 @@ fn a_cluster_internal_keycloak_and_object_store_address_reach_the_engine_config(
     assert!(
         !yaml.contains("frontend_url") && !yaml.contains("storage_endpoint"),
         "{yaml}"
+    );
+}
+
+fn managed_store() -> SqeCluster {
+    cluster_with(
+        serde_json::json!({"nodeSelector": {"type": "real"}}),
+        serde_json::json!({"sessionStore": {"managed": {"image": "localhost/sqe-session-store:dev"}}}),
+    )
+}
+
+fn env_secret(c: &Container, name: &str) -> Option<(String, String)> {
+    let var = c.env.as_ref()?.iter().find(|e| e.name == name)?;
+    let r = var.value_from.as_ref()?.secret_key_ref.as_ref()?;
+    assert!(var.value.is_none(), "{name} comes from the Secret only");
+    Some((r.name.clone(), r.key.clone()))
+}
+
+#[test]
+fn a_managed_session_store_is_one_hardened_pod_the_engine_pods_reach_with_a_generated_password() {
+    let c = managed_store();
+    let d = build(&c, &SecretDigests::default()).unwrap();
+    let cfg = EngineConfig::from_yaml(&d.config_map.data.as_ref().unwrap()[CONFIG_KEY]).unwrap();
+    let store = cfg
+        .session
+        .store
+        .expect("the engine is told where the store is");
+    assert_eq!(store.url, "redis://lake-session-store:6379/");
+    assert_eq!(
+        store.keys_file,
+        PathBuf::from("/etc/sqe/session-keys/keys"),
+        "the keys file"
+    );
+    assert_eq!(store.ca_file, None);
+    // The password and keys reach the engine from the generated Secrets, never the ConfigMap.
+    assert_eq!(
+        env_secret(engine(&d), sqe_engine_config::SESSION_STORE_PASSWORD_ENV),
+        Some(("lake-session-store".into(), "password".into()))
+    );
+    let keys = pod_spec(&d)
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "session-keys")
+        .and_then(|v| v.secret.as_ref())
+        .unwrap();
+    assert_eq!(keys.secret_name.as_deref(), Some("lake-session-keys"));
+    assert_eq!(
+        session_store::generated(&c),
+        vec![
+            (
+                "lake-session-keys".to_string(),
+                session_store::Generated::ClusterKeys
+            ),
+            (
+                "lake-session-store".to_string(),
+                session_store::Generated::StorePassword
+            ),
+        ]
+    );
+
+    let (deployment, service) = d.store.as_ref().expect("the operator runs the store");
+    let spec = deployment.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    // Two stores side by side would split the sessions: the old one goes first.
+    assert_eq!(
+        spec.strategy.as_ref().unwrap().type_.as_deref(),
+        Some("Recreate")
+    );
+    let pod = spec.template.spec.as_ref().unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("localhost/sqe-session-store:dev")
+    );
+    assert_eq!(
+        container.args,
+        Some(vec!["/etc/redis/redis.conf".to_string()])
+    );
+    let sc = container.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.node_selector.as_ref().unwrap()["type"], "real");
+    // The store's Service and pods and the engine's never select each other.
+    let store_pods = spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    let engine_pods = d
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap();
+    let selects = |selector: &std::collections::BTreeMap<String, String>,
+                   labels: &std::collections::BTreeMap<String, String>| {
+        selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let store_selector = service.spec.as_ref().unwrap().selector.clone().unwrap();
+    assert!(selects(&store_selector, &store_pods));
+    assert!(!selects(
+        &store_selector,
+        engine_pods.labels.as_ref().unwrap()
+    ));
+    assert!(!selects(&selector_labels(&c), &store_pods));
+    // Both are swept by the same selector as the rest, and kept while desired.
+    let names = d.names();
+    assert!(names["Deployment"].contains("lake-session-store"));
+    assert!(names["Service"].contains("lake-session-store"));
+}
+
+#[test]
+fn generated_session_secrets_hold_a_fresh_key_and_a_password_the_store_is_configured_with() {
+    use base64::Engine as _;
+    let keys = session_store::contents(session_store::Generated::ClusterKeys, [7; 32]);
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(keys["keys"].trim())
+        .unwrap();
+    assert_eq!(key, vec![7; 32]);
+    let store = session_store::contents(session_store::Generated::StorePassword, [9; 32]);
+    let password = &store["password"];
+    assert_eq!(password.len(), 64);
+    let conf = &store["redis.conf"];
+    assert!(
+        conf.contains(&format!("requirepass {password}\n")),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("save \"\"") && conf.contains("appendonly no"),
+        "{conf}"
+    );
+    let secret = session_store::secret(&managed_store(), "lake-session-store", store);
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].name,
+        "lake",
+        "deleted with the cluster"
+    );
+}
+
+#[test]
+fn an_external_session_store_is_reached_over_tls_with_its_ca_and_no_store_is_run() {
+    let c = cluster_with(
+        serde_json::json!({}),
+        serde_json::json!({"sessionStore": {
+            "external": {"url": "rediss://sessions.redis.svc:6379/",
+                         "passwordSecretRef": {"name": "redis", "key": "pw"},
+                         "caSecretRef": {"name": "corp-ca", "key": "ca.crt"}},
+            "keysSecretRef": {"name": "keys", "key": "k"}}}),
+    );
+    let d = build(&c, &SecretDigests::default()).unwrap();
+    assert!(d.store.is_none());
+    assert!(
+        session_store::generated(&c).is_empty(),
+        "nothing to generate"
+    );
+    let cfg = EngineConfig::from_yaml(&d.config_map.data.as_ref().unwrap()[CONFIG_KEY]).unwrap();
+    let store = cfg.session.store.unwrap();
+    assert_eq!(store.url, "rediss://sessions.redis.svc:6379/");
+    assert_eq!(
+        store.ca_file,
+        Some(PathBuf::from("/etc/sqe/session-store-ca/ca.pem"))
+    );
+    assert_eq!(
+        env_secret(engine(&d), sqe_engine_config::SESSION_STORE_PASSWORD_ENV),
+        Some(("redis".into(), "pw".into()))
+    );
+    let volumes = pod_spec(&d).volumes.clone().unwrap();
+    let item = |name: &str| {
+        let s = volumes
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap()
+            .secret
+            .clone()
+            .unwrap();
+        (s.secret_name.unwrap(), s.items.unwrap()[0].key.clone())
+    };
+    assert_eq!(item("session-keys"), ("keys".into(), "k".into()));
+    assert_eq!(
+        item("session-store-ca"),
+        ("corp-ca".into(), "ca.crt".into())
+    );
+    // Without a store nothing of it is rendered.
+    let plain = build(
+        &cluster_with(serde_json::json!({}), serde_json::json!({})),
+        &SecretDigests::default(),
+    )
+    .unwrap();
+    assert!(plain.store.is_none());
+    assert!(!plain.config_map.data.as_ref().unwrap()[CONFIG_KEY].contains("store"));
+    assert!(
+        env_secret(
+            engine(&plain),
+            sqe_engine_config::SESSION_STORE_PASSWORD_ENV
+        )
+        .is_none()
     );
 }
