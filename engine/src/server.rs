@@ -147,7 +147,8 @@ pub async fn serve(config: EngineConfig, secrets: Secrets) -> anyhow::Result<()>
         .with_context(|| format!("listen.http {}", config.listen.http))?;
     info!(
         event = "listening", flight = %flight_listener.local_addr()?, http = %http_listener.local_addr()?,
-        issuer = oidc.issuer(), modes = ?config.oidc.modes, tls = config.listen.tls.is_some()
+        issuer = oidc.issuer(), modes = ?config.oidc.modes, tls = config.listen.tls.is_some(),
+        session_store = config.session.store.as_ref().map_or("none", |s| s.url.as_str())
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);

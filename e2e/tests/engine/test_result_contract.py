@@ -4,17 +4,15 @@ the planned one (nullability, dictionaries, unions of different widths, large li
 NULLs). ADBC refuses a result that breaks it; pyarrow shows both schemas; the JDBC driver
 describes the columns from the announcement and reads the stream with it."""
 
-import hashlib
 import json
-import os
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as adbc
 import pyarrow as pa
 import pytest
 
+import jdbc
 from flightsql import SqlClient
 
 HERE = Path(__file__).parent
@@ -44,8 +42,6 @@ RESHAPED = [
 
 IDS = [sql[:60] for sql, _ in RESHAPED]
 
-JDBC_VERSION = "18.3.0"
-JDBC_SHA256 = "3f418b46c880e263558c5de669bdbede2c5d4375527ced116fb29f795b03704c"
 
 
 @pytest.mark.parametrize("sql,rows", RESHAPED, ids=IDS)
@@ -70,20 +66,7 @@ def test_the_stream_is_the_announcement_over_raw_flight(engine, sql, rows):
 
 @pytest.fixture(scope="module")
 def jdbc_driver() -> Path:
-    """The Arrow Flight SQL JDBC driver from Maven Central, pinned by checksum, cached."""
-    cache = Path(os.environ.get("SQE_CACHE", Path.home() / ".cache/sqe")) / "jdbc"
-    jar = cache / f"flight-sql-jdbc-driver-{JDBC_VERSION}.jar"
-    if not jar.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        url = (
-            "https://repo1.maven.org/maven2/org/apache/arrow/flight-sql-jdbc-driver/"
-            f"{JDBC_VERSION}/flight-sql-jdbc-driver-{JDBC_VERSION}.jar"
-        )
-        partial = jar.with_suffix(".part")
-        urllib.request.urlretrieve(url, partial)
-        partial.rename(jar)
-    assert hashlib.sha256(jar.read_bytes()).hexdigest() == JDBC_SHA256, f"{jar}: checksum differs"
-    return jar
+    return jdbc.driver_jar()
 
 
 def jdbc_type(t: pa.DataType) -> str:
@@ -101,11 +84,7 @@ def jdbc_type(t: pa.DataType) -> str:
 
 
 def java() -> str:
-    for home in [os.environ.get("SQE_JDBC_JAVA_HOME"), "/usr/lib/jvm/java-17-openjdk-amd64", os.environ.get("SQE_JAVA_HOME"),
-                 "/usr/lib/jvm/temurin-25-jdk-amd64"]:
-        if home and Path(home, "bin/java").exists():
-            return str(Path(home, "bin/java"))
-    return "java"
+    return jdbc.java()
 
 
 def test_jdbc_describes_and_reads_what_is_streamed(engine, jdbc_driver):

@@ -7,7 +7,9 @@ Keycloak at that address while tokens carry Keycloak's public URL (`frontendUrl`
 MinIO there (`storageEndpoint`) with the credentials the catalog vends to each user. The engine
 pods start from the operator's pod spec, their probes run, and real clients (ADBC from the host
 through the ClusterIP, and from a client pod through the Service's DNS name) query as alice, bob
-and carol. Then a rolling update (config change and client secret rotation) and a killed pod.
+and carol. Then a rolling update (config change and client secret rotation) and a killed pod,
+which the users' sessions outlive: the operator runs a session store for the cluster, and any
+engine pod serves any session.
 
 The tests run in file order and share one installation (module fixtures).
 """
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 import adbc_driver_flightsql.dbapi as adbc
 import pytest
 
+import jdbc
+
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "e2e" / "local"))
 import seed  # noqa: E402
@@ -37,6 +42,7 @@ OP_NS = "sqe-system"
 NS = "sqe-node"
 NAME = "lake"
 ENGINE_SELECTOR = f"app.kubernetes.io/instance={NAME},app.kubernetes.io/name=sqe-engine"
+STORE_SELECTOR = f"app.kubernetes.io/instance={NAME},app.kubernetes.io/name=sqe-session-store"
 TOLERATION = {"key": "sqe.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
 ON_REAL_NODE = {"type": "real"}
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
@@ -82,6 +88,10 @@ def cluster_manifest(stack: dict, *, client_secret: str, idle_timeout: int = 900
                 "podOverrides": {"nodeSelector": ON_REAL_NODE, "tolerations": [TOLERATION]},
             },
             "disruption": {"maxUnavailable": 1},
+            # Sessions any engine pod serves, through a store the operator runs.
+            "sessionStore": {"managed": {
+                "image": "localhost/sqe-session-store:dev", "imagePullPolicy": "Never",
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}},
         },
     }
     return json.dumps(secret) + "\n---\n" + json.dumps(cluster)
@@ -269,7 +279,27 @@ def test_engine_pods_start_from_the_operators_pod_spec_and_turn_ready(kube, clus
         listening = [e for e in pod_events(kube, pod["metadata"]["name"]) if e.get("event") == "listening"]
         # Tokens are checked against Keycloak's public URL, reached at the node's address.
         assert listening and listening[0]["issuer"].startswith(stack["SQE_KEYCLOAK_URL"]), listening
+        # Sessions go through the store the operator runs, with its generated password.
+        assert listening[0]["session_store"] == f"redis://{NAME}-session-store:6379/", listening
+        env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
+        assert env["SQE_SESSION_STORE_PASSWORD"] == {"name": f"{NAME}-session-store", "key": "password",
+                                                     "optional": False}, env
     REPORT["engine_pod_start_to_ready_s"] = sorted(round(s, 1) for s in start_to_ready)
+
+
+def test_the_operator_runs_the_session_store_with_secrets_it_generated(kube, cluster):
+    (store,) = kube.get("pods", "-n", NS, "-l", STORE_SELECTOR)["items"]
+    assert store["spec"]["nodeName"] == NODE_NAME and is_ready(store), store["status"]
+    container = store["spec"]["containers"][0]
+    sc = {**store["spec"].get("securityContext", {}), **container.get("securityContext", {})}
+    assert sc.get("readOnlyRootFilesystem") is True and sc.get("runAsNonRoot") is True, sc
+    # Its password is in its configuration file, never in its arguments.
+    assert container["args"] == ["/etc/redis/redis.conf"]
+    owner = kube.get("sqecluster", NAME, "-n", NS)["metadata"]["uid"]
+    for name, keys in ((f"{NAME}-session-store", {"password", "redis.conf"}), (f"{NAME}-session-keys", {"keys"})):
+        secret = kube.get("secret", name, "-n", NS)
+        assert set(secret["data"]) == keys, (name, set(secret["data"]))
+        assert [o["uid"] for o in secret["metadata"]["ownerReferences"]] == [owner], name
 
 
 # --- 3. real clients through the Service ----------------------------------------------------
@@ -348,8 +378,7 @@ def test_a_client_pod_queries_through_the_service_name(kube, uri):
 
 class Timeline:
     """Queries run in a background thread, each recorded with its start, when its results were
-    all fetched, its end and outcome. A statement's close can fail after its results arrived
-    (the session died with its pod: sessions do not survive pods yet); that is recorded apart."""
+    all fetched, its end and outcome (a statement's close after its results counts too)."""
 
     def __init__(self):
         self.runs: list[dict] = []
@@ -385,7 +414,8 @@ class Timeline:
                 pass
 
 
-def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time(kube, uri, stack, keycloak, idp_client):
+def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time(kube, uri, stack, keycloak, idp_client,
+                                                                                 tmp_path):
     old_pods = {p["metadata"]["name"] for p in engine_pods(kube)}
     pdb = kube.get("pdb", NAME, "-n", NS)
     assert pdb["spec"]["maxUnavailable"] == 1 and pdb["status"]["expectedPods"] == 2, pdb
@@ -397,10 +427,21 @@ def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time
     REPORT["long_query_s"] = round(time.time() - t0, 2)
 
     long_runs, logins = Timeline(), Timeline()
+    alice_since = int(time.time() * 1000)
     threads = [threading.Thread(target=long_runs.loop, args=(uri, "alice", long_sql, False), daemon=True),
                threading.Thread(target=logins.loop, args=(uri, "bob", "SELECT 1 AS one", True), daemon=True)]
     for t in threads:
         t.start()
+    # One JDBC connection (the Arrow Flight SQL JDBC driver) querying throughout the roll too.
+    stop_jdbc = tmp_path / "stop-jdbc"
+    host, port = uri.removeprefix("grpc://").rsplit(":", 1)
+    jdbc_run = subprocess.Popen(
+        [jdbc.java(), "--add-opens=java.base/java.nio=ALL-UNNAMED", "-cp", str(jdbc.driver_jar()),
+         str(Path(__file__).parent / "jdbc" / "KeepQuerying.java"),
+         f"jdbc:arrow-flight-sql://{host}:{port}/?useEncryption=false", "carol", PASSWORDS["carol"],
+         "SELECT 1 AS one", str(stop_jdbc)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
     time.sleep(2)
 
     client = idp_client
@@ -435,8 +476,11 @@ def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time
     finally:
         long_runs.stop.set()
         logins.stop.set()
+        stop_jdbc.touch()
         for t in threads:
             t.join(timeout=60)
+        jdbc_out, jdbc_err = jdbc_run.communicate(timeout=120)
+    jdbc_runs = [json.loads(line) for line in jdbc_out.splitlines() if line.startswith("{")]
 
     REPORT["rolling_update"] = {
         "min_ready_pods": min_ready,
@@ -445,15 +489,20 @@ def test_a_config_change_and_a_rotated_client_secret_roll_the_pods_one_at_a_time
                          for r in long_runs.runs],
         "long_query_failures": [r["msg"] for r in long_runs.runs if not r["ok"]],
         "logins": {"ok": sum(r["ok"] for r in logins.runs), "failed": sum(not r["ok"] for r in logins.runs)},
+        "jdbc_queries": {"ok": sum(r["ok"] for r in jdbc_runs), "failed": sum(not r["ok"] for r in jdbc_runs)},
         "login_failures": sorted({r["msg"][:160] for r in logins.runs if not r["ok"]}),
     }
     # The Deployment keeps both pods serving while it surges a third (maxUnavailable 0): the
     # budget (maxUnavailable 1) was never used up.
     assert min_ready >= 1 and min(pdb_slack) >= 0, (min_ready, pdb_slack)
-    # No query was cut off: every long query either delivered all its results or failed at once
-    # (a stopping or gone pod refused a new call), never after running a while.
-    cut = [r for r in long_runs.runs if not r["fetched"] and r["end"] - r["start"] > 1.5]
-    assert not cut, cut
+    # Sessions outlive their pods: alice's one ADBC connection and carol's one JDBC connection
+    # were served by old and new pods alike, with no failed call (not even a statement's close
+    # after its results) and no new login.
+    assert [r for r in long_runs.runs if not r["ok"]] == []
+    assert jdbc_run.returncode == 0, jdbc_err[-3000:]
+    assert jdbc_runs and [r for r in jdbc_runs if not r["ok"]] == [], jdbc_runs
+    alice_logins_at_idp = keycloak.events(types=["LOGIN"], user="alice", since_ms=alice_since)
+    assert len(alice_logins_at_idp) == 1, alice_logins_at_idp
     # A query was running while its pod was told to stop, and delivered its results (drain).
     drained = [r for r in long_runs.runs if r["fetched"]
                and any(r["start"] < t < r["fetched"] for t in terminating_seen.values())]
@@ -475,8 +524,9 @@ def alice_logins(kube) -> dict[str, int]:
             for p in engine_pods(kube)}
 
 
-def test_a_killed_engine_pod_is_replaced_and_clients_log_in_again(kube, uri):
+def test_a_killed_engine_pod_is_replaced_and_its_sessions_carry_on_without_a_new_login(kube, uri, keycloak):
     logins_before = alice_logins(kube)
+    since = int(time.time() * 1000)
     conn = connect(uri, "alice")
     with conn.cursor() as cur:
         cur.execute("SELECT 1 AS one")
@@ -498,12 +548,21 @@ def test_a_killed_engine_pod_is_replaced_and_clients_log_in_again(kube, uri):
     REPORT["killed_pod_replaced_ready_s"] = round(time.monotonic() - t0, 1)
     assert len(before - {holder}) == 1
 
-    # The old session died with its pod: the call fails cleanly, then a new login works.
-    with pytest.raises(adbc.Error) as raised:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 AS one")
-            cur.fetch_arrow_table()
-    assert raised.value.status_code.name in {"IO", "UNAUTHENTICATED"}, raised.value
+    # The session did not die with its pod: the same connection's next call is served by another
+    # pod with the same handle. A call caught on the dead connection fails as IO/UNAVAILABLE (retry),
+    # never UNAUTHENTICATED (log in again).
+    outcomes = []
+    for _ in range(3):
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) AS n FROM lake.demo.c")
+                outcomes.append(cur.fetch_arrow_table().column("n").to_pylist())
+                break
+        except adbc.Error as e:
+            outcomes.append(e.status_code.name)
+            time.sleep(0.5)
+    REPORT["killed_pod_next_calls"] = [o if isinstance(o, str) else "OK" for o in outcomes]
+    assert outcomes[-1] == [seed.rows_c().num_rows], outcomes
+    assert all(o in {"IO", "UNAVAILABLE"} for o in outcomes[:-1]), outcomes
     conn.close()
-    n = query(uri, "alice", "SELECT count(*) AS n FROM lake.demo.c").column("n").to_pylist()
-    assert n == [seed.rows_c().num_rows]
+    assert len(keycloak.events(types=["LOGIN"], user="alice", since_ms=since)) == 1, "no new login"
