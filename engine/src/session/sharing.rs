@@ -106,7 +106,10 @@ impl SessionManager {
                 Err(EngineError::Internal("duplicate session".into()))
             }
             Err(e) => {
-                warn!(event = "session_store", op = "create", error = %e);
+                warn!(
+                    event = "login", user = session.identity.user.as_str(), session = session.id.as_str(),
+                    outcome = "session_store_unavailable", error = %e
+                );
                 self.evict(session, EndReason::Shutdown).await;
                 Err(EngineError::SessionStoreUnavailable)
             }
