@@ -208,6 +208,31 @@ def test_a_logout_on_one_replica_is_refused_on_the_other(pair):
             on(engine, handle).query("SELECT 1 AS one")
 
 
+def test_a_refresh_token_revoked_at_the_idp_ends_the_session_on_every_replica(pair, keycloak, short_tokens):
+    a, b = pair
+    handle = login(a, "carol")
+    on_a, on_b = on(a, handle), on(b, handle)
+    assert on_b.query("SELECT 1 AS one").num_rows == 1
+    # The administrator ends carol's sessions at the IdP: the refresh token both replicas would
+    # use is dead. Whichever replica refreshes first learns it, and neither serves the handle.
+    r = keycloak.admin("POST", f"/users/{keycloak.user_id('carol')}/logout")
+    assert r.status_code == 204
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            on_a.query("SELECT 1 AS one")
+        except flight.FlightUnauthenticatedError:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("session still usable on A 30 s after its refresh token was revoked")
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        on_b.query("SELECT 1 AS one")
+    ended = a.events("session_end", user="carol", reason="refresh_rejected") + b.events(
+        "session_end", user="carol", reason="refresh_rejected")
+    assert len(ended) == 1, ended
+
+
 def test_a_rotated_cluster_key_reseals_sessions_in_use_and_retires_the_rest(replica):
     old = replica(OLD_KEY)
     rolled = replica(NEW_KEY, OLD_KEY)

@@ -7,18 +7,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::manager::{SessionManager, ms};
+use super::manager::{SessionManager, loggable, ms};
 use crate::auth::IdpError;
 use crate::error::EngineError;
-
-/// A username as logs show it: at most 64 characters, control characters replaced (the name
-/// is whatever the client sent).
-pub(super) fn loggable(user: &str) -> String {
-    user.chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
 
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)

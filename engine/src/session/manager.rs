@@ -9,7 +9,6 @@ use sqe_engine_config::{AuthMode, EngineConfig};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::login_checks::loggable;
 use super::refresh::{self, DeadlineQueue, Job, Step};
 use super::reuse::{BasicReuse, ReuseKey};
 use super::seal::HandleSecrets;
@@ -80,6 +79,15 @@ struct Opening {
     mode: AuthMode,
     renewal: Option<MachineClient>,
     shared: Option<HandleSecrets>,
+}
+
+/// A username as logs show it: at most 64 characters, control characters replaced (the name
+/// is whatever the client sent).
+pub(super) fn loggable(user: &str) -> String {
+    user.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 pub(super) fn ms(since: Instant) -> u64 {
@@ -236,7 +244,8 @@ impl SessionManager {
     async fn reused(&self, key: &ReuseKey) -> Option<(SessionHandle, Arc<Session>)> {
         let handle = self.reuse.handle(key)?;
         match self.lookup(&handle.key()).await {
-            Ok(Some(session)) => Some((handle, session)),
+            // Used, as any call with the handle: on every replica, and not if it ended on one.
+            Ok(Some(session)) if self.sync(&session).await.is_ok() => Some((handle, session)),
             _ => {
                 self.reuse.forget(key);
                 None

@@ -166,6 +166,12 @@ impl SessionManager {
                 self.evict(session, EndReason::EndedElsewhere).await;
                 RefreshOutcome::Ended
             }
+            Renewal::Unreadable { .. } => {
+                drop(st);
+                warn!(event = "refresh", user, session = sid, fp = %old_fp, outcome = "record_unreadable", duration_ms = ms(started));
+                self.evict(session, EndReason::Unreadable).await;
+                RefreshOutcome::Ended
+            }
             Renewal::Failed(e) if e.is_final() => {
                 st.ended = Some(EndReason::RefreshRejected);
                 drop(st);

@@ -64,13 +64,22 @@ pub(crate) enum SealError {
     Refused,
 }
 
-/// What opening a record found.
-#[derive(Debug, PartialEq, Eq)]
+/// What opening a record found. Its `Debug` leaves the plaintext (tokens) out.
+#[derive(PartialEq, Eq)]
 pub(crate) struct Opened {
     pub(crate) plaintext: Vec<u8>,
     pub(crate) generation: u64,
     /// Sealed with a key other than the first: seal it again on the next write.
     pub(crate) reseal: bool,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("generation", &self.generation)
+            .field("reseal", &self.reseal)
+            .finish_non_exhaustive()
+    }
 }
 
 fn key_id(key: &[u8; 32]) -> [u8; 8] {

@@ -34,6 +34,13 @@ impl From<redis::RedisError> for SharedError {
     }
 }
 
+/// Whether an operation may run twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Safe,
+    Once,
+}
+
 /// A record as read: what it holds, its generation, and whether it should be sealed again with
 /// the current cluster key.
 #[derive(Debug)]
@@ -63,12 +70,20 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Replaces the record only if it still has generation `ARGV[1]` (its bytes 12..20).
+/// Replaces the record only if it still has generation `ARGV[1]` (its bytes 12..20), keeping
+/// its expiry: only use pushes a session's idle deadline back, never a refresh.
 const REPLACE: &str = r"
 local current = redis.call('GETRANGE', KEYS[1], 12, 19)
 if current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
+";
+
+/// Takes the lock for `ARGV[1]`, or finds it already held by `ARGV[1]` (a retried attempt).
+const LOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
 ";
 
 /// Deletes the lock only if this replica still holds it.
@@ -119,30 +134,48 @@ impl SharedSessions {
     /// noticed by the first operation after it returns, which then reconnects: that operation
     /// is tried once more, so the store's return is seen at once. A store that does not
     /// answer is not tried twice.
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, SharedError>
+    ///
+    /// An operation that may have run before its connection broke is tried again only if
+    /// running it twice is harmless (`Repeat::Safe`); one that must not run twice is tried
+    /// again only when the store refused the connection, so it never ran.
+    async fn run<T, F, Fut>(&self, repeat: Repeat, op: F) -> Result<T, SharedError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         match op(self.conn.clone()).await {
-            Err(e) if !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped()) => {
+            Err(e) if e.is_connection_refusal() => Ok(op(self.conn.clone()).await?),
+            Err(e)
+                if repeat == Repeat::Safe
+                    && !e.is_timeout()
+                    && (e.is_io_error() || e.is_connection_dropped()) =>
+            {
                 Ok(op(self.conn.clone()).await?)
             }
             done => Ok(done?),
         }
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, SharedError> {
-        self.run(|mut conn| async move { cmd.query_async(&mut conn).await })
-            .await
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        repeat: Repeat,
+        cmd: &redis::Cmd,
+    ) -> Result<T, SharedError> {
+        self.run(repeat, |mut conn| async move {
+            cmd.query_async(&mut conn).await
+        })
+        .await
     }
 
     async fn invoke<T: redis::FromRedisValue>(
         &self,
+        repeat: Repeat,
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, SharedError> {
-        self.run(|mut conn| async move { script.invoke_async(&mut conn).await })
-            .await
+        self.run(repeat, |mut conn| async move {
+            script.invoke_async(&mut conn).await
+        })
+        .await
     }
 
     /// Marks the session used (its record lives `ttl` from now) and returns its stored
@@ -163,7 +196,9 @@ impl SharedSessions {
             .arg(millis(ttl));
         let pipe = &pipe;
         let (header, _): (Vec<u8>, i64) = self
-            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .run(Repeat::Safe, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
             .await?;
         Ok(generation_of(&header))
     }
@@ -183,7 +218,7 @@ impl SharedSessions {
             .arg("NX")
             .arg("PX")
             .arg(millis(ttl));
-        let set: Option<String> = self.query(&cmd).await?;
+        let set: Option<String> = self.query(Repeat::Once, &cmd).await?;
         Ok(set.is_some())
     }
 
@@ -192,7 +227,7 @@ impl SharedSessions {
     pub(crate) async fn read(&self, handle: &HandleSecrets) -> Result<Option<Stored>, SharedError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(record_key(handle));
-        let sealed: Option<Vec<u8>> = self.query(&cmd).await?;
+        let sealed: Option<Vec<u8>> = self.query(Repeat::Safe, &cmd).await?;
         let Some(sealed) = sealed else {
             return Ok(None);
         };
@@ -212,26 +247,25 @@ impl SharedSessions {
     ) -> Result<Option<u64>, SharedError> {
         let mut cmd = redis::cmd("GETRANGE");
         cmd.arg(record_key(handle)).arg(12).arg(19);
-        let header: Vec<u8> = self.query(&cmd).await?;
+        let header: Vec<u8> = self.query(Repeat::Safe, &cmd).await?;
         Ok(generation_of(&header))
     }
 
-    /// Writes `record` as generation `expected + 1`, only if the store still holds `expected`.
+    /// Writes `record` as generation `expected + 1`, only if the store still holds `expected`;
+    /// the record keeps its expiry.
     pub(crate) async fn replace(
         &self,
         handle: &HandleSecrets,
         expected: u64,
         record: &SessionRecord,
-        ttl: Duration,
     ) -> Result<bool, SharedError> {
         let sealed = self.keys.seal(handle, expected + 1, &record.to_bytes());
         let script = Script::new(REPLACE);
         let mut invocation = script.key(record_key(handle));
         invocation
             .arg(expected.to_be_bytes().as_slice())
-            .arg(sealed)
-            .arg(millis(ttl));
-        let replaced: i64 = self.invoke(&invocation).await?;
+            .arg(sealed);
+        let replaced: i64 = self.invoke(Repeat::Once, &invocation).await?;
         Ok(replaced == 1)
     }
 
@@ -239,25 +273,23 @@ impl SharedSessions {
     pub(crate) async fn delete(&self, handle: &HandleSecrets) -> Result<(), SharedError> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(record_key(handle));
-        let _: i64 = self.query(&cmd).await?;
+        let _: i64 = self.query(Repeat::Safe, &cmd).await?;
         Ok(())
     }
 
-    /// Takes the session's refresh lock for `ttl` as `owner`; `false` when another holds it.
+    /// Takes the session's refresh lock for `ttl` as `owner` (one name per attempt); `false`
+    /// when another holds it.
     pub(crate) async fn lock(
         &self,
         handle: &HandleSecrets,
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, SharedError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(lock_key(handle))
-            .arg(owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl));
-        let set: Option<String> = self.query(&cmd).await?;
-        Ok(set.is_some())
+        let script = Script::new(LOCK);
+        let mut invocation = script.key(lock_key(handle));
+        invocation.arg(owner).arg(millis(ttl));
+        let held: i64 = self.invoke(Repeat::Safe, &invocation).await?;
+        Ok(held == 1)
     }
 
     /// Lets the lock go, if `owner` still holds it (it may have expired and been taken).
@@ -269,7 +301,7 @@ impl SharedSessions {
         let script = Script::new(UNLOCK);
         let mut invocation = script.key(lock_key(handle));
         invocation.arg(owner);
-        let _: i64 = self.invoke(&invocation).await?;
+        let _: i64 = self.invoke(Repeat::Safe, &invocation).await?;
         Ok(())
     }
 }

@@ -83,16 +83,12 @@ async fn a_record_is_replaced_only_over_the_generation_it_was_read_at() {
         .await
         .unwrap();
     assert!(
-        a.replace(&handle, 0, &record("eyJ0b2tlbjEi"), TTL)
+        a.replace(&handle, 0, &record("eyJ0b2tlbjEi"))
             .await
             .unwrap()
     );
     // B read generation 0 before A's refresh landed: its write is refused.
-    assert!(
-        !b.replace(&handle, 0, &record("eyJzdGFsZSI"), TTL)
-            .await
-            .unwrap()
-    );
+    assert!(!b.replace(&handle, 0, &record("eyJzdGFsZSI")).await.unwrap());
     let now = b.read(&handle).await.unwrap().unwrap();
     assert_eq!(
         (now.generation, now.record.access.as_str()),
@@ -101,11 +97,7 @@ async fn a_record_is_replaced_only_over_the_generation_it_was_read_at() {
     assert_eq!(b.generation(&handle).await.unwrap(), Some(1));
     // A logout on B: A's next write does not bring the session back.
     b.delete(&handle).await.unwrap();
-    assert!(
-        !a.replace(&handle, 1, &record("eyJhZnRlciI"), TTL)
-            .await
-            .unwrap()
-    );
+    assert!(!a.replace(&handle, 1, &record("eyJhZnRlciI")).await.unwrap());
     assert!(a.read(&handle).await.unwrap().is_none());
     assert_eq!(a.generation(&handle).await.unwrap(), None);
 }
@@ -150,7 +142,7 @@ async fn a_rotated_key_list_reads_old_records_and_asks_for_a_reseal() {
     ));
     assert!(
         rolled
-            .replace(&handle, seen.generation, &seen.record, TTL)
+            .replace(&handle, seen.generation, &seen.record)
             .await
             .unwrap()
     );
@@ -335,4 +327,29 @@ async fn a_tls_store_is_reached_through_the_ca_it_is_configured_with() {
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_replaced_record_keeps_its_expiry_only_use_pushes_it_back() {
+    let r = redis();
+    let a = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
+    let handle = HandleSecrets::generate();
+    a.create(&handle, &record("eyJ0dGwi"), Duration::from_millis(400))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A refresh (a replace) does not make an idle session live longer.
+    assert!(a.replace(&handle, 0, &record("eyJ0dGwyIg")).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.read(&handle).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_retried_lock_attempt_finds_the_lock_it_already_holds() {
+    let r = redis();
+    let a = SharedSessions::open(&r.url, None, None, keys(&[1])).unwrap();
+    let handle = HandleSecrets::generate();
+    assert!(a.lock(&handle, "pod-a-1", TTL).await.unwrap());
+    assert!(a.lock(&handle, "pod-a-1", TTL).await.unwrap());
+    assert!(!a.lock(&handle, "pod-a-2", TTL).await.unwrap());
 }

@@ -25,9 +25,14 @@ use super::state::{EndReason, Session, SessionKey, TokenState};
 use crate::auth::{IdpError, TokenGrant};
 use crate::error::EngineError;
 
-/// How long a replica may hold a session's refresh lock: far beyond one IdP call, so it never
-/// lapses mid-refresh, yet short enough that a replica dying with it costs a few seconds.
-const REFRESH_LOCK: Duration = Duration::from_secs(15);
+/// How long a replica may hold a session's refresh lock: beyond the worst case of what it does
+/// under it (two store reads, the IdP call, the write and its retries, each with its own
+/// timeout), so it never lapses mid-refresh, yet short enough that a replica dying with it
+/// costs its sessions half a minute.
+const REFRESH_LOCK: Duration = Duration::from_secs(30);
+/// How long the holder keeps trying to store tokens it has been given: the refresh token it
+/// spent is gone, so the record must not keep it.
+const WRITE_RETRIES: Duration = Duration::from_secs(10);
 /// How often a replica waiting on another's refresh looks for its result.
 const LOCK_POLL: Duration = Duration::from_millis(50);
 
@@ -63,6 +68,18 @@ pub(super) enum Renewal {
     Failed(IdpError),
     /// The store could not be reached: nothing was spent.
     StoreDown,
+    /// The record does not open here (its cluster key is not one this replica has, or it is
+    /// not one this engine wrote): this replica lets the session go, and leaves the record to
+    /// those that can.
+    Unreadable { retired: bool },
+}
+
+fn unreadable(e: &SharedError) -> Renewal {
+    match e {
+        SharedError::Unavailable(_) => Renewal::StoreDown,
+        SharedError::Seal(SealError::RetiredKey) => Renewal::Unreadable { retired: true },
+        SharedError::Seal(_) | SharedError::Unreadable => Renewal::Unreadable { retired: false },
+    }
 }
 
 fn store_error(e: &SharedError) -> EngineError {
@@ -196,9 +213,8 @@ impl SessionManager {
         if st.generation != stored.generation {
             return;
         }
-        let ttl = self.record_ttl(session, Instant::now());
         if let Ok(true) = store
-            .replace(secrets, stored.generation, &stored.record, ttl)
+            .replace(secrets, stored.generation, &stored.record)
             .await
         {
             st.generation = stored.generation + 1;
@@ -235,7 +251,7 @@ impl SessionManager {
         } else {
             // This replica refreshed while the store was away: its tokens are the live ones.
             let record = session.record(&st, Clocks::read());
-            match store.replace(secrets, stored, &record, ttl).await {
+            match store.replace(secrets, stored, &record).await {
                 Ok(true) => {
                     st.generation = stored + 1;
                     Renewal::Adopted
@@ -250,9 +266,13 @@ impl SessionManager {
                 self.evict(session, EndReason::EndedElsewhere).await;
                 Err(EngineError::SessionInvalid)
             }
-            Renewal::Failed(_) => {
-                self.evict(session, EndReason::EndedElsewhere).await;
-                Err(EngineError::SessionKeyRetired)
+            Renewal::Unreadable { retired } => {
+                self.evict(session, EndReason::Unreadable).await;
+                Err(if retired {
+                    EngineError::SessionKeyRetired
+                } else {
+                    EngineError::SessionInvalid
+                })
             }
             _ => {
                 self.schedule(session).await;
@@ -276,11 +296,7 @@ impl SessionManager {
                 Renewal::Adopted
             }
             Ok(None) => Renewal::Gone,
-            Err(SharedError::Unavailable(_)) => Renewal::StoreDown,
-            // A record this replica can no longer open (its key retired).
-            Err(e) => Renewal::Failed(IdpError::Rejected {
-                code: e.to_string(),
-            }),
+            Err(e) => unreadable(&e),
         }
     }
 
@@ -316,9 +332,12 @@ impl SessionManager {
         session: &Session,
         st: &mut TokenState,
     ) -> Renewal {
+        // One name per attempt: a lock that lapsed and was taken again is never let go by the
+        // attempt that held it before.
+        let owner = format!("{}-{:016x}", self.owner, rand::random::<u64>());
         let deadline = Instant::now() + REFRESH_LOCK + Duration::from_secs(1);
         loop {
-            match store.lock(secrets, &self.owner, REFRESH_LOCK).await {
+            match store.lock(secrets, &owner, REFRESH_LOCK).await {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(_) => return Renewal::StoreDown,
@@ -339,7 +358,7 @@ impl SessionManager {
             tokio::time::sleep(LOCK_POLL).await;
         }
         let renewal = self.renew_locked(store, secrets, session, st).await;
-        if let Err(e) = store.unlock(secrets, &self.owner).await {
+        if let Err(e) = store.unlock(secrets, &owner).await {
             warn!(event = "session_store", op = "unlock", session = session.id.as_str(), error = %e);
         }
         renewal
@@ -352,6 +371,7 @@ impl SessionManager {
         session: &Session,
         st: &mut TokenState,
     ) -> Renewal {
+        let locked_at = Instant::now();
         let expected = match store.read(secrets).await {
             Ok(None) => return Renewal::Gone,
             Ok(Some(stored)) if stored.generation > st.generation => {
@@ -361,36 +381,50 @@ impl SessionManager {
             }
             // Equal: the stored tokens are ours. Older: ours are newer and were not stored.
             Ok(Some(stored)) => stored.generation,
-            Err(SharedError::Unavailable(_)) => return Renewal::StoreDown,
-            Err(e) => {
-                return Renewal::Failed(IdpError::Rejected {
-                    code: e.to_string(),
-                });
-            }
+            Err(e) => return unreadable(&e),
         };
         let grant = match self.grant(session, st).await {
             Ok(grant) => grant,
+            Err(e) if e.is_final() => {
+                // Refused: unless another replica stored newer tokens meanwhile (its lock
+                // lapsed), the session is over.
+                return match store.generation(secrets).await {
+                    Ok(Some(g)) if g > expected => self.reread(store, secrets, session, st).await,
+                    _ => Renewal::Failed(e),
+                };
+            }
             Err(e) => return Renewal::Failed(e),
         };
         self.install(session, st, &grant);
-        let clocks = Clocks::read();
-        let record = session.record(st, clocks);
-        match store
-            .replace(
-                secrets,
-                expected,
-                &record,
-                self.record_ttl(session, clocks.now),
-            )
-            .await
-        {
-            Ok(true) => st.generation = expected + 1,
-            Ok(false) => return Renewal::Gone,
-            // The new tokens live here; the next call writes them back (`sync`).
-            Err(e) => {
-                warn!(event = "session_store", op = "replace", session = session.id.as_str(), error = %e);
+        let record = session.record(st, Clocks::read());
+        // The refresh token in the store is spent now: keep trying to replace it, over any
+        // generation a reseal or a write-back moved it to, while the lock is surely held.
+        let mut expected = expected;
+        while locked_at.elapsed() < WRITE_RETRIES {
+            match store.replace(secrets, expected, &record).await {
+                Ok(true) => {
+                    st.generation = expected + 1;
+                    return Renewal::Renewed(grant);
+                }
+                Ok(false) => match store.generation(secrets).await {
+                    Ok(None) => return Renewal::Gone,
+                    Ok(Some(g)) => {
+                        expected = g;
+                        continue;
+                    }
+                    Err(_) => {}
+                },
+                Err(_) => {}
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // The new tokens live here; this replica's next call writes them back (`sync`).
+        warn!(
+            event = "session_store",
+            op = "replace",
+            session = session.id.as_str(),
+            outcome = "not_stored"
+        );
         Renewal::Renewed(grant)
     }
 }

@@ -420,3 +420,28 @@ async fn while_the_store_is_down_held_sessions_serve_and_everything_else_is_unav
     let (again, _) = login(&b).await.unwrap();
     a.resolve(&again).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_replica_that_cannot_open_a_record_lets_the_session_go_and_leaves_it_to_the_others() {
+    let store = redis();
+    let idp = Arc::new(SingleUseIdp::default());
+    let old = replica_with(&idp, &store, &[1], Duration::from_secs(900));
+    let rolled = replica_with(&idp, &store, &[2, 1], Duration::from_secs(900));
+    let (handle, on_old) = login(&old).await.unwrap();
+    // A replica with the new key first reseals the record: the old key no longer opens it.
+    rolled.resolve(&handle).await.unwrap();
+    let refused = old.resolve(&handle).await.unwrap_err();
+    assert!(
+        matches!(refused, EngineError::SessionKeyRetired),
+        "{refused:?}"
+    );
+    // Its refresh would not open the record either: it lets go, deletes nothing, spends nothing.
+    assert_eq!(old.refresh(&on_old, 0).await, RefreshOutcome::Ended);
+    assert_eq!(idp.refreshes.load(Ordering::SeqCst), 0);
+    let on_rolled = rolled.resolve(&handle).await.unwrap();
+    assert!(
+        token(&rolled, &on_rolled)
+            .await
+            .ends_with("SECRET-ACCESS-0")
+    );
+}

@@ -90,6 +90,8 @@ pub enum EndReason {
     Shutdown,
     /// Its record left the shared store: closed, revoked or idle on every replica.
     EndedElsewhere,
+    /// Its record does not open on this replica (a cluster key it does not have).
+    Unreadable,
 }
 
 impl EndReason {
@@ -102,6 +104,7 @@ impl EndReason {
             EndReason::RefreshRejected => "refresh_rejected",
             EndReason::Shutdown => "shutdown",
             EndReason::EndedElsewhere => "ended_elsewhere",
+            EndReason::Unreadable => "record_unreadable",
         }
     }
 

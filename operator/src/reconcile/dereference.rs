@@ -38,6 +38,19 @@ pub async fn read_secrets(
     if let Some(r) = session_store::password_ref(cluster) {
         wanted.push((r.name, r.key, "spec.sessionStore (the store's password)"));
     }
+    if spec
+        .session_store
+        .as_ref()
+        .is_some_and(|s| s.managed.is_some())
+    {
+        let name = session_store::store_name(cluster);
+        let key = session_store::STORE_CONFIG_KEY.to_string();
+        wanted.push((
+            name,
+            key,
+            "spec.sessionStore.managed (the store's configuration)",
+        ));
+    }
     if let Some(r) = session_store::ca_ref(cluster) {
         let (name, key) = (r.name.clone(), r.key.clone());
         wanted.push((name, key, "spec.sessionStore.external.caSecretRef"));

@@ -80,6 +80,8 @@ pub struct Validated<'a> {
     pub cluster: &'a SqeCluster,
     pub config_yaml: String,
     pub config_hash: String,
+    /// Of the managed session store's own Secret: rolls the store when it changes.
+    pub store_hash: String,
 }
 
 /// The spec's checks (pod overrides, engine configuration rules), or `Error::InvalidSpec`
@@ -88,10 +90,20 @@ pub fn validate<'a>(cluster: &'a SqeCluster, secrets: &SecretDigests) -> Result<
     deployment::check_overrides(&cluster.spec.engine.pod_overrides).map_err(Error::InvalidSpec)?;
     let config_yaml = configmap::engine_config(cluster)?.to_yaml();
     let config_hash = config_hash(&config_yaml, secrets);
+    let store_prefix = format!("{}/", session_store::store_name(cluster));
+    let store_secret = SecretDigests(
+        secrets
+            .0
+            .iter()
+            .filter(|(k, _)| k.starts_with(&store_prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
     Ok(Validated {
         cluster,
         config_yaml,
         config_hash,
+        store_hash: self::config_hash("", &store_secret),
     })
 }
 
@@ -105,7 +117,8 @@ pub fn build(valid: &Validated) -> Desired {
         pdb: pdb::build(cluster),
         deployment: deployment::build(cluster, &valid.config_hash),
         hpa: hpa::build(cluster),
-        store: session_store::deployment(cluster).zip(session_store::service(cluster)),
+        store: session_store::deployment(cluster, &valid.store_hash)
+            .zip(session_store::service(cluster)),
         config_hash: valid.config_hash.clone(),
     }
 }

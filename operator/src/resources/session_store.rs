@@ -22,7 +22,9 @@ use kube::ResourceExt;
 use sqe_crds::{PullPolicy, SecretKeyRef, SqeCluster};
 use sqe_engine_config::SessionStoreConfig;
 
-use super::common::{LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME, labels, owner_ref};
+use super::common::{
+    CONFIG_HASH_ANNOTATION, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME, labels, owner_ref,
+};
 
 pub const STORE_PORT: u16 = 6379;
 /// Where the engine pods find the cluster keys (`KEYS_FILE` in it).
@@ -34,12 +36,12 @@ const CA_FILE: &str = "ca.pem";
 /// Keys of the generated Secrets.
 pub const KEYS_KEY: &str = "keys";
 pub const PASSWORD_KEY: &str = "password";
-const STORE_CONFIG_KEY: &str = "redis.conf";
+pub const STORE_CONFIG_KEY: &str = "redis.conf";
 const STORE_CONFIG_DIR: &str = "/etc/redis";
 /// The store image's user (the engine image's nonroot).
 const RUN_AS: i64 = 65532;
 
-fn store_name(cluster: &SqeCluster) -> String {
+pub fn store_name(cluster: &SqeCluster) -> String {
     format!("{}-session-store", cluster.name_any())
 }
 
@@ -259,8 +261,9 @@ pub fn service(cluster: &SqeCluster) -> Option<Service> {
 
 /// The managed store's Deployment: one hardened pod, its configuration from the generated
 /// Secret (the password never in its arguments), recreated rather than surged (two stores
-/// would split the sessions).
-pub fn deployment(cluster: &SqeCluster) -> Option<Deployment> {
+/// would split the sessions). `secret_hash` (of that Secret) rolls it when the Secret changes,
+/// as the engine pods roll with it.
+pub fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment> {
     let managed = cluster.spec.session_store.as_ref()?.managed.as_ref()?;
     let tcp_probe = |period| Probe {
         tcp_socket: Some(TCPSocketAction {
@@ -384,6 +387,10 @@ pub fn deployment(cluster: &SqeCluster) -> Option<Deployment> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(store_labels(cluster)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        secret_hash.to_string(),
+                    )])),
                     ..Default::default()
                 }),
                 spec: Some(pod),

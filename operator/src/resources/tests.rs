@@ -972,3 +972,40 @@ fn an_external_session_store_is_reached_over_tls_with_its_ca_and_no_store_is_run
         .is_none()
     );
 }
+
+#[test]
+fn a_changed_store_secret_rolls_the_store_and_the_engine_pods_together() {
+    let c = managed_store();
+    let store_annotation = |d: &Desired| {
+        let (deployment, _) = d.store.as_ref().unwrap();
+        let template = &deployment.spec.as_ref().unwrap().template;
+        template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["sqe.io/config-hash"]
+            .clone()
+    };
+    let mut before = SecretDigests::default();
+    before.add("lake-session-store/password", b"one");
+    before.add("lake-session-keys/keys", b"k");
+    let mut after = before.clone();
+    after.add("lake-session-store/password", b"two");
+    let mut keys_rotated = before.clone();
+    keys_rotated.add("lake-session-keys/keys", b"k2");
+    let (b, a, k) = (
+        build(&c, &before).unwrap(),
+        build(&c, &after).unwrap(),
+        build(&c, &keys_rotated).unwrap(),
+    );
+    assert_ne!(store_annotation(&b), store_annotation(&a));
+    assert_ne!(
+        b.config_hash, a.config_hash,
+        "the engine pods roll with the store"
+    );
+    // A rotated cluster key rolls the engines only: the store keeps its sessions.
+    assert_eq!(store_annotation(&b), store_annotation(&k));
+    assert_ne!(b.config_hash, k.config_hash);
+}
