@@ -452,8 +452,11 @@ fn in_role_mode_helm_installs_upgrades_and_uninstalls_an_operator_confined_to_it
         (vec!["list", "secrets", "--all-namespaces"], false),
         (vec!["get", "secrets", "-n", other], false),
         (vec!["get", "secrets", "-n", op_ns], false),
-        (vec!["create", "secrets", "-n", team_a], false),
+        // A session store's Secrets are generated once, only in a watched namespace.
+        (vec!["create", "secrets", "-n", team_a], true),
+        (vec!["create", "secrets", "-n", other], false),
         (vec!["update", "secrets", "-n", team_a], false),
+        (vec!["patch", "secrets", "-n", team_a], false),
         (vec!["delete", "secrets", "-n", team_a], false),
         (vec!["list", "sqeclusters.sqe.io", "-n", team_a], true),
         (
@@ -611,7 +614,8 @@ fn the_operator_upgrades_an_older_crd_so_a_new_field_is_accepted() {
     ]);
     let kc = service_account_kubeconfig(op_ns, &name);
     assert!(can_i(&kc, &["list", "secrets", "--all-namespaces"]));
-    assert!(!can_i(&kc, &["create", "secrets", "-n", apps]));
+    assert!(can_i(&kc, &["create", "secrets", "-n", apps]));
+    assert!(!can_i(&kc, &["update", "secrets", "-n", apps]));
     assert!(!can_i(
         &kc,
         &["delete", "customresourcedefinitions/sqeclusters.sqe.io"]

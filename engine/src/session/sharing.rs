@@ -281,6 +281,13 @@ impl SessionManager {
         }
     }
 
+    /// Another replica's tokens, installed in `st`.
+    fn take(&self, stored: &Stored, session: &Session, st: &mut TokenState) -> Renewal {
+        st.adopt(&stored.record, Clocks::read(), stored.generation);
+        st.refresh_at = self.first_refresh_at(session.mode, st);
+        Renewal::Adopted
+    }
+
     /// The record as stored now, installed in `st`.
     async fn reread(
         &self,
@@ -290,11 +297,7 @@ impl SessionManager {
         st: &mut TokenState,
     ) -> Renewal {
         match store.read(secrets).await {
-            Ok(Some(stored)) => {
-                st.adopt(&stored.record, Clocks::read(), stored.generation);
-                st.refresh_at = self.first_refresh_at(session.mode, st);
-                Renewal::Adopted
-            }
+            Ok(Some(stored)) => self.take(&stored, session, st),
             Ok(None) => Renewal::Gone,
             Err(e) => unreadable(&e),
         }
@@ -375,9 +378,7 @@ impl SessionManager {
         let expected = match store.read(secrets).await {
             Ok(None) => return Renewal::Gone,
             Ok(Some(stored)) if stored.generation > st.generation => {
-                st.adopt(&stored.record, Clocks::read(), stored.generation);
-                st.refresh_at = self.first_refresh_at(session.mode, st);
-                return Renewal::Adopted;
+                return self.take(&stored, session, st);
             }
             // Equal: the stored tokens are ours. Older: ours are newer and were not stored.
             Ok(Some(stored)) => stored.generation,

@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{
+    Capabilities, PodSecurityContext, ResourceRequirements, SeccompProfile, SecurityContext,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
-use sqe_crds::SqeCluster;
+use sqe_crds::{PullPolicy, SqeCluster};
 
 use crate::error::{Error, Result};
 
@@ -112,4 +114,53 @@ pub fn config_map_name(cluster: &SqeCluster) -> String {
 
 pub fn namespace(cluster: &SqeCluster) -> Result<String> {
     cluster.namespace().ok_or(Error::NoNamespace)
+}
+
+/// Non-root UID/GID of the operator's images (distroless "nonroot").
+pub const RUN_AS: i64 = 65532;
+
+/// The pod's image pull policy, as Kubernetes spells it.
+pub fn pull_policy(p: PullPolicy) -> String {
+    match p {
+        PullPolicy::Always => "Always",
+        PullPolicy::IfNotPresent => "IfNotPresent",
+        PullPolicy::Never => "Never",
+    }
+    .into()
+}
+
+fn runtime_default() -> Option<SeccompProfile> {
+    Some(SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    })
+}
+
+/// Every container the operator runs: non-root, read-only root, no privilege, no capability.
+pub fn hardened_container() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: runtime_default(),
+        ..Default::default()
+    }
+}
+
+/// Every pod the operator runs.
+pub fn hardened_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: runtime_default(),
+        ..Default::default()
+    }
 }

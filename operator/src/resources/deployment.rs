@@ -7,32 +7,29 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    SecretVolumeSource, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sqe_crds::{
-    PodOverrides, PullPolicy, RESERVED_ENV_PREFIX, RESERVED_MOUNT_DIRS, RESERVED_VOLUME_NAMES,
-    SecretKeyRef, SqeCluster,
+    PodOverrides, RESERVED_ENV_PREFIX, RESERVED_MOUNT_DIRS, RESERVED_VOLUME_NAMES, SecretKeyRef,
+    SqeCluster,
 };
 use sqe_engine_config::{CLIENT_SECRET_ENV, CONFIG_PATH_ENV, SESSION_STORE_PASSWORD_ENV};
 
 use super::common::{
     CATALOG_CA_DIR, CONFIG_DIR, CONFIG_HASH_ANNOTATION, FLIGHT_PORT, HTTP_PORT,
-    RESTART_NONCE_ANNOTATION, TLS_DIR, config_map_name, config_path, default_resources, labels,
-    meta, selector_labels,
+    RESTART_NONCE_ANNOTATION, TLS_DIR, config_map_name, config_path, default_resources,
+    hardened_container, hardened_pod, labels, meta, pull_policy, selector_labels,
 };
 use super::session_store;
 
 /// Replicas when neither `replicas` nor `autoscaling` is given: two, so one pod can drain or
 /// be evicted while the other serves.
 pub const DEFAULT_REPLICAS: i32 = 2;
-/// Non-root UID/GID of the engine image (distroless "nonroot").
-const RUN_AS: i64 = 65532;
 /// Time on top of the engine's own query drain grace for the process to exit.
 const EXIT_MARGIN_SECONDS: i64 = 15;
 /// A stopping pod keeps accepting connections this long before the engine is told to drain:
@@ -136,14 +133,7 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
     let container = Container {
         name: "engine".into(),
         image: Some(engine.image.clone()),
-        image_pull_policy: Some(
-            match engine.image_pull_policy {
-                PullPolicy::Always => "Always",
-                PullPolicy::IfNotPresent => "IfNotPresent",
-                PullPolicy::Never => "Never",
-            }
-            .into(),
-        ),
+        image_pull_policy: Some(pull_policy(engine.image_pull_policy)),
         args: Some(vec!["serve".into(), "--config".into(), config_path()]),
         env: Some(env),
         ports: Some(vec![
@@ -176,22 +166,7 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
         }),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: Some(engine.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(hardened_container()),
         volume_mounts: Some(mounts),
         ..Default::default()
     };
@@ -200,17 +175,7 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
         service_account_name: Some(name.clone()),
         automount_service_account_token: Some(false),
         termination_grace_period_seconds: Some(grace),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            fs_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(hardened_pod()),
         containers: vec![container],
         volumes: Some(volumes),
         node_selector: (!o.node_selector.is_empty()).then(|| o.node_selector.clone()),

@@ -12,18 +12,18 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Probe, Secret,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use sqe_crds::{PullPolicy, SecretKeyRef, SqeCluster};
+use sqe_crds::{SecretKeyRef, SqeCluster};
 use sqe_engine_config::SessionStoreConfig;
 
 use super::common::{
-    CONFIG_HASH_ANNOTATION, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME, labels, owner_ref,
+    CONFIG_HASH_ANNOTATION, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME, hardened_container,
+    hardened_pod, labels, owner_ref, pull_policy,
 };
 
 pub const STORE_PORT: u16 = 6379;
@@ -38,8 +38,6 @@ pub const KEYS_KEY: &str = "keys";
 pub const PASSWORD_KEY: &str = "password";
 pub const STORE_CONFIG_KEY: &str = "redis.conf";
 const STORE_CONFIG_DIR: &str = "/etc/redis";
-/// The store image's user (the engine image's nonroot).
-const RUN_AS: i64 = 65532;
 
 pub fn store_name(cluster: &SqeCluster) -> String {
     format!("{}-session-store", cluster.name_any())
@@ -274,33 +272,10 @@ pub fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment>
         timeout_seconds: Some(2),
         ..Default::default()
     };
-    let hardened = SecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS),
-        run_as_group: Some(RUN_AS),
-        read_only_root_filesystem: Some(true),
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Default::default()
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let container = Container {
         name: "store".into(),
         image: Some(managed.image.clone()),
-        image_pull_policy: Some(
-            match managed.image_pull_policy {
-                PullPolicy::Always => "Always",
-                PullPolicy::IfNotPresent => "IfNotPresent",
-                PullPolicy::Never => "Never",
-            }
-            .into(),
-        ),
+        image_pull_policy: Some(pull_policy(managed.image_pull_policy)),
         args: Some(vec![format!("{STORE_CONFIG_DIR}/{STORE_CONFIG_KEY}")]),
         ports: Some(vec![ContainerPort {
             name: Some("redis".into()),
@@ -311,7 +286,7 @@ pub fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment>
         readiness_probe: Some(tcp_probe(5)),
         liveness_probe: Some(tcp_probe(10)),
         resources: managed.resources.clone(),
-        security_context: Some(hardened),
+        security_context: Some(hardened_container()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "config".into(),
@@ -331,17 +306,7 @@ pub fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment>
     let pod = PodSpec {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            fs_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(hardened_pod()),
         containers: vec![container],
         volumes: Some(vec![
             Volume {

@@ -155,8 +155,11 @@ pub fn setup() -> &'static Path {
             a.extend_from_slice(args);
             String::from_utf8_lossy(&kubectl_in(None, &a).stdout).trim().to_string()
         };
-        assert_eq!(can(&["delete", "secrets"]), "no", "operator token is over-privileged");
-        assert_eq!(can(&["create", "secrets"]), "no", "operator token is over-privileged");
+        // Secrets: read to hash them, created once for a session store, never changed.
+        for verb in ["delete", "update", "patch"] {
+            assert_eq!(can(&[verb, "secrets"]), "no", "operator token is over-privileged");
+        }
+        assert_eq!(can(&["create", "secrets"]), "yes");
         assert_eq!(can(&["delete", "sqeclusters.sqe.io"]), "no", "operator token is over-privileged");
         assert_eq!(can(&["patch", "deployments"]), "yes");
         // The sweep deletes stale objects of every kind it manages.
