@@ -33,9 +33,10 @@ pub fn render(text: &str, default_namespace: &str) -> anyhow::Result<String> {
         if let Some(h) = &d.hpa {
             push(&mut out, h)?;
         }
-        if let Some((deployment, service)) = &d.store {
-            push(&mut out, service)?;
-            push::<Deployment>(&mut out, deployment)?;
+        if let Some(store) = &d.store {
+            push(&mut out, &store.network_policy)?;
+            push(&mut out, &store.service)?;
+            push::<Deployment>(&mut out, &store.deployment)?;
         }
     }
     anyhow::ensure!(found > 0, "no SqeCluster in the input");

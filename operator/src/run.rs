@@ -9,6 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
@@ -203,7 +204,11 @@ async fn controller(
         .owns(scoped::<Service>(&client, ns), owned.clone())
         .owns(scoped::<ServiceAccount>(&client, ns), owned.clone())
         .owns(scoped::<PodDisruptionBudget>(&client, ns), owned.clone())
-        .owns(scoped::<HorizontalPodAutoscaler>(&client, ns), owned)
+        .owns(
+            scoped::<HorizontalPodAutoscaler>(&client, ns),
+            owned.clone(),
+        )
+        .owns(scoped::<NetworkPolicy>(&client, ns), owned)
         .watches_stream(secrets, move |secret| {
             let ns = secret.namespace();
             let name = secret.name_any();

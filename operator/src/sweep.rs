@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Preconditions};
@@ -87,6 +88,7 @@ pub async fn sweep(
     sweep_kind::<PodDisruptionBudget>(client, metrics, ns, &lp, uid, desired).await?;
     sweep_kind::<Deployment>(client, metrics, ns, &lp, uid, desired).await?;
     sweep_kind::<HorizontalPodAutoscaler>(client, metrics, ns, &lp, uid, desired).await?;
+    sweep_kind::<NetworkPolicy>(client, metrics, ns, &lp, uid, desired).await?;
     Ok(())
 }
 

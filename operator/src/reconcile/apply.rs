@@ -6,6 +6,7 @@ use std::fmt::Debug;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -51,14 +52,17 @@ pub(super) async fn apply_all(
         &d.deployment,
     )
     .await?;
-    if let Some((deployment, service)) = &d.store {
-        apply(ctx, &Api::<Service>::namespaced(c.clone(), ns), service).await?;
+    if let Some(store) = &d.store {
+        let policies = Api::<NetworkPolicy>::namespaced(c.clone(), ns);
+        apply(ctx, &policies, &store.network_policy).await?;
         apply(
             ctx,
-            &Api::<Deployment>::namespaced(c.clone(), ns),
-            deployment,
+            &Api::<Service>::namespaced(c.clone(), ns),
+            &store.service,
         )
         .await?;
+        let deployments = Api::<Deployment>::namespaced(c.clone(), ns);
+        apply(ctx, &deployments, &store.deployment).await?;
     }
     if let Some(h) = &d.hpa {
         apply(

@@ -292,13 +292,14 @@ const APPLIES: [&str; 5] = [
     DEPLOY,
 ];
 /// The sweep's lists, one per managed kind, in order.
-const LISTS: [&str; 6] = [
+const LISTS: [&str; 7] = [
     "GET /api/v1/namespaces/ns/serviceaccounts",
     "GET /api/v1/namespaces/ns/configmaps",
     "GET /api/v1/namespaces/ns/services",
     "GET /apis/policy/v1/namespaces/ns/poddisruptionbudgets",
     "GET /apis/apps/v1/namespaces/ns/deployments",
     "GET /apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers",
+    "GET /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies",
 ];
 const SELECTOR: &str = "app.kubernetes.io/managed-by=sqe-operator,app.kubernetes.io/instance=demo";
 

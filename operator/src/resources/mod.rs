@@ -44,8 +44,8 @@ pub struct Desired {
     pub deployment: Deployment,
     /// `None` means: no HPA (the sweep removes one this cluster created).
     pub hpa: Option<HorizontalPodAutoscaler>,
-    /// The session store the operator runs (`sessionStore.managed`), with its Service.
-    pub store: Option<(Deployment, Service)>,
+    /// The session store the operator runs (`sessionStore.managed`).
+    pub store: Option<session_store::StoreObjects>,
     pub config_hash: String,
 }
 
@@ -66,9 +66,10 @@ impl Desired {
         if let Some(h) = &self.hpa {
             add(&mut n, h);
         }
-        if let Some((deployment, service)) = &self.store {
-            add(&mut n, deployment);
-            add(&mut n, service);
+        if let Some(store) = &self.store {
+            add(&mut n, &store.deployment);
+            add(&mut n, &store.service);
+            add(&mut n, &store.network_policy);
         }
         n
     }
@@ -117,8 +118,7 @@ pub fn build(valid: &Validated) -> Desired {
         pdb: pdb::build(cluster),
         deployment: deployment::build(cluster, &valid.config_hash),
         hpa: hpa::build(cluster),
-        store: session_store::deployment(cluster, &valid.store_hash)
-            .zip(session_store::service(cluster)),
+        store: session_store::build(cluster, &valid.store_hash),
         config_hash: valid.config_hash.clone(),
     }
 }

@@ -1,7 +1,8 @@
 //! Sessions any engine pod serves (`spec.sessionStore`): what the engine pods need to reach the
 //! store (its address, password and CA, the cluster keys), and, for `managed`, the store itself:
 //! one Redis pod without persistence behind a Service, its password and configuration in a
-//! Secret the operator generates once.
+//! Secret the operator generates once, and a NetworkPolicy that admits only the cluster's own
+//! engine pods.
 //!
 //! Generated Secrets are created once and never rewritten: the cluster keys are the platform
 //! team's to rotate (add a key first, drop the old one after the sessions' maximum lifetime),
@@ -15,6 +16,10 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Probe, Secret,
     SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -23,7 +28,7 @@ use sqe_engine_config::SessionStoreConfig;
 
 use super::common::{
     CONFIG_HASH_ANNOTATION, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME, hardened_container,
-    hardened_pod, labels, owner_ref, pull_policy,
+    hardened_pod, labels, owner_ref, parse_quantity, pull_policy, selector_labels,
 };
 
 pub const STORE_PORT: u16 = 6379;
@@ -197,6 +202,21 @@ pub fn contents(kind: Generated, random: [u8; 32]) -> BTreeMap<String, String> {
     }
 }
 
+/// The store's arguments: its configuration file (with the password), then the settings that
+/// follow the spec (never a secret).
+fn store_args(resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>) -> Vec<String> {
+    let mut args = vec![format!("{STORE_CONFIG_DIR}/{STORE_CONFIG_KEY}")];
+    if let Some(bytes) = max_memory(resources) {
+        args.extend([
+            "--maxmemory".to_string(),
+            bytes.to_string(),
+            "--maxmemory-policy".to_string(),
+            "noeviction".to_string(),
+        ]);
+    }
+    args
+}
+
 /// A generated Secret as it is created: owned by the cluster (deleted with it), labelled like
 /// everything else the operator makes for it.
 pub fn secret(cluster: &SqeCluster, name: &str, data: BTreeMap<String, String>) -> Secret {
@@ -238,8 +258,63 @@ fn store_meta(cluster: &SqeCluster) -> ObjectMeta {
     }
 }
 
+/// What the operator runs for `sessionStore.managed`.
+#[derive(Debug, Clone)]
+pub struct StoreObjects {
+    pub deployment: Deployment,
+    pub service: Service,
+    pub network_policy: NetworkPolicy,
+}
+
+/// The managed store's objects; `None` unless the spec asks for it.
+pub fn build(cluster: &SqeCluster, secret_hash: &str) -> Option<StoreObjects> {
+    Some(StoreObjects {
+        deployment: deployment(cluster, secret_hash)?,
+        service: service(cluster)?,
+        network_policy: network_policy(cluster)?,
+    })
+}
+
+/// Only the cluster's own engine pods may reach the store, on its port only (where the
+/// cluster's network enforces NetworkPolicies).
+fn network_policy(cluster: &SqeCluster) -> Option<NetworkPolicy> {
+    is_managed(cluster).then(|| NetworkPolicy {
+        metadata: store_meta(cluster),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(store_selector(cluster)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(selector_labels(cluster)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(i32::from(STORE_PORT))),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+            }]),
+            ..Default::default()
+        }),
+    })
+}
+
+/// The store's memory bound, three quarters of its container's memory limit: a store that is
+/// full refuses new sessions (UNAVAILABLE at login) rather than being killed, which would log
+/// everyone out, or evicting sessions in use.
+fn max_memory(resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>) -> Option<u64> {
+    let limit = resources?.limits.as_ref()?.get("memory")?;
+    parse_quantity(&limit.0).map(|bytes| bytes / 4 * 3)
+}
+
 /// The managed store's Service.
-pub fn service(cluster: &SqeCluster) -> Option<Service> {
+fn service(cluster: &SqeCluster) -> Option<Service> {
     is_managed(cluster).then(|| Service {
         metadata: store_meta(cluster),
         spec: Some(ServiceSpec {
@@ -261,7 +336,7 @@ pub fn service(cluster: &SqeCluster) -> Option<Service> {
 /// Secret (the password never in its arguments), recreated rather than surged (two stores
 /// would split the sessions). `secret_hash` (of that Secret) rolls it when the Secret changes,
 /// as the engine pods roll with it.
-pub fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment> {
+fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment> {
     let managed = cluster.spec.session_store.as_ref()?.managed.as_ref()?;
     let tcp_probe = |period| Probe {
         tcp_socket: Some(TCPSocketAction {
@@ -276,7 +351,7 @@ pub fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment>
         name: "store".into(),
         image: Some(managed.image.clone()),
         image_pull_policy: Some(pull_policy(managed.image_pull_policy)),
-        args: Some(vec![format!("{STORE_CONFIG_DIR}/{STORE_CONFIG_KEY}")]),
+        args: Some(store_args(managed.resources.as_ref())),
         ports: Some(vec![ContainerPort {
             name: Some("redis".into()),
             container_port: i32::from(STORE_PORT),

@@ -11,7 +11,6 @@ use sqe_engine_config::{CLIENT_SECRET_ENV, EngineConfig};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{CONFIG_KEY, FLIGHT_PORT, HTTP_PORT};
-use super::configmap::parse_quantity;
 use super::*;
 
 /// Validates and builds, as a reconcile does.
@@ -75,9 +74,10 @@ fn all_metas(d: &Desired) -> Vec<(&'static str, &ObjectMeta)> {
     if let Some(h) = &d.hpa {
         v.push(("HorizontalPodAutoscaler", &h.metadata));
     }
-    if let Some((deployment, service)) = &d.store {
-        v.push(("Deployment", &deployment.metadata));
-        v.push(("Service", &service.metadata));
+    if let Some(store) = &d.store {
+        v.push(("Deployment", &store.deployment.metadata));
+        v.push(("Service", &store.service.metadata));
+        v.push(("NetworkPolicy", &store.network_policy.metadata));
     }
     v
 }
@@ -826,7 +826,8 @@ fn a_managed_session_store_is_one_hardened_pod_the_engine_pods_reach_with_a_gene
         ]
     );
 
-    let (deployment, service) = d.store.as_ref().expect("the operator runs the store");
+    let store = d.store.as_ref().expect("the operator runs the store");
+    let (deployment, service) = (&store.deployment, &store.service);
     let spec = deployment.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(1));
     // Two stores side by side would split the sessions: the old one goes first.
@@ -883,6 +884,60 @@ fn a_managed_session_store_is_one_hardened_pod_the_engine_pods_reach_with_a_gene
     let names = d.names();
     assert!(names["Deployment"].contains("lake-session-store"));
     assert!(names["Service"].contains("lake-session-store"));
+    assert!(names["NetworkPolicy"].contains("lake-session-store"));
+
+    // Only the cluster's engine pods reach it, on its port only.
+    let policy = store.network_policy.spec.as_ref().unwrap();
+    assert_eq!(
+        policy.pod_selector.as_ref().unwrap().match_labels.as_ref(),
+        Some(&store_selector)
+    );
+    assert_eq!(policy.policy_types, Some(vec!["Ingress".to_string()]));
+    let rule = &policy.ingress.as_ref().unwrap()[0];
+    let from = rule.from.as_ref().unwrap()[0]
+        .pod_selector
+        .as_ref()
+        .unwrap();
+    let from = from.match_labels.as_ref().unwrap();
+    assert!(selects(from, engine_pods.labels.as_ref().unwrap()));
+    assert!(!selects(from, &store_pods));
+    assert_eq!(
+        rule.ports.as_ref().unwrap()[0].port,
+        Some(IntOrString::Int(6379))
+    );
+}
+
+#[test]
+fn a_managed_store_with_a_memory_limit_refuses_new_sessions_before_the_limit_kills_it() {
+    let c = cluster_with(
+        serde_json::json!({}),
+        serde_json::json!({"sessionStore": {"managed": {
+            "image": "valkey:8", "resources": {"limits": {"memory": "256Mi"}}}}}),
+    );
+    let d = build(&c, &SecretDigests::default()).unwrap();
+    let store = d.store.unwrap();
+    let args = store
+        .deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let bound = (256u64 * 1024 * 1024 / 4 * 3).to_string();
+    assert_eq!(
+        args,
+        [
+            "/etc/redis/redis.conf",
+            "--maxmemory",
+            bound.as_str(),
+            "--maxmemory-policy",
+            "noeviction"
+        ]
+    );
 }
 
 #[test]
@@ -977,7 +1032,7 @@ fn an_external_session_store_is_reached_over_tls_with_its_ca_and_no_store_is_run
 fn a_changed_store_secret_rolls_the_store_and_the_engine_pods_together() {
     let c = managed_store();
     let store_annotation = |d: &Desired| {
-        let (deployment, _) = d.store.as_ref().unwrap();
+        let deployment = &d.store.as_ref().unwrap().deployment;
         let template = &deployment.spec.as_ref().unwrap().template;
         template
             .metadata
