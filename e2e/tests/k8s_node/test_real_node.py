@@ -14,6 +14,7 @@ engine pod serves any session.
 The tests run in file order and share one installation (module fixtures).
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -293,13 +294,21 @@ def test_the_operator_runs_the_session_store_with_secrets_it_generated(kube, clu
     container = store["spec"]["containers"][0]
     sc = {**store["spec"].get("securityContext", {}), **container.get("securityContext", {})}
     assert sc.get("readOnlyRootFilesystem") is True and sc.get("runAsNonRoot") is True, sc
-    # Its password is in its configuration file, never in its arguments.
-    assert container["args"] == ["/etc/redis/redis.conf"]
+    # Its password is in its configuration file, never in its arguments; its memory bound is
+    # three quarters of its limit (256Mi), and a full store refuses writes rather than evict.
+    secret = kube.get("secret", f"{NAME}-session-store", "-n", NS)
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert container["args"] == ["/etc/redis/redis.conf", "--maxmemory", str(256 * 1024 * 1024 // 4 * 3),
+                                 "--maxmemory-policy", "noeviction"], container["args"]
+    assert password not in json.dumps(store)
+    policy = kube.get("networkpolicy", f"{NAME}-session-store", "-n", NS)["spec"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "sqe-session-store"
+    assert policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "sqe-engine"
     owner = kube.get("sqecluster", NAME, "-n", NS)["metadata"]["uid"]
     for name, keys in ((f"{NAME}-session-store", {"password", "redis.conf"}), (f"{NAME}-session-keys", {"keys"})):
-        secret = kube.get("secret", name, "-n", NS)
-        assert set(secret["data"]) == keys, (name, set(secret["data"]))
-        assert [o["uid"] for o in secret["metadata"]["ownerReferences"]] == [owner], name
+        generated = kube.get("secret", name, "-n", NS)
+        assert set(generated["data"]) == keys, (name, set(generated["data"]))
+        assert [o["uid"] for o in generated["metadata"]["ownerReferences"]] == [owner], name
 
 
 # --- 3. real clients through the Service ----------------------------------------------------
