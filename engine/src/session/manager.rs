@@ -491,7 +491,8 @@ impl SessionManager {
     /// deleted, as well as the store allows), else only here.
     pub async fn end(&self, session: &Arc<Session>, reason: EndReason) {
         if reason.ends_everywhere() {
-            self.unshare(session).await;
+            // Ending here goes on: a record the store could not delete expires there.
+            let _ = self.unshare(session).await;
         }
         self.evict(session, reason).await;
     }

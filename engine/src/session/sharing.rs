@@ -306,23 +306,21 @@ impl SessionManager {
     /// Logs a session out on every replica. Refused while the store is down: the handle would
     /// still work on the others.
     pub async fn close(&self, session: &Arc<Session>) -> Result<(), EngineError> {
+        self.unshare(session).await?;
+        self.evict(session, EndReason::Closed).await;
+        Ok(())
+    }
+
+    /// Deletes a session's record (it ended for good). When the store is down the record
+    /// stays until it expires, and the error says so.
+    pub(super) async fn unshare(&self, session: &Session) -> Result<(), EngineError> {
         if let Some((store, secrets)) = self.store_of(session)
             && let Err(e) = store.delete(secrets).await
         {
             warn!(event = "session_store", op = "delete", session = session.id.as_str(), error = %e);
             return Err(EngineError::SessionStoreUnavailable);
         }
-        self.evict(session, EndReason::Closed).await;
         Ok(())
-    }
-
-    /// Deletes a session's record (it ended for good); a store that is down will expire it.
-    pub(super) async fn unshare(&self, session: &Session) {
-        if let Some((store, secrets)) = self.store_of(session)
-            && let Err(e) = store.delete(secrets).await
-        {
-            warn!(event = "session_store", op = "delete", session = session.id.as_str(), error = %e);
-        }
     }
 
     /// One refresh through the shared store: under the session's lock there, from the stored

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, EmptyDirVolumeSource, KeyToPath, PodSecurityContext, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
-use sqe_crds::{PullPolicy, SqeCluster};
+use sqe_crds::{PullPolicy, SecretKeyRef, SqeCluster};
 
 use crate::error::{Error, Result};
 
@@ -191,4 +192,55 @@ pub fn parse_quantity(q: &str) -> Option<u64> {
     let n: f64 = num.parse().ok()?;
     let bytes = n * mult;
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// A Secret as a pod volume, readable by the pod's group only: all its keys, or with `item`
+/// one key as a file of the given name.
+pub fn secret_volume(name: &str, secret: &str, item: Option<(&str, &str)>) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: item.map(|(key, path)| {
+                vec![KeyToPath {
+                    key: key.into(),
+                    path: path.into(),
+                    ..Default::default()
+                }]
+            }),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One key of a Secret as a file named `file`.
+pub fn secret_file_volume(name: &str, r: &SecretKeyRef, file: &str) -> Volume {
+    secret_volume(name, &r.name, Some((&r.key, file)))
+}
+
+pub fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// The root filesystem is read-only: `/tmp` is the pod's scratch space.
+pub fn tmp_volume() -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    )
 }

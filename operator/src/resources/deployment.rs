@@ -7,9 +7,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    SecretVolumeSource, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SleepAction,
+    TopologySpreadConstraint, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -23,7 +23,8 @@ use sqe_engine_config::{CLIENT_SECRET_ENV, CONFIG_PATH_ENV, SESSION_STORE_PASSWO
 use super::common::{
     CATALOG_CA_DIR, CONFIG_DIR, CONFIG_HASH_ANNOTATION, FLIGHT_PORT, HTTP_PORT,
     RESTART_NONCE_ANNOTATION, TLS_DIR, config_map_name, config_path, default_resources,
-    hardened_container, hardened_pod, labels, meta, pull_policy, selector_labels,
+    hardened_container, hardened_pod, labels, meta, pull_policy, read_only_mount, secret_volume,
+    selector_labels, tmp_volume,
 };
 use super::session_store;
 
@@ -76,6 +77,8 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
         env.push(secret_env(CLIENT_SECRET_ENV, r));
     }
 
+    // Queries may spill to /tmp.
+    let (tmp, tmp_mount) = tmp_volume();
     let mut volumes = vec![
         Volume {
             name: "config".into(),
@@ -85,32 +88,15 @@ pub fn build(cluster: &SqeCluster, config_hash: &str) -> Deployment {
             }),
             ..Default::default()
         },
-        // The root filesystem is read-only; queries may spill to /tmp.
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
+        tmp,
     ];
-    let mut mounts = vec![
-        VolumeMount {
-            name: "config".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        },
-    ];
+    let mut mounts = vec![read_only_mount("config", CONFIG_DIR), tmp_mount];
     if let Some(tls) = &spec.tls {
-        volumes.push(secret_volume("tls", &tls.secret_name));
+        volumes.push(secret_volume("tls", &tls.secret_name, None));
         mounts.push(read_only_mount("tls", TLS_DIR));
     }
     if let Some(ca) = &spec.polaris.ca_secret_ref {
-        volumes.push(secret_volume("catalog-ca", &ca.name));
+        volumes.push(secret_volume("catalog-ca", &ca.name, None));
         mounts.push(read_only_mount("catalog-ca", CATALOG_CA_DIR));
     }
     for (volume, dir) in session_store::engine_volumes(cluster) {
@@ -236,27 +222,6 @@ fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
             }),
             ..Default::default()
         }),
-        ..Default::default()
-    }
-}
-
-fn secret_volume(name: &str, secret: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.into()),
-            default_mode: Some(0o440),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn read_only_mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
         ..Default::default()
     }
 }

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Probe, Secret,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, Secret, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -28,7 +28,8 @@ use sqe_engine_config::SessionStoreConfig;
 
 use super::common::{
     CONFIG_HASH_ANNOTATION, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME, hardened_container,
-    hardened_pod, labels, owner_ref, parse_quantity, pull_policy, selector_labels,
+    hardened_pod, labels, owner_ref, parse_quantity, pull_policy, read_only_mount,
+    secret_file_volume, secret_volume, selector_labels, tmp_volume,
 };
 
 pub const STORE_PORT: u16 = 6379;
@@ -131,23 +132,6 @@ pub fn engine_volumes(cluster: &SqeCluster) -> Vec<(Volume, &'static str)> {
         ));
     }
     out
-}
-
-fn secret_file_volume(name: &str, r: &SecretKeyRef, file: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(r.name.clone()),
-            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
-                key: r.key.clone(),
-                path: file.into(),
-                ..Default::default()
-            }]),
-            default_mode: Some(0o440),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// A Secret the operator generates for a cluster, once.
@@ -347,6 +331,7 @@ fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment> {
         timeout_seconds: Some(2),
         ..Default::default()
     };
+    let (tmp, tmp_mount) = tmp_volume();
     let container = Container {
         name: "store".into(),
         image: Some(managed.image.clone()),
@@ -362,19 +347,7 @@ fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment> {
         liveness_probe: Some(tcp_probe(10)),
         resources: managed.resources.clone(),
         security_context: Some(hardened_container()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: STORE_CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(vec![read_only_mount("config", STORE_CONFIG_DIR), tmp_mount]),
         ..Default::default()
     };
     let o = &cluster.spec.engine.pod_overrides;
@@ -384,25 +357,12 @@ fn deployment(cluster: &SqeCluster, secret_hash: &str) -> Option<Deployment> {
         security_context: Some(hardened_pod()),
         containers: vec![container],
         volumes: Some(vec![
-            Volume {
-                name: "config".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(store_name(cluster)),
-                    items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
-                        key: STORE_CONFIG_KEY.into(),
-                        path: STORE_CONFIG_KEY.into(),
-                        ..Default::default()
-                    }]),
-                    default_mode: Some(0o440),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            },
+            secret_volume(
+                "config",
+                &store_name(cluster),
+                Some((STORE_CONFIG_KEY, STORE_CONFIG_KEY)),
+            ),
+            tmp,
         ]),
         // Where the engine pods may run, the store may run.
         node_selector: (!o.node_selector.is_empty()).then(|| o.node_selector.clone()),
